@@ -1,0 +1,172 @@
+"""All configuration in one place.
+
+Every default the library uses lives here, so a training run, an evaluation and the app can be
+reproduced from the JSON written beside their outputs. Experiment presets are JSON files in
+``sketchlvm/configs/`` that override these defaults; command-line flags override the presets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PRESETS_DIR = PACKAGE_DIR / "configs"
+
+# A tiny open_clip tower shipped in sketchlvm/model_configs: for tests and CI, never for users.
+TINY_ARCH = "SketchLVM-Tiny"
+
+MODES = ("category", "fine_grained")
+MODALITIES = ("sketch", "photo")
+
+# CLIP's own normalisation (open_clip OPENAI_DATASET_MEAN/STD). Kept here so a preset can swap in
+# per-modality statistics, which avoids the collapse seen on random backbones (shared/NOTES.md).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class ModelConfig:
+    # ViT-B-32-quickgelu: the OpenAI weights were trained with QuickGELU; plain ViT-B-32 is wrong.
+    arch: str = "ViT-B-32-quickgelu"
+    # An open_clip tag ("openai"), a weights file, "local-dir:/folder" or a folder, or "none"
+    # (random weights, for tests only).
+    pretrained: str = "openai"
+    n_prompts: int = 3
+    # "paper": prompts + every LayerNorm of the visual tower.
+    # "full-attention": the released code's rule (also attention in-proj, class/pos embeddings, proj).
+    trainable: str = "paper"
+    # Standard normal as in the released code; ln_pre follows, so the scale is tamed there.
+    prompt_init_std: float = 1.0
+
+
+@dataclass
+class PreprocessConfig:
+    # Fraction of the ink bounding box's longer side added as white margin on every side.
+    sketch_margin: float = 0.1
+    # Stroke width used when rendering stroke lists, as a fraction of the drawing's longer side.
+    stroke_width: float = 0.02
+    # A pixel is ink when some channel is this far (0-255) below white: ignores JPEG noise and
+    # the faint anti-aliased fringe, catches light-coloured strokes (yellow: blue channel 0).
+    ink_threshold: int = 24
+    sketch_mean: tuple[float, float, float] = CLIP_MEAN
+    sketch_std: tuple[float, float, float] = CLIP_STD
+    photo_mean: tuple[float, float, float] = CLIP_MEAN
+    photo_std: tuple[float, float, float] = CLIP_STD
+    # Photos larger than this many pixels are refused (decompression-bomb guard).
+    max_image_pixels: int = 64_000_000
+
+
+@dataclass
+class LossConfig:
+    margin: float = 0.3
+    classification_weight: float = 0.5
+    # None: CLIP's learned exp(logit_scale) (100 for the OpenAI weights).
+    classification_scale: float | None = None
+    class_prompt_template: str = "a photo of a {}"
+    separation_weight: float = 0.1
+    patch_shuffle_weight: float = 1.0
+    patch_grid: int = 2
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "sketchy"  # sketchy | tuberlin | quickdraw | sketchy_fg | shoev2 | chairv2
+    root: str = ""
+    split: str = "sketchy_21"
+    # Optional caps for quick experiments; 0 means everything.
+    max_classes: int = 0
+    max_per_class: int = 0
+    num_workers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "category"
+    epochs: int = 60
+    batch_size: int = 64
+    # Fine-grained P x K batches: classes per batch x triplets per class.
+    classes_per_batch: int = 8
+    samples_per_class: int = 8
+    lr: float = 1e-5
+    prompt_lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_steps: int = 0  # 0: run all epochs
+    steps_per_epoch: int = 0  # 0: one pass over the sketches
+    seed: int = 42
+    eval_metric: str = "mAP@200"
+    eval_every: int = 1
+    out_dir: str = "runs/experiment"
+    device: str = "auto"
+
+
+@dataclass
+class IndexConfig:
+    batch_size: int = 32
+    decode_workers: int = 2
+    # Above this many photos an approximate index is built (see sketchlvm/index.py).
+    exact_max: int = 200_000
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+
+
+@dataclass
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":
+        config = cls()
+        merge_into(config, values)
+        return config
+
+
+def merge_into(config: Any, values: dict[str, Any]) -> None:
+    """Overwrite fields of nested dataclasses from a nested dict, refusing unknown keys.
+
+    Unknown keys are an error rather than ignored: a typo in a preset would otherwise silently
+    leave the default in force.
+    """
+    known = {f.name: f for f in dataclasses.fields(config)}
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(
+                f"unknown config key {key!r} in {type(config).__name__}; known: {sorted(known)}"
+            )
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {key!r} needs a mapping, got {value!r}")
+            merge_into(current, value)
+        else:
+            if isinstance(current, tuple) and isinstance(value, list):
+                value = tuple(value)
+            setattr(config, key, value)
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+
+
+def load_experiment(preset_or_path: str | Path) -> ExperimentConfig:
+    """Load a preset by name (``sketchy_category``) or a JSON file path."""
+    path = Path(preset_or_path)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{preset_or_path}.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no experiment config {str(preset_or_path)!r}; presets: {', '.join(list_presets())}"
+        )
+    return ExperimentConfig.from_dict(json.loads(path.read_text()))

@@ -1,0 +1,156 @@
+"""The factory: one entry point that turns (architecture, weights, checkpoint, device) into a model.
+
+``SketchLVM`` is what the indexer, the search and the app hold: images in, unit vectors out, for each
+mode. A mode without learned state in the checkpoint is plain zero-shot CLIP (no prompts), and says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoint import Checkpoint, apply_state, check_fits, load_checkpoint
+from .config import MODES, ModelConfig, PreprocessConfig
+from .device import autocast, resolve_device
+from .encoder import PromptedVisionEncoder
+from .prompts import VisualPrompts
+from .weights import WeightsSource, load_clip
+
+log = logging.getLogger(__name__)
+
+ZERO_SHOT_LABEL = "zero-shot CLIP, no trained prompts"
+
+
+def build_prompted_encoder(visual: torch.nn.Module, mode: str, n_prompts: int, init_std: float = 1.0) -> PromptedVisionEncoder:
+    """A trainable encoder for one mode on ``visual`` (prompt width read from the tower)."""
+    width = visual.class_embedding.shape[-1]
+    prompts = VisualPrompts(mode, n_prompts, width, init_std).to(visual.class_embedding.device)
+    return PromptedVisionEncoder(visual, prompts)
+
+
+class SketchLVM:
+    """Per-mode prompted encoders over one CLIP backbone, with their preprocessing."""
+
+    def __init__(
+        self,
+        encoders: dict[str, PromptedVisionEncoder],
+        arch: str,
+        weights: WeightsSource,
+        checkpoint: Checkpoint | None,
+        preprocess: PreprocessConfig,
+        device: torch.device,
+    ):
+        from .transforms import PhotoTransform, SketchTransform
+
+        self.encoders = encoders
+        self.arch = arch
+        self.weights = weights
+        self.checkpoint = checkpoint
+        self.preprocess = preprocess
+        self.device = device
+        self.image_size = next(iter(encoders.values())).image_size
+        self.sketch_transform = SketchTransform(self.image_size, preprocess)
+        self.photo_transform = PhotoTransform(self.image_size, preprocess)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return tuple(self.encoders)
+
+    def trained_modes(self) -> list[str]:
+        return self.checkpoint.modes if self.checkpoint else []
+
+    def mode_label(self, mode: str) -> str:
+        if mode in self.trained_modes():
+            return f"trained prompts from {self.checkpoint.path.name}"
+        return ZERO_SHOT_LABEL
+
+    def describe(self) -> dict[str, str]:
+        """Human-readable facts for the UI and logs: what exactly is loaded."""
+        return {
+            "model": self.arch,
+            "weights": self.weights.label,
+            "checkpoint": (
+                f"{self.checkpoint.path.name} ({', '.join(self.checkpoint.modes)})" if self.checkpoint else ZERO_SHOT_LABEL
+            ),
+            "device": str(self.device),
+            **{f"mode {m}": self.mode_label(m) for m in self.modes},
+        }
+
+    def identity(self, mode: str) -> dict[str, Any]:
+        """Everything that changes a photo embedding in ``mode``; an index built under another identity is stale."""
+        trained = mode in self.trained_modes()
+        return {
+            "arch": self.arch,
+            "weights": self.weights.identity(),
+            "mode": mode,
+            "checkpoint_sha256": self.checkpoint.sha256 if trained else None,
+            "n_prompts": self.encoders[mode].prompts.n_prompts if self.encoders[mode].prompts is not None else 0,
+            "image_size": self.image_size,
+            "photo_mean": list(self.preprocess.photo_mean),
+            "photo_std": list(self.preprocess.photo_std),
+        }
+
+    @torch.no_grad()
+    def encode_tensors(self, batch: torch.Tensor, modality: str, mode: str) -> np.ndarray:
+        """(B, 3, S, S) normalised images -> (B, D) float32 unit vectors."""
+        if mode not in self.encoders:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {self.modes}")
+        encoder = self.encoders[mode]
+        with autocast(self.device):
+            features = encoder(batch.to(self.device), modality)
+        return features.float().cpu().numpy()
+
+    def encode_sketches(self, sketches: Sequence[Any], mode: str) -> np.ndarray:
+        """Canvas values or sketch images -> (N, D). Raises ``EmptySketchError`` for a blank drawing."""
+        batch = torch.stack([self.sketch_transform(s) for s in sketches])
+        return self.encode_tensors(batch, "sketch", mode)
+
+    def encode_photos(self, photos: Sequence[Image.Image], mode: str) -> np.ndarray:
+        """RGB photos -> (N, D)."""
+        batch = torch.stack([self.photo_transform(p) for p in photos])
+        return self.encode_tensors(batch, "photo", mode)
+
+
+def create_sketchlvm(
+    arch: str | None = None,
+    pretrained: str | None = None,
+    checkpoint: str | Path | None = None,
+    device: str | torch.device = "auto",
+    preprocess: PreprocessConfig | None = None,
+) -> SketchLVM:
+    """Load the backbone (honestly: see ``weights.load_clip``) and any learned state.
+
+    ``arch`` defaults to the checkpoint's architecture, else ``ModelConfig.arch``; ``pretrained``
+    defaults to ``ModelConfig.pretrained`` ("openai") and is never inferred from a checkpoint, so a
+    checkpoint trained on random weights cannot pull random weights in unasked.
+    """
+    defaults = ModelConfig()
+    loaded = load_checkpoint(checkpoint) if checkpoint else None
+    arch = arch or (loaded.metadata.get("arch") if loaded else None) or defaults.arch
+    pretrained = defaults.pretrained if pretrained is None else pretrained
+    device = resolve_device(device)
+    clip_model, weights = load_clip(arch, pretrained, device)
+    visual = clip_model.visual.eval()
+    for param in visual.parameters():
+        param.requires_grad_(False)
+
+    encoders: dict[str, PromptedVisionEncoder] = {}
+    if loaded:
+        check_fits(loaded, arch, weights.identity())
+    for mode in MODES:
+        if loaded and mode in loaded.states:
+            # Each trained mode has its own LayerNorms (and maybe more), so it gets its own tower copy.
+            encoder = build_prompted_encoder(copy.deepcopy(visual), mode, loaded.metadata["n_prompts"])
+            apply_state(encoder, loaded.states[mode], f"checkpoint {loaded.path} mode {mode!r}")
+        else:
+            encoder = PromptedVisionEncoder(visual, None)
+        encoders[mode] = encoder.eval().requires_grad_(False)
+    del clip_model  # the text tower is only needed for training
+    return SketchLVM(encoders, arch, weights, loaded, preprocess or PreprocessConfig(), device)

@@ -1,0 +1,39 @@
+"""Shared test fixtures.
+
+Tests run offline on CPU with tiny random-weight models. Real data comes from ../shared/data
+(beside the project root); tests that need it skip, naming the missing folder, when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SKETCHLVM_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real test data not found at {path} (set SKETCHLVM_SHARED_DATA or place ../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sketchy_root() -> Path:
+    """Real Sketchy subset: photo/<class>/<id>.jpg and sketch/<class>/<id>-<k>.png."""
+    return _require(SHARED_DATA / "sketchy")
+
+
+@pytest.fixture(scope="session")
+def quickdraw_root() -> Path:
+    """Real Quick, Draw! strokes: <word>.ndjson."""
+    return _require(SHARED_DATA / "quickdraw")
