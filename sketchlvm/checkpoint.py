@@ -45,9 +45,9 @@ class Checkpoint:
 
 
 def learned_state(encoder: torch.nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
-    """The tensors named by the trainable rule, detached and on the CPU."""
+    """A snapshot (copied, on the CPU) of the tensors named by the trainable rule."""
     params = dict(encoder.named_parameters())
-    return {name: params[name].detach().float().cpu().contiguous() for name in names}
+    return {name: params[name].detach().float().cpu().clone() for name in names}
 
 
 def save_checkpoint(path: str | Path, states: dict[str, dict[str, torch.Tensor]], metadata: dict[str, Any]) -> Path:

@@ -1,0 +1,133 @@
+"""Learned-state checkpoints: small, self-describing, identical embeddings after a round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from sketchlvm.checkpoint import CheckpointMismatchError, learned_state, load_checkpoint, save_checkpoint
+from sketchlvm.config import TINY_ARCH
+from sketchlvm.encoder import freeze_except, trainable_parameter_names
+from sketchlvm.model import ZERO_SHOT_LABEL, build_prompted_encoder, create_sketchlvm
+from sketchlvm.weights import resolve_weights_source
+
+
+def _trained_states(rule="paper", modes=("category", "fine_grained"), seed=0):
+    """Stand-in for training: perturb exactly the trainable set so it differs from the backbone."""
+    torch.manual_seed(0)
+    clip = open_clip.create_model(TINY_ARCH, pretrained=None)
+    states = {}
+    for i, mode in enumerate(modes):
+        encoder = build_prompted_encoder(clip.visual, mode, 3)
+        names = trainable_parameter_names(encoder, rule)
+        generator = torch.Generator().manual_seed(seed + i)
+        with torch.no_grad():
+            for param in freeze_except(encoder, rule):
+                param.add_(0.1 * torch.randn(param.shape, generator=generator))
+        states[mode] = learned_state(encoder, names)
+    return states
+
+
+def _metadata(arch=TINY_ARCH, pretrained="none"):
+    return {
+        "arch": arch,
+        "pretrained": resolve_weights_source(pretrained).identity(),
+        "n_prompts": 3,
+        "trainable": "paper",
+        "training": {"dataset": "sketchy", "split": "sketchy_21"},
+        "metrics": {"mAP@200": 0.5},
+    }
+
+
+@pytest.fixture
+def real_images(sketchy_root):
+    sketches = [Image.open(p) for p in sorted((sketchy_root / "sketch" / "cow").glob("*.png"))[:3]]
+    photos = [Image.open(p) for p in sorted((sketchy_root / "photo" / "cow").glob("*.jpg"))[:3]]
+    return sketches, photos
+
+
+def test_round_trip_gives_identical_embeddings(tmp_path, real_images):
+    sketches, photos = real_images
+    states = _trained_states()
+    path = save_checkpoint(tmp_path / "ckpt.safetensors", states, _metadata())
+    loaded = load_checkpoint(path)
+    assert loaded.modes == ["category", "fine_grained"]
+    assert loaded.metadata["training"]["split"] == "sketchy_21"
+    assert loaded.metadata["metrics"]["mAP@200"] == 0.5
+    for mode in states:
+        for name, tensor in states[mode].items():
+            torch.testing.assert_close(loaded.states[mode][name], tensor, rtol=0, atol=0)
+
+    model_a = create_sketchlvm(pretrained="none", checkpoint=path, device="cpu")
+    model_b = create_sketchlvm(pretrained="none", checkpoint=path, device="cpu")
+    plain = create_sketchlvm(arch=TINY_ARCH, pretrained="none", device="cpu")
+    assert model_a.arch == TINY_ARCH  # taken from the checkpoint
+    for mode in ("category", "fine_grained"):
+        np.testing.assert_array_equal(model_a.encode_sketches(sketches, mode), model_b.encode_sketches(sketches, mode))
+        np.testing.assert_array_equal(model_a.encode_photos(photos, mode), model_b.encode_photos(photos, mode))
+        assert not np.allclose(model_a.encode_photos(photos, mode), plain.encode_photos(photos, mode), atol=1e-4)
+    assert model_a.identity("category")["checkpoint_sha256"] == loaded.sha256
+    assert plain.describe()["checkpoint"] == ZERO_SHOT_LABEL
+
+
+def test_checkpoint_holds_only_the_learned_state_with_json_metadata(tmp_path):
+    states = _trained_states(modes=("category",))
+    path = save_checkpoint(tmp_path / "c.safetensors", states, _metadata())
+    with safe_open(str(path), framework="pt") as handle:
+        keys = set(handle.keys())
+        meta = json.loads(handle.metadata()["sketchlvm"])
+    assert keys == {f"category/{n}" for n in states["category"]}
+    assert all(k.startswith("category/prompts.") or ".ln_" in k for k in keys)
+    assert meta["arch"] == TINY_ARCH and meta["modes"] == ["category"] and meta["n_prompts"] == 3
+
+
+def test_a_single_mode_checkpoint_leaves_the_other_mode_zero_shot(tmp_path):
+    path = save_checkpoint(tmp_path / "c.safetensors", _trained_states(modes=("fine_grained",)), _metadata())
+    model = create_sketchlvm(pretrained="none", checkpoint=path, device="cpu")
+    assert model.describe()["mode category"] == ZERO_SHOT_LABEL
+    assert "trained prompts" in model.describe()["mode fine_grained"]
+    assert model.identity("category")["checkpoint_sha256"] is None
+
+
+def test_mismatched_checkpoint_fails_with_a_clear_message(tmp_path):
+    states = _trained_states(modes=("category",))
+    wrong_arch = save_checkpoint(tmp_path / "a.safetensors", states, _metadata(arch="ViT-B-32-quickgelu"))
+    with pytest.raises(CheckpointMismatchError, match="architecture: checkpoint 'ViT-B-32-quickgelu', model 'SketchLVM-Tiny'"):
+        create_sketchlvm(arch=TINY_ARCH, pretrained="none", checkpoint=wrong_arch, device="cpu")
+
+    trained_on_random = save_checkpoint(tmp_path / "r.safetensors", states, _metadata())
+    local_weights = tmp_path / "w.pt"
+    torch.save(open_clip.create_model(TINY_ARCH, pretrained=None).state_dict(), local_weights)
+    with pytest.raises(CheckpointMismatchError, match="backbone weights: checkpoint trained on random"):
+        create_sketchlvm(pretrained=str(local_weights), checkpoint=trained_on_random, device="cpu")
+
+    bad_shape = {"category": {**states["category"], "prompts.tokens.sketch": torch.zeros(3, 99)}}
+    bad = save_checkpoint(tmp_path / "s.safetensors", bad_shape, _metadata())
+    with pytest.raises(CheckpointMismatchError, match=r"prompts.tokens.sketch: checkpoint shape \(3, 99\), model \(3, 128\)"):
+        create_sketchlvm(pretrained="none", checkpoint=bad, device="cpu")
+
+    unknown = {"category": {**states["category"], "visual.not_a_layer.weight": torch.zeros(2)}}
+    path = save_checkpoint(tmp_path / "u.safetensors", unknown, _metadata())
+    with pytest.raises(CheckpointMismatchError, match="not_a_layer.weight: not a parameter"):
+        create_sketchlvm(pretrained="none", checkpoint=path, device="cpu")
+
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointMismatchError, match="not a readable safetensors checkpoint"):
+        load_checkpoint(junk)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_paper_checkpoint_for_vit_b32_is_small(tmp_path):
+    clip = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None)
+    encoder = build_prompted_encoder(clip.visual, "category", 3)
+    state = learned_state(encoder, trainable_parameter_names(encoder, "paper"))
+    path = save_checkpoint(tmp_path / "b32.safetensors", {"category": state}, _metadata(arch="ViT-B-32-quickgelu"))
+    assert path.stat().st_size < 300_000  # ~40k LayerNorm + 4.6k prompt floats
