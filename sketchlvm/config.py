@@ -108,10 +108,18 @@ class TrainConfig:
 class IndexConfig:
     batch_size: int = 32
     decode_workers: int = 2
+    # Progress is committed to disk every this many embedded photos, so an interrupted build resumes.
+    commit_every: int = 1000
     # Above this many photos an approximate index is built (see sketchlvm/index.py).
     exact_max: int = 200_000
     hnsw_m: int = 32
+    hnsw_ef_construction: int = 64
+    # Starting efSearch; doubled until the measured recall@10 reaches recall_target, up to the max.
     hnsw_ef_search: int = 128
+    hnsw_ef_search_max: int = 2048
+    recall_target: float = 0.99
+    # Stored vectors sampled as queries when measuring the approximate index's recall@10.
+    recall_queries: int = 1000
     extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
 
@@ -141,6 +149,8 @@ def merge_into(config: Any, values: dict[str, Any]) -> None:
     """
     known = {f.name: f for f in dataclasses.fields(config)}
     for key, value in values.items():
+        if key.startswith("_"):  # "_comment" and friends document a preset
+            continue
         if key not in known:
             raise ValueError(
                 f"unknown config key {key!r} in {type(config).__name__}; known: {sorted(known)}"
@@ -154,6 +164,14 @@ def merge_into(config: Any, values: dict[str, Any]) -> None:
             if isinstance(current, tuple) and isinstance(value, list):
                 value = tuple(value)
             setattr(config, key, value)
+
+
+def configure_cli_logging() -> None:
+    """Our INFO lines for command-line tools; open_clip's chatty root-logger INFO stays hidden."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sketchlvm").setLevel(logging.INFO)
 
 
 def list_presets() -> list[str]:
