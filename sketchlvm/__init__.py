@@ -1,19 +1,25 @@
-"""SketchLVM: draw something, get the matching photos back (Sain et al., CVPR 2023, as a product)."""
+"""SketchLVM: draw something, get the matching photos back (Sain et al., CVPR 2023, as a product).
 
-from .weights import register_model_configs
+The public names are imported lazily, so ``import sketchlvm.strokes`` or ``sketchlvm.metrics``
+does not pay for torch and open_clip.
+"""
 
-register_model_configs()
+from importlib import import_module
 
-from .config import ExperimentConfig, ModelConfig, PreprocessConfig  # noqa: E402
-from .model import SketchLVM, create_sketchlvm  # noqa: E402
-from .weights import WeightsUnavailableError  # noqa: E402
-
-__all__ = [
-    "ExperimentConfig",
-    "ModelConfig",
-    "PreprocessConfig",
-    "SketchLVM",
-    "WeightsUnavailableError",
-    "create_sketchlvm",
-]
+_EXPORTS = {
+    "ExperimentConfig": "config",
+    "ModelConfig": "config",
+    "PreprocessConfig": "config",
+    "SketchLVM": "model",
+    "create_sketchlvm": "model",
+    "WeightsUnavailableError": "weights",
+    "register_model_configs": "weights",
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'sketchlvm' has no attribute {name!r}")

@@ -15,7 +15,9 @@ from sketchlvm.checkpoint import CheckpointMismatchError, learned_state, load_ch
 from sketchlvm.config import TINY_ARCH
 from sketchlvm.encoder import freeze_except, trainable_parameter_names
 from sketchlvm.model import ZERO_SHOT_LABEL, build_prompted_encoder, create_sketchlvm
-from sketchlvm.weights import resolve_weights_source
+from sketchlvm.weights import register_model_configs, resolve_weights_source
+
+register_model_configs()  # the tiny test tower
 
 
 def _trained_states(rule="paper", modes=("category", "fine_grained"), seed=0):

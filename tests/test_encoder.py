@@ -6,9 +6,11 @@ import open_clip
 import pytest
 import torch
 
-import sketchlvm  # noqa: F401  (registers the tiny config)
 from sketchlvm.encoder import PromptedVisionEncoder, freeze_except, trainable_parameter_names
 from sketchlvm.model import build_prompted_encoder
+from sketchlvm.weights import register_model_configs
+
+register_model_configs()  # the tiny test tower
 
 from sketchlvm.config import TINY_ARCH
 
