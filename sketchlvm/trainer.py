@@ -1,0 +1,277 @@
+"""The training loop: one readable function over the trainable set only (after nanoGPT's train.py).
+
+dataset -> sampler -> losses -> this loop -> checkpoint -> per-epoch evaluation on the unseen
+classes' full gallery. The best checkpoint is kept by the chosen retrieval metric, never by loss.
+A run is resumable: ``train_state.pt`` in the output folder records the optimiser, the step and the
+position inside the epoch (batches are a pure function of seed and epoch, so they can be skipped).
+Multi-GPU: launch with ``torchrun --nproc_per_node N -m sketchlvm.train ...``; each rank takes every
+N-th batch, so the effective batch is ``batch_size x N``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .checkpoint import apply_state, learned_state, load_checkpoint, save_checkpoint
+from .config import ExperimentConfig
+from .data import CategoryDataset, FineGrainedPairs
+from .device import autocast, resolve_device
+from .encoder import PromptedVisionEncoder, freeze_except, trainable_parameter_names
+from .evaluate import CATEGORY_DATASETS, evaluate_category, evaluate_fine_grained, load_test_data
+from .losses import TextClassifier, category_loss, fine_grained_loss, patch_shuffle_triplets
+from .model import build_prompted_encoder
+from .sampler import CategoryTripletSampler, FineGrainedBatchSampler
+from .transforms import PhotoTransform, SketchTransform
+from .weights import load_clip
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "train_state.pt"
+BEST_FILE = "best.safetensors"
+LAST_FILE = "last.safetensors"
+
+
+class TripletImages(Dataset):
+    """Index = (sketch, positive photo, negative photo, class id) -> the three image tensors + labels."""
+
+    def __init__(self, sketch_paths, photo_paths, photo_labels, sketch_transform, photo_transform):
+        self.sketch_paths, self.photo_paths = list(sketch_paths), list(photo_paths)
+        self.photo_labels = np.asarray(photo_labels)
+        self.sketch_transform, self.photo_transform = sketch_transform, photo_transform
+
+    def __len__(self) -> int:
+        return len(self.sketch_paths)
+
+    def __getitem__(self, triplet):
+        from .transforms import load_photo
+
+        s, p, n, label = (int(v) for v in triplet)
+        return (
+            self.sketch_transform(load_photo(self.sketch_paths[s])),
+            self.photo_transform(load_photo(self.photo_paths[p])),
+            self.photo_transform(load_photo(self.photo_paths[n])),
+            label,
+            int(self.photo_labels[n]),
+        )
+
+
+@dataclass
+class TrainResult:
+    encoder: PromptedVisionEncoder
+    best_checkpoint: Path | None
+    last_checkpoint: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_metric: float | None = None
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _epoch_batches(sampler, mode: str, epoch: int, batch_size: int) -> list[np.ndarray]:
+    """The epoch's batches as (B, 4) arrays [sketch, positive, negative, class]: pure in (seed, epoch)."""
+    if mode == "category":
+        sampler.set_epoch(epoch)
+        batches = sampler.batches(batch_size, drop_last=True)
+    else:
+        batches = sampler.batches(epoch)
+    return [np.concatenate([b.triplets, b.class_ids[:, None]], axis=1) for b in batches]
+
+
+def _learning_rate_factor(step: int, warmup: int) -> float:
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = True) -> TrainResult:
+    """Train one mode as configured; returns the encoder and where its checkpoints are."""
+    tc, mc, lc, dc = config.train, config.model, config.loss, config.data
+    if tc.mode not in ("category", "fine_grained"):
+        raise ValueError(f"unknown mode {tc.mode!r}; choose category or fine_grained")
+    rank, world = _distributed()
+    device = resolve_device(tc.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    _seed_everything(tc.seed)
+    out = Path(tc.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # ---- model: frozen CLIP, prompts + the trainable set
+    clip_model, weights = load_clip(mc.arch, mc.pretrained, device)
+    clip_model.requires_grad_(False)
+    encoder = build_prompted_encoder(clip_model.visual, tc.mode, mc.n_prompts, mc.prompt_init_std)
+    trainable = freeze_except(encoder, mc.trainable)
+    trainable_names = trainable_parameter_names(encoder, mc.trainable)
+    sketch_tf = SketchTransform(encoder.image_size, config.preprocess)
+    photo_tf = PhotoTransform(encoder.image_size, config.preprocess)
+
+    # ---- data
+    if not dc.root:
+        raise ValueError("data.root is not set: pass --root DATASET_FOLDER")
+    train_data, test_data = load_test_data(dc.dataset, dc.root, dc.split, dc.max_classes, dc.max_per_class)
+    if tc.mode == "category":
+        if not isinstance(train_data, CategoryDataset):
+            raise ValueError(f"category mode needs a category dataset ({CATEGORY_DATASETS}), got {dc.dataset!r}")
+        sampler = CategoryTripletSampler(train_data.sketch_labels, train_data.photo_labels, seed=tc.seed)
+        batch_size = tc.batch_size
+    else:
+        if not isinstance(train_data, FineGrainedPairs):
+            raise ValueError(f"fine-grained mode needs paired data (sketchy_fg, shoev2, chairv2), got {dc.dataset!r}")
+        sampler = FineGrainedBatchSampler(
+            train_data.pairs, tc.classes_per_batch, tc.samples_per_class, seed=tc.seed, photo_labels=train_data.photo_labels
+        )
+        batch_size = sampler.batch_size
+    images = TripletImages(train_data.sketch_paths, train_data.photo_paths, train_data.photo_labels, sketch_tf, photo_tf)
+    tokenizer = open_clip.get_tokenizer(mc.arch)
+    classifier = TextClassifier.from_clip(clip_model, tokenizer, train_data.class_names, lc, device).to(device)
+    del clip_model.transformer  # the text tower is done once its class features are computed
+
+    # ---- optimiser: prompts learn faster than the CLIP parameters they steer
+    prompt_params = [p for n, p in encoder.named_parameters() if n.startswith("prompts.") and p.requires_grad]
+    other_params = [p for n, p in encoder.named_parameters() if not n.startswith("prompts.") and p.requires_grad]
+    optimizer = torch.optim.Adam(
+        [{"params": prompt_params, "lr": tc.prompt_lr}, {"params": other_params, "lr": tc.lr}],
+        weight_decay=tc.weight_decay,
+    )
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    model = torch.nn.parallel.DistributedDataParallel(encoder) if world > 1 else encoder
+
+    # ---- resume
+    state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "history": []}
+    state_path = out / STATE_FILE
+    if resume and state_path.exists():
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        if saved["config"]["train"]["mode"] != tc.mode or saved["config"]["model"] != config.to_dict()["model"]:
+            raise ValueError(f"{out} holds a run with another model or mode; pass another --out or --no-resume")
+        apply_state(encoder, load_checkpoint(out / LAST_FILE).states[tc.mode], f"{out / LAST_FILE}")
+        optimizer.load_state_dict(saved["optimizer"])
+        scaler.load_state_dict(saved["scaler"])
+        state = saved["progress"]
+        log.info("resuming %s at epoch %d, batch %d (step %d)", out, state["epoch"], state["batch"], state["step"])
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+
+    metadata = {
+        "arch": mc.arch,
+        "pretrained": weights.identity(),
+        "n_prompts": mc.n_prompts,
+        "trainable": mc.trainable,
+        "training": {"dataset": dc.dataset, "root": str(dc.root), "split": dc.split, "classes": train_data.class_names,
+                     "max_classes": dc.max_classes, "max_per_class": dc.max_per_class, "config": config.to_dict()},
+    }
+
+    def save(name: str, metrics: dict | None = None) -> Path:
+        meta = {**metadata, "metrics": metrics or {}, "epoch": state["epoch"], "step": state["step"]}
+        return save_checkpoint(out / name, {tc.mode: learned_state(encoder, trainable_names)}, meta)
+
+    def save_progress() -> None:
+        if rank != 0:
+            return
+        save(LAST_FILE)
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "progress": state,
+                    "config": config.to_dict()}, tmp)
+        os.replace(tmp, state_path)
+
+    def evaluate() -> dict[str, float]:
+        if tc.mode == "category":
+            evaluation = evaluate_category(encoder, sketch_tf, photo_tf, test_data, device, num_workers=dc.num_workers)
+        else:
+            evaluation = evaluate_fine_grained(encoder, sketch_tf, photo_tf, test_data, device, num_workers=dc.num_workers)
+        return evaluation.metrics
+
+    # ---- loop
+    last_save = time.monotonic()
+    encoder.train()
+    while state["epoch"] < tc.epochs and not (tc.max_steps and state["step"] >= tc.max_steps):
+        batches = _epoch_batches(sampler, tc.mode, state["epoch"], batch_size)
+        if tc.steps_per_epoch:
+            batches = batches[: tc.steps_per_epoch]
+        batches = batches[rank::world][: len(batches) // world]  # equal counts per rank, no hang
+        loader = DataLoader(images, batch_sampler=[b.tolist() for b in batches[state["batch"]:]], num_workers=dc.num_workers)
+        bar = tqdm(loader, total=len(batches), initial=state["batch"], desc=f"epoch {state['epoch'] + 1}/{tc.epochs}",
+                   unit="batch", disable=not show_progress or rank != 0, dynamic_ncols=True)
+        tick, parts, epoch_losses = time.monotonic(), {"total": None}, []
+        for sketch, positive, negative, labels, negative_labels in bar:
+            sketch, positive, negative = (t.to(device, non_blocking=True) for t in (sketch, positive, negative))
+            labels, negative_labels = labels.to(device), negative_labels.to(device)
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * _learning_rate_factor(state["step"], tc.warmup_steps)
+            with autocast(device):
+                s, p, n = model(sketch, "sketch"), model(positive, "photo"), model(negative, "photo")
+                if tc.mode == "category":
+                    loss, parts = category_loss(s, p, n, labels, classifier, lc, negative_labels=negative_labels)
+                else:
+                    def patch_embeddings():
+                        ps, pp, pn = patch_shuffle_triplets(sketch, positive, lc.patch_grid)
+                        return model(ps, "sketch"), model(pp, "photo"), model(pn, "photo")
+
+                    loss, parts = fine_grained_loss(s, p, n, labels, classifier, lc, patch=patch_embeddings)
+            if not math.isfinite(parts["total"]):
+                raise FloatingPointError(f"loss became {parts['total']} at step {state['step']}; lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            epoch_losses.append(parts["total"])
+            state["step"] += 1
+            state["batch"] += 1
+            now = time.monotonic()
+            bar.set_postfix(loss=f"{parts['total']:.4f}", img_s=f"{3 * len(sketch) / max(now - tick, 1e-9):.1f}")
+            tick = now
+            if now - last_save > 600:  # resumable mid-epoch, at most ten minutes lost
+                save_progress()
+                last_save = now
+            if tc.max_steps and state["step"] >= tc.max_steps:
+                break
+        bar.close()
+        finished_epoch = state["batch"] >= len(batches)
+        if finished_epoch:
+            state["epoch"] += 1
+            state["batch"] = 0
+        entry: dict[str, Any] = {"epoch": state["epoch"], "step": state["step"], "mean_loss": float(np.mean(epoch_losses)) if epoch_losses else None}
+        if rank == 0 and (state["epoch"] % max(tc.eval_every, 1) == 0 or not finished_epoch):
+            metrics = evaluate()
+            entry["metrics"] = metrics
+            score = metrics.get(tc.eval_metric)
+            if score is None:
+                raise ValueError(f"eval_metric {tc.eval_metric!r} is not measured; available: {sorted(metrics)}")
+            log.info("epoch %d: %s", state["epoch"], json.dumps(metrics))
+            if state["best"] is None or score > state["best"]:
+                state["best"] = score
+                save(BEST_FILE, metrics)
+        state["history"].append(entry)
+        if rank == 0:
+            with open(out / "history.jsonl", "a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+        save_progress()
+        last_save = time.monotonic()
+        if world > 1:
+            dist.barrier()
+    best = out / BEST_FILE
+    return TrainResult(encoder, best if best.exists() else None, out / LAST_FILE, state["history"], state["best"])
