@@ -223,13 +223,14 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * _learning_rate_factor(state["step"], tc.warmup_steps)
             with autocast(device):
-                s, p, n = model(sketch, "sketch"), model(positive, "photo"), model(negative, "photo")
+                s = model(sketch, "sketch")
+                p, n = model(torch.cat([positive, negative]), "photo").chunk(2)  # one batched photo pass
                 if tc.mode == "category":
                     loss, parts = category_loss(s, p, n, labels, classifier, lc, negative_labels=negative_labels)
                 else:
                     def patch_embeddings():
                         ps, pp, pn = patch_shuffle_triplets(sketch, positive, lc.patch_grid)
-                        return model(ps, "sketch"), model(pp, "photo"), model(pn, "photo")
+                        return (model(ps, "sketch"), *model(torch.cat([pp, pn]), "photo").chunk(2))
 
                     loss, parts = fine_grained_loss(s, p, n, labels, classifier, lc, patch=patch_embeddings)
             if not math.isfinite(parts["total"]):
