@@ -134,3 +134,57 @@ def apply_state(encoder: torch.nn.Module, state: dict[str, torch.Tensor], where:
     with torch.no_grad():
         for name, tensor in state.items():
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+
+
+def merge_checkpoints(out: str | Path, paths: list[str | Path]) -> Path:
+    """One file holding the modes of several checkpoints (e.g. a category and a fine-grained run)
+    for the app; they must share architecture, backbone weights and prompt count."""
+    loaded = [load_checkpoint(p) for p in paths]
+    first = loaded[0].metadata
+    states: dict[str, dict[str, torch.Tensor]] = {}
+    training = {}
+    for ckpt in loaded:
+        for key in ("arch", "pretrained", "n_prompts"):
+            if ckpt.metadata.get(key) != first.get(key):
+                raise CheckpointMismatchError(
+                    f"cannot merge {ckpt.path} into {loaded[0].path}: {key} differs "
+                    f"({ckpt.metadata.get(key)!r} vs {first.get(key)!r})"
+                )
+        for mode, state in ckpt.states.items():
+            if mode in states:
+                raise CheckpointMismatchError(f"mode {mode!r} appears in more than one checkpoint ({ckpt.path})")
+            states[mode] = state
+            training[mode] = {"from": str(ckpt.path), "training": ckpt.metadata.get("training"),
+                              "metrics": ckpt.metadata.get("metrics")}
+    meta = {k: first[k] for k in ("arch", "pretrained", "n_prompts", "trainable") if k in first}
+    return save_checkpoint(out, states, {**meta, "training": training, "metrics": {}})
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m sketchlvm.checkpoint", description="Inspect or merge checkpoints.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="print a checkpoint's metadata and tensor sizes")
+    info.add_argument("path")
+    merge = sub.add_parser("merge", help="combine the modes of several checkpoints into one file for the app")
+    merge.add_argument("out")
+    merge.add_argument("inputs", nargs="+")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "info":
+            ckpt = load_checkpoint(args.path)
+            print(json.dumps({k: v for k, v in ckpt.metadata.items() if k != "training"}, indent=2))
+            for mode, state in ckpt.states.items():
+                print(f"{mode}: {len(state)} tensors, {sum(t.numel() for t in state.values()):,} parameters")
+        else:
+            print(f"wrote {merge_checkpoints(args.out, args.inputs)}")
+    except (FileNotFoundError, CheckpointMismatchError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -133,3 +133,19 @@ def test_paper_checkpoint_for_vit_b32_is_small(tmp_path):
     state = learned_state(encoder, trainable_parameter_names(encoder, "paper"))
     path = save_checkpoint(tmp_path / "b32.safetensors", {"category": state}, _metadata(arch="ViT-B-32-quickgelu"))
     assert path.stat().st_size < 300_000  # ~40k LayerNorm + 4.6k prompt floats
+
+
+def test_merge_two_single_mode_checkpoints_for_the_app(tmp_path):
+    category = save_checkpoint(tmp_path / "c.safetensors", _trained_states(modes=("category",)), _metadata())
+    fine = save_checkpoint(tmp_path / "f.safetensors", _trained_states(modes=("fine_grained",), seed=5), _metadata())
+    from sketchlvm.checkpoint import main
+
+    assert main(["merge", str(tmp_path / "both.safetensors"), str(category), str(fine)]) == 0
+    both = load_checkpoint(tmp_path / "both.safetensors")
+    assert both.modes == ["category", "fine_grained"]
+    torch.testing.assert_close(both.states["fine_grained"]["prompts.tokens.shared"],
+                               load_checkpoint(fine).states["fine_grained"]["prompts.tokens.shared"])
+    assert main(["merge", str(tmp_path / "x.safetensors"), str(category), str(category)]) == 2
+    other = save_checkpoint(tmp_path / "o.safetensors", _trained_states(modes=("fine_grained",)), _metadata(arch="ViT-B-32-quickgelu"))
+    assert main(["merge", str(tmp_path / "y.safetensors"), str(category), str(other)]) == 2
+    assert main(["info", str(tmp_path / "both.safetensors")]) == 0
