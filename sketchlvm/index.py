@@ -81,6 +81,13 @@ class StaleIndexError(RuntimeError):
     """The index was built under another model identity; the message names the rebuild command."""
 
 
+# Vectors embedded elsewhere (``sketchlvm.cluster`` merges Ray shards through it), offered to a build:
+# (relpath, size, mtime_ns) -> {embedding key: (D,) float32 unit vector}, or the reason the file is
+# unusable, or None when it has nothing for that version of the file.
+Precomputed = Callable[[str, int, int], "dict[str, np.ndarray] | str | None"]
+_IMPORT_COMMIT_EVERY = 250_000  # taking precomputed vectors is cheap to redo: commit only to bound memory
+
+
 # ---------------------------------------------------------------------------------------------
 # Locations
 
@@ -605,9 +612,11 @@ class _Build:
     """One run of ``build_gallery_index``: plan from the previous manifest, embed, commit."""
 
     def __init__(self, root: Path, cache: Path, model: SketchLVM, config: IndexConfig,
-                 progress: Callable[[int, int], None] | None, show_progress_bar: bool):
+                 progress: Callable[[int, int], None] | None, show_progress_bar: bool,
+                 precomputed: Precomputed | None = None):
         self.root, self.cache, self.model, self.config = root, cache, model, config
         self.progress, self.show_progress_bar = progress, show_progress_bar
+        self.precomputed = precomputed
         self.report = BuildReport()
         # Embeddings of the current model: key -> identity without "mode", and which mode encodes it.
         self.identities = {m: _plain(model.identity(m)) for m in model.modes}
@@ -749,8 +758,16 @@ class _Build:
                 if vecs.ndim != 2 or len(vecs) != len(images) or (self.dim is not None and vecs.shape[1] != self.dim):
                     raise RuntimeError(f"encoder returned shape {vecs.shape} for {len(images)} photos")
                 new[key] = vecs
+        self._record([(entry, need) for entry, need, _ in batch], new)
+
+    def _record(self, batch: list[tuple[_Entry, list[str]]], new: dict[str, np.ndarray]) -> None:
+        """Give each photo of ``batch`` its rows in ``new`` (key -> (n, D), in batch order, for the photos
+        that need that key)."""
+        for vecs in new.values():
+            if self.dim is not None and vecs.shape[1] != self.dim:
+                raise RuntimeError(f"got {vecs.shape[1]}-dimensional vectors for an index of dimension {self.dim}")
         taken = dict.fromkeys(new, 0)
-        for entry, need, _ in batch:
+        for entry, need in batch:
             rec = self.records.get(entry.relpath)
             keep = rec["rows"] if rec is not None and (rec["size"], rec["mtime_ns"]) == entry.stat else {}
             rows = dict(keep)
@@ -766,6 +783,51 @@ class _Build:
         for key, vecs in new.items():
             self.pending[key].append(vecs)
             self.dim = vecs.shape[1]
+
+    def _take_precomputed(self, work: list[tuple[_Entry, list[str]]]) -> list[tuple[_Entry, list[str]]]:
+        """Record what ``self.precomputed`` has for the work (no decoding, no encoding); return the rest.
+
+        A photo takes vectors only when every embedding key it needs is there for its current size and
+        mtime; a reason marks it skipped, as a failed decode here would."""
+        rest: list[tuple[_Entry, list[str]]] = []
+        batch: list[tuple[_Entry, list[str]]] = []
+        found: list[dict[str, np.ndarray]] = []
+        since_commit = 0
+
+        def flush() -> None:
+            new = {}
+            for key in self.keys:
+                rows = [vecs[key] for (_, need), vecs in zip(batch, found) if key in need]  # noqa: B905
+                if rows:
+                    new[key] = np.ascontiguousarray(np.stack(rows), dtype=np.float32)  # (n, D)
+            self._record(batch, new)
+            batch.clear()
+            found.clear()
+
+        show = self.show_progress_bar and len(work) > 0
+        with (logging_redirect_tqdm() if show else contextlib.nullcontext()), \
+                tqdm(work, unit="photo", desc=f"importing {self.root.name}", mininterval=0.5,
+                     dynamic_ncols=True, disable=not show) as bar:
+            for entry, need in bar:
+                vecs = self.precomputed(entry.relpath, entry.size, entry.mtime_ns)
+                if isinstance(vecs, str):
+                    self._fail(entry, vecs)
+                elif vecs is not None and all(key in vecs for key in need):
+                    batch.append((entry, need))
+                    found.append(vecs)
+                    since_commit += 1
+                    if len(batch) >= _GATHER_BLOCK or since_commit >= _IMPORT_COMMIT_EVERY:
+                        flush()
+                    if since_commit >= _IMPORT_COMMIT_EVERY:
+                        self._commit(complete=False)
+                        since_commit = 0
+                else:
+                    rest.append((entry, need))
+        if batch:
+            flush()
+        log.info("%s: took precomputed vectors for %d photos, %d left to embed", self.root,
+                 len(work) - len(rest), len(rest))
+        return rest
 
     def _rows_total(self, key: str) -> int:
         return sum(len(a) for a in self.arrays[key]) + sum(len(a) for a in self.pending[key])
@@ -886,6 +948,8 @@ class _Build:
         work = self._plan()
         log.info("%s: %d photos to embed, %d unchanged", self.root, len(work), self.report.unchanged)
         try:
+            if self.precomputed is not None:
+                work = self._take_precomputed(work)
             self._embed(work)
         except BaseException:
             if any(self.pending.values()):
@@ -915,6 +979,7 @@ def build_gallery_index(
     config: IndexConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
     show_progress_bar: bool = True,
+    precomputed: Precomputed | None = None,
 ) -> GalleryIndex:
     """Index every photo under ``gallery_dir`` for each of ``model.modes``, incrementally.
 
@@ -922,6 +987,9 @@ def build_gallery_index(
     identity changed is re-embedded. Unusable files are listed in ``report.skipped``. ``progress``
     is called with (done, total) photos to embed, from (0, total) to (total, total); not at all when
     nothing needs embedding. Safe to interrupt at any point (exception or kill): the next build resumes.
+    ``precomputed``: vectors embedded elsewhere (see ``Precomputed``; ``sketchlvm.cluster``), taken
+    instead of embedding a photo when they match its size and mtime; the caller vouches that they come
+    from ``model`` (the keys are its embedding keys).
     """
     config = config or IndexConfig()
     root = Path(gallery_dir).expanduser()
@@ -933,7 +1001,7 @@ def build_gallery_index(
     cache = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir(root)
     cache.mkdir(parents=True, exist_ok=True)
     with _build_lock(cache):
-        return _Build(root, cache, model, config, progress, show_progress_bar).run()
+        return _Build(root, cache, model, config, progress, show_progress_bar, precomputed).run()
 
 
 if __name__ == "__main__":
