@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from .config import configure_cli_logging, list_presets, load_experiment, merge_into
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, WeightsUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     print(f"best {config.train.eval_metric}: {result.best_metric}; checkpoint: {result.best_checkpoint}")
     return 0
 

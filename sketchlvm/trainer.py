@@ -274,5 +274,7 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
         last_save = time.monotonic()
         if world > 1:
             dist.barrier()
+    if world > 1:
+        dist.destroy_process_group()
     best = out / BEST_FILE
     return TrainResult(encoder, best if best.exists() else None, out / LAST_FILE, state["history"], state["best"])

@@ -107,3 +107,20 @@ def test_interrupted_training_resumes_where_it_stopped(sketchy_root, tmp_path):
     b = load_checkpoint(resumed.last_checkpoint).states["category"]
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+def test_torchrun_ddp_runs_on_cpu_and_rank_0_writes_the_checkpoint(sketchy_root, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "sketchlvm.train",
+        "--config", "tiny_sketchy_category", "--root", str(sketchy_root), "--max-classes", "3",
+        "--max-per-class", "6", "--batch-size", "4", "--epochs", "1", "--workers", "0", "--out", str(out),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("best mAP@all") == 1
+    best = load_checkpoint(out / "best.safetensors")
+    assert best.metadata["step"] == 2  # 18 triplets / batch 4 = 4 batches, every 2nd per rank
