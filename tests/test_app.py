@@ -1,0 +1,347 @@
+"""The app end to end: the real Gradio server in-process, driven through gradio_client and HTTP.
+
+A tiny random-weight model (SketchLVM-Tiny) and a 4 x 4 gallery of real Sketchy photos keep this
+offline and quick; rankings are meaningless with random weights, so the tests check the plumbing
+(ranked, captioned, descending scores, the same ranking as the library, friendly messages, file
+access), not retrieval quality.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client")
+httpx = pytest.importorskip("httpx")
+
+import app as app_module  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
+from sketchlvm.index import build_gallery_index  # noqa: E402
+from sketchlvm.model import create_sketchlvm  # noqa: E402
+from sketchlvm.search import EmptyGalleryError, Searcher  # noqa: E402
+from sketchlvm.strokes import EmptySketchError  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings(  # pandas 3 deprecations inside gradio's queue
+    "ignore:.*no_silent_downcasting:Warning", "ignore:The copy keyword:Warning"
+)
+
+CLASSES = ("airplane", "cat", "fish", "umbrella")
+PER_CLASS = 4
+K = 5
+CAPTION = re.compile(r"^(?P<label>.+) · (?P<score>-?\d+\.\d+) · (?P<name>[^/]+)$")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def editor_value(path: Path | None) -> dict:
+    """What the browser's ImageEditor sends, as gradio_client takes it (shared/NOTES.md)."""
+    if path is None:
+        return {"background": None, "layers": [], "composite": None}
+    return {"background": None, "layers": [handle_file(str(path))], "composite": handle_file(str(path))}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return create_sketchlvm(arch="SketchLVM-Tiny", pretrained="none", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory, sketchy_root) -> Path:
+    root = tmp_path_factory.mktemp("app") / "gallery"
+    for name in CLASSES:
+        (root / name).mkdir(parents=True)
+        for photo in sorted((sketchy_root / "photo" / name).glob("*.jpg"))[:PER_CLASS]:
+            shutil.copy(photo, root / name / photo.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def sketches(sketchy_root) -> dict[str, Path]:
+    return {name: sorted((sketchy_root / "sketch" / name).glob("*.png"))[0] for name in CLASSES}
+
+
+@pytest.fixture(scope="module")
+def index(gallery, model):
+    return build_gallery_index(gallery, model, cache_dir=gallery.parent / "cache", show_progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def running(model, gallery, index):
+    """(url, state) of the app launched in this process on a free 127.0.0.1 port."""
+    state = app_module.AppState(Searcher(model, index, default_k=K), gallery_dir=gallery, cache_dir=index.cache_dir)
+    demo = app_module.build_demo(state)
+    kwargs = app_module.launch_kwargs(state, "127.0.0.1", free_port())
+    _, url, _ = app_module.launch(demo, **kwargs, prevent_thread_lock=True, quiet=True)
+    yield url.rstrip("/"), state
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(running) -> Client:
+    return Client(running[0], verbose=False, analytics_enabled=False)
+
+
+def parse_gallery(gallery: list[dict]) -> list[dict]:
+    rows = []
+    for item in gallery:
+        match = CAPTION.match(item["caption"])
+        assert match, f"caption not 'category · similarity · file': {item['caption']!r}"
+        rows.append({"label": match["label"], "score": float(match["score"]), "name": match["name"]})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Searcher, directly
+
+
+def test_searcher_reranks_without_reencoding(model, index, sketches, monkeypatch):
+    calls: list[str] = []
+    encode = model.encode_sketches
+
+    def counting(sketches_, mode):
+        calls.append(mode)
+        return encode(sketches_, mode)
+
+    monkeypatch.setattr(model, "encode_sketches", counting)
+    searcher = Searcher(model, index, default_k=K)
+    sketch = Image.open(sketches["fish"]).convert("RGB")
+
+    first = searcher.search(sketch, "category")
+    assert calls == ["category"]
+    assert [r.rank for r in first] == list(range(1, K + 1))
+    assert [r.score for r in first] == sorted((r.score for r in first), reverse=True)
+    assert all(r.path == index.root / r.relpath and r.path.is_file() for r in first)
+    assert all(r.label == Path(r.relpath).parent.name for r in first)
+
+    assert searcher.search(sketch.copy(), "category", k=3) == first[:3]  # same pixels, new object: cached
+    assert calls == ["category"]
+    searcher.search(sketch, "fine_grained")  # only now is the other mode encoded
+    assert calls == ["category", "fine_grained"]
+    searcher.search(sketch, "category", k=16)
+    searcher.search({"background": None, "layers": [], "composite": sketch}, "fine_grained")  # editor dict
+    assert calls == ["category", "fine_grained"]
+    searcher.search(Image.open(sketches["cat"]), "category")  # a new drawing is encoded
+    assert calls == ["category", "fine_grained", "category"]
+    assert searcher.encode_calls == 3
+    assert len(searcher.search(sketch, "category", k=100)) == len(index)  # k beyond the gallery: all of it
+
+
+def test_searcher_empty_sketch_and_empty_gallery(model, index, sketches):
+    blank = Image.new("RGB", (256, 256), "white")
+    with pytest.raises(EmptySketchError):
+        Searcher(model, index).search(blank, "category")
+    empty = Searcher(model, None)
+    with pytest.raises(EmptySketchError):  # a blank canvas is reported before the missing gallery
+        empty.search(blank, "category")
+    with pytest.raises(EmptyGalleryError, match="--gallery"):
+        empty.search(Image.open(sketches["fish"]), "category")
+
+
+# --------------------------------------------------------------------------------------------
+# The running app through gradio_client
+
+
+def test_api_lists_a_stable_search_endpoint(client):
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert "/search" in endpoints and "/upload_sketch" in endpoints
+
+
+@pytest.mark.parametrize("mode", ["category", "fine_grained"])
+def test_search_returns_ranked_captioned_results(client, running, sketches, mode):
+    _, state = running
+    gallery, message = client.predict(editor_value(sketches["fish"]), mode, K, api_name="/search")
+    rows = parse_gallery(gallery)
+    assert len(rows) == K
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert all(-1.0 <= s <= 1.0 for s in scores)
+    assert all(r["label"] in CLASSES for r in rows)
+    assert all((state.gallery_dir / r["label"] / r["name"]).is_file() for r in rows)  # category = its folder
+    assert all(Path(item["image"]).is_file() for item in gallery)  # the photos were served
+    assert f"{K} best matches" in message
+    # The same ranking as the library gives for the same pixels.
+    expected = state.searcher.search(Image.open(sketches["fish"]), mode, K)
+    assert [r["name"] for r in rows] == [Path(r.relpath).name for r in expected]
+
+
+def test_mode_switch_and_top_k_reuse_the_embedding(client, running, sketches):
+    _, state = running
+    sketch = editor_value(sketches["umbrella"])
+    client.predict(sketch, "category", K, api_name="/search")
+    before = state.searcher.encode_calls
+    gallery, _ = client.predict(sketch, "category", 3, api_name="/search")
+    assert len(gallery) == 3
+    client.predict(sketch, "fine_grained", K, api_name="/search")
+    client.predict(sketch, "category", 8, api_name="/search")
+    client.predict(sketch, "fine_grained", 2, api_name="/search")
+    assert state.searcher.encode_calls == before + 1  # only the first fine-grained search encoded
+
+
+def test_empty_sketch_gives_a_friendly_message(client, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (512, 512), "white").save(blank)
+    for value in (editor_value(blank), editor_value(None)):
+        gallery, message = client.predict(value, "category", K, api_name="/search")
+        assert gallery == []
+        assert message == app_module.DRAW_HINT
+
+
+def test_bad_upload_gives_a_friendly_message(client, tmp_path):
+    bad = tmp_path / "not-a-sketch.png"
+    bad.write_text("this is a text file, not a PNG\n")
+    _, _, message = client.predict(handle_file(str(bad)), "category", K, api_name="/upload_sketch")
+    assert message.startswith("**Upload refused:**")
+    assert "not-a-sketch.png" in message and "not a recognised image format" in message
+    assert "Traceback" not in message and "/tmp/" not in message and "gradio" not in message
+
+
+def test_blank_upload_is_refused_and_a_good_one_searches(client, tmp_path, sketches):
+    blank = tmp_path / "blank.png"
+    Image.new("L", (64, 64), 255).save(blank)
+    _, _, message = client.predict(handle_file(str(blank)), "category", K, api_name="/upload_sketch")
+    assert "no dark lines" in message
+    canvas, gallery, message = client.predict(
+        handle_file(str(sketches["cat"])), "category", K, api_name="/upload_sketch"
+    )
+    assert len(parse_gallery(gallery)) == K
+    assert message.startswith("Uploaded **") and f"{K} best matches" in message
+    assert canvas["composite"] is not None  # the sketch is put on the canvas to draw on
+
+
+def test_status_says_what_is_loaded(client, running):
+    _, state = running
+    status = client.predict(api_name="/status")
+    for text in ("SketchLVM-Tiny", "random weights — for testing only", "zero-shot CLIP, no trained prompts",
+                 str(state.gallery_dir), f"{len(CLASSES) * PER_CLASS} photos", "Skipped files:** 0"):
+        assert text in status
+
+
+def test_rebuild_index_endpoint(client, running):
+    status, message, _ = client.predict(api_name="/rebuild_index")
+    assert f"Index rebuilt: {len(CLASSES) * PER_CLASS} photos" in message and "unchanged" in message
+    assert f"{len(CLASSES) * PER_CLASS} photos" in status
+
+
+def test_only_gallery_photos_are_served(running, tmp_path_factory):
+    url, state = running
+    outside = tmp_path_factory.mktemp("outside") / "secret.jpg"  # under the system temp dir, not the gallery
+    shutil.copy(next(state.gallery_dir.rglob("*.jpg")), outside)
+    cache_file = next(Path(state.cache_dir).glob("*.json"))  # the index cache: beside, not inside, the gallery
+    photo = next(state.gallery_dir.rglob("*.jpg"))
+    with httpx.Client(timeout=10) as http:
+        assert http.get(f"{url}/gradio_api/file={photo}").status_code == 200
+        for path in ("/etc/passwd", str(outside), str(cache_file), str(Path(app_module.__file__).resolve())):
+            response = http.get(f"{url}/gradio_api/file={path}")
+            assert response.status_code in (403, 404), path
+            assert b"root:" not in response.content
+
+
+# --------------------------------------------------------------------------------------------
+# main(): flags, environment, empty state, missing weights
+
+
+def test_help_lists_every_flag_and_variable(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        app_module.main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--gallery", "--checkpoint", "--model", "--pretrained", "--device", "--top-k", "--host", "--port",
+                 "--share"):
+        assert flag in text
+    for var in ("SKETCHLVM_GALLERY", "SKETCHLVM_CHECKPOINT", "SKETCHLVM_MODEL", "SKETCHLVM_PRETRAINED",
+                "SKETCHLVM_DEVICE", "SKETCHLVM_TOP_K", "SKETCHLVM_HOST", "SKETCHLVM_PORT"):
+        assert var in text
+    assert "default: 127.0.0.1" in text and "ViT-B-32-quickgelu" in text
+
+
+def test_environment_sets_flags_and_flags_win(monkeypatch):
+    monkeypatch.setenv("SKETCHLVM_TOP_K", "7")
+    monkeypatch.setenv("SKETCHLVM_PORT", "9999")
+    monkeypatch.setenv("SKETCHLVM_PRETRAINED", "none")
+    monkeypatch.setenv("SKETCHLVM_GALLERY", "/some/photos")
+    args = app_module.build_parser().parse_args([])
+    assert (args.top_k, args.port, args.pretrained, args.gallery, args.host) == (7, 9999, "none", "/some/photos",
+                                                                                "127.0.0.1")
+    args = app_module.build_parser().parse_args(["--top-k", "3", "--port", "8000", "--gallery", "/other"])
+    assert (args.top_k, args.port, args.gallery) == (3, 8000, "/other")
+    monkeypatch.setenv("SKETCHLVM_TOP_K", "zero")
+    with pytest.raises(SystemExit):
+        app_module.build_parser().parse_args([])
+
+
+def test_missing_weights_exit_cleanly(capsys, tmp_path):
+    missing = tmp_path / "nope.safetensors"
+    code = app_module.main(["--model", "SketchLVM-Tiny", "--pretrained", str(missing), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.startswith("error: ") and "does not exist" in err and "Traceback" not in err
+
+
+def test_main_without_a_gallery_shows_the_empty_state(monkeypatch, tmp_path, sketches):
+    monkeypatch.delenv("SKETCHLVM_GALLERY", raising=False)
+    monkeypatch.setenv("SKETCHLVM_GALLERIES_DIR", str(tmp_path / "no-galleries"))  # latest_gallery() -> None
+    launched = {}
+
+    def launch_in_background(demo, **kwargs):
+        launched["demo"] = demo
+        launched["kwargs"] = kwargs
+        return app_module.gr.Blocks.launch(demo.queue(), **kwargs, prevent_thread_lock=True, quiet=True)
+
+    monkeypatch.setattr(app_module, "launch", launch_in_background)
+    port = free_port()
+    code = app_module.main(["--model", "SketchLVM-Tiny", "--pretrained", "none", "--device", "cpu",
+                            "--port", str(port)])
+    try:
+        assert code == 0
+        assert launched["kwargs"]["allowed_paths"] == []  # no gallery: nothing on disk is served
+        assert launched["kwargs"]["server_name"] == "127.0.0.1"
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False)
+        status = client.predict(api_name="/status")
+        assert "No gallery loaded yet" in status and "--gallery" in status
+        gallery, message = client.predict(editor_value(sketches["fish"]), "category", K, api_name="/search")
+        assert gallery == [] and "No gallery loaded yet" in message
+        config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=10).json()
+        banner = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "sketchlvm-banner"]
+        assert "No gallery loaded yet" in banner[0]["props"]["value"]
+    finally:
+        launched["demo"].close()
+
+
+def test_caption_and_fit_helpers():
+    from sketchlvm.search import SearchResult
+
+    result = SearchResult(Path("/g/cat/a.jpg"), "cat/a.jpg", "cat", 0.25, 1)
+    assert app_module.caption(result) == "cat · 0.250 · a.jpg"
+    uncategorised = SearchResult(Path("/g/a.jpg"), "a.jpg", None, -0.5, 2)
+    assert app_module.caption(uncategorised) == "no category · -0.500 · a.jpg"
+    fitted = app_module.fit_to_canvas(Image.new("RGB", (100, 50), "black"))
+    assert fitted.size == (app_module.CANVAS_SIZE, app_module.CANVAS_SIZE)
+    assert np.asarray(fitted)[0, 0].tolist() == [255, 255, 255]  # padded with white
+
+
+def test_symlinks_out_of_the_gallery_are_sent_as_pixels(tmp_path, model, sketchy_root):
+    """Gradio refuses files whose real path is outside allowed_paths; such a photo is sent as an image."""
+    from sketchlvm.search import SearchResult
+
+    photo = next((sketchy_root / "photo" / "cat").glob("*.jpg"))
+    root = tmp_path / "gallery"
+    (root / "cat").mkdir(parents=True)
+    shutil.copy(photo, root / "cat" / "inside.jpg")
+    (root / "cat" / "link.jpg").symlink_to(photo)  # points into ../shared/data, outside the gallery
+    state = app_module.AppState(Searcher(model, None), gallery_dir=root)
+    inside = SearchResult(root / "cat" / "inside.jpg", "cat/inside.jpg", "cat", 0.5, 1)
+    link = SearchResult(root / "cat" / "link.jpg", "cat/link.jpg", "cat", 0.4, 2)
+    assert app_module.gallery_item(state, inside) == (str(root / "cat" / "inside.jpg"), "cat · 0.500 · inside.jpg")
+    image, caption = app_module.gallery_item(state, link)
+    assert isinstance(image, Image.Image) and caption == "cat · 0.400 · link.jpg"
+    assert max(image.size) <= app_module.THUMBNAIL_SIZE
