@@ -15,7 +15,6 @@ import argparse
 import statistics
 import time
 
-import open_clip
 import torch
 
 from sketchlvm.config import LossConfig

@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from .config import IndexConfig
 from .index import default_cache_dir
-from .index_cli import EXIT_ERROR, EXIT_INTERRUPTED, _device, _non_negative_int, _positive_int, _print_skipped
+from .index_cli import _device, _non_negative_int, _positive_int, _print_skipped, run_command
 
 
 def _non_negative_float(text: str) -> float:
@@ -121,23 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("sketchlvm.cluster").setLevel(logging.WARNING if args.quiet else logging.INFO)
-    if args.debug:
-        logging.getLogger("sketchlvm").setLevel(logging.DEBUG)
-    try:
-        code = args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again (merge resumes; embed starts over)", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
-    except Exception as error:  # noqa: BLE001 - the CLI turns every failure into one line
-        if args.debug:
-            raise
-        message = " ".join(str(error).split()) or type(error).__name__
-        known = type(error).__name__ in ("WeightsUnavailableError", "StaleIndexError", "ShardIdentityError",
-                                         "CheckpointMismatchError")
-        prefix = "error" if known or isinstance(error, (OSError, ValueError)) else f"error ({type(error).__name__})"
-        print(f"{prefix}: {message}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
-    sys.exit(code)
+    run_command(args, "run the same command again (merge resumes; embed starts over)")
 
 
 if __name__ == "__main__":

@@ -138,25 +138,33 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+KNOWN_ERRORS = ("WeightsUnavailableError", "StaleIndexError", "ShardIdentityError", "CheckpointMismatchError")
+
+
+def run_command(args: argparse.Namespace, interrupted_hint: str) -> None:
+    """Run ``args.func`` and exit: every failure becomes one ``error: ...`` line (tracebacks only with --debug)."""
     if args.debug:
         logging.getLogger("sketchlvm").setLevel(logging.DEBUG)
     try:
         code = args.func(args)
     except KeyboardInterrupt:
-        print("interrupted: the progress so far is saved; run the same command again to finish", file=sys.stderr)
+        print(f"interrupted: {interrupted_hint}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as error:  # noqa: BLE001 - the CLI turns every failure into one line
         if args.debug:
             raise
         message = " ".join(str(error).split()) or type(error).__name__
-        known = type(error).__name__ in ("WeightsUnavailableError", "StaleIndexError", "CheckpointMismatchError")
+        known = type(error).__name__ in KNOWN_ERRORS
         prefix = "error" if known or isinstance(error, (OSError, ValueError)) else f"error ({type(error).__name__})"
         print(f"{prefix}: {message}", file=sys.stderr)
         sys.exit(EXIT_ERROR)
     sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    run_command(args, "the progress so far is saved; run the same command again to finish")
 
 
 if __name__ == "__main__":

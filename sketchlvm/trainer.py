@@ -152,8 +152,9 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
     del clip_model.transformer  # the text tower is done once its class features are computed
 
     # ---- optimiser: prompts learn faster than the CLIP parameters they steer
-    prompt_params = [p for n, p in encoder.named_parameters() if n.startswith("prompts.") and p.requires_grad]
-    other_params = [p for n, p in encoder.named_parameters() if not n.startswith("prompts.") and p.requires_grad]
+    prompt_ids = {id(p) for p in encoder.prompts.parameters()}
+    prompt_params = [p for p in trainable if id(p) in prompt_ids]
+    other_params = [p for p in trainable if id(p) not in prompt_ids]
     optimizer = torch.optim.Adam(
         [{"params": prompt_params, "lr": tc.prompt_lr}, {"params": other_params, "lr": tc.lr}],
         weight_decay=tc.weight_decay,
