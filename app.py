@@ -18,11 +18,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -50,6 +52,9 @@ MODE_HINTS = {
 }
 SEARCH_CONCURRENCY = 2  # model calls at once; more only adds contention on a small CPU
 QUEUE_MAX_SIZE = 64
+MAX_UPLOAD_SIZE = "10mb"  # Gradio answers bigger uploads with HTTP 413 before any handler runs
+MAX_SKETCH_PIXELS = 4096 * 4096  # canvas values and uploaded sketches (the canvas itself sends 512 x 512)
+UNREADABLE_IMAGE = "That image could not be read: draw on the canvas or upload a PNG/JPEG sketch."
 
 NO_GALLERY_HELP = (
     "**No gallery loaded yet.** Start the app with `python app.py --gallery /path/to/photos` "
@@ -220,7 +225,7 @@ def load_upload(state: AppState, path: str | None, mode: str, k: float) -> tuple
         return gr.skip(), gr.skip(), DRAW_HINT
     name = Path(path).name
     try:
-        image = load_photo(path)  # any format and mode -> upright RGB; refuses non-images and huge images
+        image = load_photo(path, max_pixels=MAX_SKETCH_PIXELS)  # any format -> upright RGB; refuses non-images, huge ones
         crop_to_ink(image)  # refuses a blank page
     except ImageLoadError as error:
         gr.Warning("That file is not an image we can read. Upload a PNG or JPEG sketch.")
@@ -258,6 +263,56 @@ def render_examples(out_dir: Path | None = None, size: int = CANVAS_SIZE) -> lis
 
 # --------------------------------------------------------------------------------------------
 # The Blocks
+
+
+def check_sketch_header(image: Any) -> None:
+    """Refuse (gr.Error) an image that cannot be opened or declares more than MAX_SKETCH_PIXELS.
+
+    ``image``: a Gradio FileData (API clients) or bytes (the browser's blob upload). Reads the header
+    only: no pixel is decoded.
+    """
+    source = image.path if hasattr(image, "path") else io.BytesIO(bytes(image))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as opened:
+                width, height = opened.size
+    except Image.DecompressionBombError:
+        width = height = None
+    except Exception as error:  # not an image, truncated header...
+        log.info("unreadable canvas value: %s", error)
+        raise gr.Error(UNREADABLE_IMAGE, print_exception=False) from None
+    if width is None or width * height > MAX_SKETCH_PIXELS:
+        size = "" if width is None else f" ({width} x {height})"
+        raise gr.Error(
+            f"That image is too large{size}: sketches up to {MAX_SKETCH_PIXELS:,} pixels are accepted.",
+            print_exception=False,
+        )
+
+
+class SketchCanvas(gr.ImageEditor):
+    """gr.ImageEditor that refuses unreadable or oversized images with a message, before decoding them.
+
+    gr.ImageEditor decodes whatever an API client sends in full (below Pillow's own 178 M-pixel bomb
+    error): a 170 kB, 12000 x 12000 PNG cost ~4 GB of memory, and a broken file a generic error.
+    """
+
+    is_template = True  # as Gradio's own presets (gr.Sketchpad): the browser renders it as an ImageEditor
+
+    def preprocess(self, payload):
+        if payload is not None:
+            data = self.blob_storage.get(payload.id) if payload.id is not None else payload
+            if data is not None:
+                for image in (data.background, data.composite, *data.layers):
+                    if image is not None:
+                        check_sketch_header(image)
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as error:  # a body that fails to decode after a readable header
+            log.info("unreadable canvas value: %s", error)
+            raise gr.Error(UNREADABLE_IMAGE, print_exception=False) from None
 
 
 def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
@@ -318,7 +373,7 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         banner = gr.Markdown(banner_markdown(state), elem_id="sketchlvm-banner")
         with gr.Row():
             with gr.Column(scale=1):
-                canvas = gr.ImageEditor(
+                canvas = SketchCanvas(
                     value=blank_canvas(),
                     type="pil",
                     sources=(),
@@ -415,6 +470,7 @@ def launch_kwargs(state: AppState, host: str, port: int, share: bool = False) ->
         server_port=port,
         share=share,
         allowed_paths=allowed,
+        max_file_size=MAX_UPLOAD_SIZE,
         css=CSS,
         show_error=False,
     )

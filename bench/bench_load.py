@@ -1,0 +1,507 @@
+"""Load: many people drawing and searching at once, each with their own sketch, in both modes.
+
+Each simulated user is one gradio_client session (its own ``Client``, so its own Gradio session) that
+"draws" its own real Sketchy sketch: the ink is revealed in ``--stages`` steps from top to bottom, as
+strokes would add it, and every step is searched in both modes through ``/search`` with the canvas
+value the browser sends; then the finished sketch is uploaded through ``/upload_sketch`` in both modes.
+Users loop over their script until the time is up (bounded in time and in request count).
+
+Every answer is checked against the ranking computed beforehand in this process with the same model
+and gallery index (the captions carry category, score to 3 decimals and file name, in rank order), so a
+request that is answered with another user's results, another mode's or another stage's counts as
+wrong. The workload is arranged so that this check has teeth: the 16 sketches and 2 modes give pairwise
+different rankings (asserted), which a random-weight model only does with distinct per-mode weights,
+so a checkpoint with strongly perturbed per-mode state is written first (``make_checkpoint``).
+
+Printed: p50 / p95 latency, requests/s, failed (exception or timeout) and wrong requests, and the ratio
+of the p50 under load to the p50 of a single user measured in the same run against the same server
+(that single user walks through all the users' scripts in turn, so its cache-hit rate matches the load
+phase's: ~every request runs the encoder, as new strokes would).
+
+The server is the real CLI (``python app.py --gallery ... --checkpoint ...``) in its own process, so
+client threads and server do not share a GIL; ``--in-process`` runs it in this process instead (as
+tests/test_load.py does).
+
+    python -m bench.bench_load --users 16 --seconds 60
+    python -m bench.bench_load --users 4 --seconds 10 --baseline-seconds 5     # quick check
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.bench_query import DEFAULT_DATA, make_gallery, wait_for_server  # noqa: E402
+
+MODES = ("category", "fine_grained")
+REQUEST_TIMEOUT_S = 20.0  # one request; a hung server fails the request instead of hanging the run
+MAX_REQUESTS_PER_USER = 100_000  # a second bound besides the clock
+UNTIMED = ("connect", "warmup")  # failures before the timed loop: counted as failed, not timed
+
+
+# --------------------------------------------------------------------------------------------
+# Workload
+
+
+@dataclass(frozen=True)
+class Op:
+    """One request of a user's script and the answer it must get."""
+
+    kind: str  # "search" (canvas value) or "upload" (the upload button)
+    path: Path  # the PNG sent
+    mode: str
+    k: int
+    expected: tuple[str, ...]  # result captions in rank order: "category · 0.123 · file.jpg"
+
+
+@dataclass
+class Workload:
+    gallery: Path
+    cache: Path
+    checkpoint: Path
+    sketches: list[Path]  # one per user, all different
+    scripts: list[list[Op]] = field(default_factory=list)  # one per user
+
+
+def make_checkpoint(path: Path, scale: float = 1.0, n_prompts: int = 3) -> Path:
+    """A checkpoint for the tiny test tower with strongly perturbed, different state per mode.
+
+    With the bare random tower (both modes zero-shot, hence identical) different sketches mostly get the
+    same ranking, so a cross-talk check would be blind; with this one, 16 sketches x 2 modes give 32
+    different rankings of a 24-photo gallery.
+    """
+    import open_clip
+    import torch
+
+    from sketchlvm.checkpoint import learned_state, save_checkpoint
+    from sketchlvm.config import TINY_ARCH
+    from sketchlvm.encoder import freeze_except, trainable_parameter_names
+    from sketchlvm.model import build_prompted_encoder
+    from sketchlvm.weights import register_model_configs, resolve_weights_source
+
+    register_model_configs()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        clip = open_clip.create_model(TINY_ARCH, pretrained=None)
+    states = {}
+    for i, mode in enumerate(MODES):
+        encoder = build_prompted_encoder(clip.visual, mode, n_prompts)
+        names = trainable_parameter_names(encoder, "paper")
+        generator = torch.Generator().manual_seed(1000 + i)
+        with torch.no_grad():
+            for param in freeze_except(encoder, "paper"):
+                param.add_(scale * torch.randn(param.shape, generator=generator))
+        states[mode] = learned_state(encoder, names)
+    metadata = {"arch": TINY_ARCH, "pretrained": resolve_weights_source("none").identity(),
+                "n_prompts": n_prompts, "trainable": "paper", "training": {"dataset": "none (load test)"}}
+    return save_checkpoint(path, states, metadata)
+
+
+def pick_sketches(all_sketches: list[Path], users: int) -> list[Path]:
+    """One sketch per user, classes in turn, each of a different photo (Sketchy: ``<photo>-<n>.png``)."""
+    by_class: dict[str, list[Path]] = {}
+    for path in all_sketches:
+        by_class.setdefault(path.parent.name, []).append(path)
+    per_class: dict[str, list[Path]] = {}
+    for name, paths in by_class.items():
+        seen: set[str] = set()
+        for path in sorted(paths):
+            photo = path.stem.rsplit("-", 1)[0]
+            if photo not in seen:
+                seen.add(photo)
+                per_class.setdefault(name, []).append(path)
+    names = sorted(per_class)
+    chosen = []
+    for user in range(users):
+        options = per_class[names[user % len(names)]]
+        if user // len(names) >= len(options):
+            raise ValueError(f"not enough different sketches for {users} users; use more classes")
+        chosen.append(options[user // len(names)])
+    return chosen
+
+
+def drawing_stages(sketch: Image.Image, stages: int, threshold: int = 24) -> list[Image.Image]:
+    """The sketch as it looks part-way through drawing: ink revealed top to bottom in ``stages`` steps."""
+    rgb = np.asarray(sketch.convert("RGB"))
+    rows = np.flatnonzero((rgb.min(axis=2) < 255 - threshold).any(axis=1))
+    if rows.size == 0:
+        raise ValueError("the sketch has no ink")
+    top, bottom = int(rows[0]), int(rows[-1]) + 1
+    out = []
+    for stage in range(1, stages + 1):
+        cut = top + int(np.ceil((bottom - top) * stage / stages))
+        partial = rgb.copy()
+        partial[cut:] = 255
+        out.append(Image.fromarray(partial))
+    return out
+
+
+def editor_value(path: Path) -> dict:
+    """What the browser's ImageEditor sends, as gradio_client takes it (shared/NOTES.md)."""
+    from gradio_client import handle_file
+
+    return {"background": None, "layers": [handle_file(str(path))], "composite": handle_file(str(path))}
+
+
+def expected_captions(searcher, op_kind: str, path: Path, mode: str, k: int) -> tuple[str, ...]:
+    """The captions the app must answer with, computed in-process as its handlers would."""
+    import app as app_module
+    from sketchlvm.transforms import load_photo
+
+    if op_kind == "upload":
+        query = app_module.fit_to_canvas(load_photo(path))  # what load_upload puts on the canvas
+    else:
+        with Image.open(path) as image:
+            image = image.convert("RGBA")  # the editor's image_mode
+            query = {"background": None, "layers": [image], "composite": image}
+    return tuple(app_module.caption(r) for r in searcher.search(query, mode, k))
+
+
+def build_scripts(searcher, sketches: list[Path], out_dir: Path, stages: int, k: int) -> list[list[Op]]:
+    """Per user: every drawing stage in both modes, then the finished sketch uploaded in both modes.
+
+    Raises if two requests of different users (or the two modes, or two stages) would get the same
+    answer: the cross-talk check would not be able to tell them apart.
+    """
+    scripts = []
+    for user, sketch in enumerate(sketches):
+        folder = out_dir / f"user{user:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        with Image.open(sketch) as image:
+            partials = drawing_stages(image, stages)
+        ops = []
+        for stage, partial in enumerate(partials, 1):
+            path = folder / f"stage{stage}.png"
+            partial.save(path)
+            for mode in MODES:
+                ops.append(Op("search", path, mode, k, expected_captions(searcher, "search", path, mode, k)))
+        upload = folder / sketch.name
+        shutil.copy(sketch, upload)
+        for mode in MODES:
+            ops.append(Op("upload", upload, mode, k, expected_captions(searcher, "upload", upload, mode, k)))
+        scripts.append(ops)
+    owners: dict[tuple[str, ...], set[int]] = {}
+    for user, ops in enumerate(scripts):
+        for op in ops:
+            owners.setdefault(op.expected, set()).add(user)
+    shared = [users for users in owners.values() if len(users) > 1]
+    if shared:
+        raise AssertionError(f"users {sorted(shared[0])} would get identical answers: cross-talk undetectable")
+    return scripts
+
+
+def prepare(work: Path, data: Path, classes: int, per_class: int, users: int) -> Workload:
+    """Gallery (first ``classes`` Sketchy classes x ``per_class`` photos), checkpoint, one sketch per user."""
+    all_sketches = make_gallery(data, classes, per_class, work / "gallery")
+    checkpoint = make_checkpoint(work / "load-test.safetensors")
+    return Workload(work / "gallery", work / "cache", checkpoint, pick_sketches(all_sketches, users))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch intra-op threads, then restore the previous setting.
+
+    Precomputing answers uses 1: on a busy 2-core machine two OpenMP threads per encode are 15-50x slower
+    than one (oversubscription), and the results are the same.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def load_model(checkpoint: Path):
+    from sketchlvm.config import TINY_ARCH
+    from sketchlvm.model import create_sketchlvm
+
+    return create_sketchlvm(arch=TINY_ARCH, pretrained="none", checkpoint=checkpoint, device="cpu")
+
+
+# --------------------------------------------------------------------------------------------
+# Running users
+
+
+@dataclass
+class Sample:
+    user: int
+    kind: str
+    mode: str
+    latency_s: float
+    error: str | None = None  # exception / timeout
+    wrong: str | None = None  # answered, but not this request's answer
+
+
+def _answer(client, op: Op, timeout_s: float) -> tuple[str, ...]:
+    from gradio_client import handle_file
+
+    if op.kind == "search":
+        job = client.submit(editor_value(op.path), op.mode, op.k, api_name="/search")
+        gallery, _message = job.result(timeout=timeout_s)
+    else:
+        job = client.submit(handle_file(str(op.path)), op.mode, op.k, api_name="/upload_sketch")
+        _canvas, gallery, _message = job.result(timeout=timeout_s)
+    return tuple(item["caption"] for item in gallery)
+
+
+def run_session(url: str, user: int, ops: list[Op], seconds: float, *, start: int = 0,
+                barrier: threading.Barrier | None = None, timeout_s: float = REQUEST_TIMEOUT_S,
+                max_requests: int = MAX_REQUESTS_PER_USER, warmup: int = 0) -> list[Sample]:
+    """One simulated user: its own Client, looping over ``ops`` from ``start`` until ``seconds`` pass."""
+    from gradio_client import Client
+
+    samples: list[Sample] = []
+    client = None
+    try:
+        client = Client(url, verbose=False, analytics_enabled=False, download_files=False,
+                        httpx_kwargs={"timeout": timeout_s})
+    except Exception as error:  # counted, not raised: a refused connection is a failed request
+        samples.append(Sample(user, "connect", "-", 0.0, error=f"{type(error).__name__}: {error}"))
+    try:
+        try:
+            for i in range(warmup if client is not None else 0):
+                _answer(client, ops[(start + i) % len(ops)], timeout_s)
+        except Exception as error:
+            samples.append(Sample(user, "warmup", "-", 0.0, error=f"{type(error).__name__}: {error}"))
+        if barrier is not None:
+            barrier.wait(timeout=120)
+        if client is None:
+            return samples
+        deadline = time.monotonic() + seconds
+        i = start
+        while time.monotonic() < deadline and len(samples) < max_requests:
+            op = ops[i % len(ops)]
+            i += 1
+            began = time.perf_counter()
+            sample = Sample(user, op.kind, op.mode, 0.0)
+            try:
+                got = _answer(client, op, timeout_s)
+                if got != op.expected:
+                    sample.wrong = f"{op.kind} {op.path.name} {op.mode}: got {got[:3]}..., expected {op.expected[:3]}..."
+            except Exception as error:
+                sample.error = f"{op.kind} {op.path.name} {op.mode}: {type(error).__name__}: {error}"
+            sample.latency_s = time.perf_counter() - began
+            samples.append(sample)
+        return samples
+    finally:
+        if client is not None:
+            client.close()
+
+
+def run_load(url: str, scripts: list[list[Op]], seconds: float, warmup: int = 1,
+             timeout_s: float = REQUEST_TIMEOUT_S) -> tuple[list[Sample], float]:
+    """All users at once (one thread and one Client each), started together; (samples, wall seconds)."""
+    barrier = threading.Barrier(len(scripts) + 1)
+    results: list[list[Sample]] = [[] for _ in scripts]
+
+    def user(i: int) -> None:
+        # Users start at different points of their script, so the two modes and both endpoints mix.
+        results[i] = run_session(url, i, scripts[i], seconds, start=i, barrier=barrier, timeout_s=timeout_s,
+                                 warmup=warmup)
+
+    threads = [threading.Thread(target=user, args=(i,), name=f"load-user-{i}", daemon=True)
+               for i in range(len(scripts))]
+    for thread in threads:
+        thread.start()
+    barrier.wait(timeout=120)
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join(timeout=seconds + timeout_s + 60)
+    wall = time.perf_counter() - began
+    if any(thread.is_alive() for thread in threads):
+        raise RuntimeError("a simulated user did not finish in time")
+    return [s for r in results for s in r], wall
+
+
+def interleaved(scripts: list[list[Op]]) -> list[Op]:
+    """Every user's script, one op of each user in turn: one session that sees what all of them send."""
+    longest = max(len(ops) for ops in scripts)
+    return [ops[j] for j in range(longest) for ops in scripts if j < len(ops)]
+
+
+@dataclass
+class Summary:
+    requests: int
+    failed: int
+    wrong: int
+    p50_ms: float
+    p95_ms: float
+    per_s: float
+    per_user: dict[int, int]
+    kinds: dict[str, int]
+
+    def line(self) -> str:
+        return (f"{self.requests} requests, {self.per_s:.1f} req/s, p50 {self.p50_ms:.0f} ms, p95 {self.p95_ms:.0f} ms, "
+                f"failed {self.failed}, wrong {self.wrong}")
+
+
+def summarise(samples: list[Sample], wall_s: float) -> Summary:
+    timed = [s.latency_s for s in samples if s.kind not in UNTIMED]
+    ms = np.asarray(timed or [np.nan]) * 1000
+    return Summary(
+        requests=len(timed),
+        failed=sum(s.error is not None for s in samples),
+        wrong=sum(s.wrong is not None for s in samples),
+        p50_ms=float(np.percentile(ms, 50)),
+        p95_ms=float(np.percentile(ms, 95)),
+        per_s=len(timed) / wall_s if wall_s > 0 else float("nan"),
+        per_user=dict(Counter(s.user for s in samples if s.kind not in UNTIMED)),
+        kinds=dict(Counter(f"{s.kind}/{s.mode}" for s in samples if s.kind not in UNTIMED)),
+    )
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of a process (this one by default), from /proc; NaN where unavailable."""
+    try:
+        if pid is None:
+            times = os.times()
+            return times.user + times.system
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Script
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=16, help="simultaneous users (default: 16)")
+    parser.add_argument("--seconds", type=float, default=60, help="length of the load phase (default: 60)")
+    parser.add_argument("--baseline-seconds", type=float, default=None,
+                        help="length of the single-user phase (default: a quarter of --seconds, 5-15 s)")
+    parser.add_argument("--stages", type=int, default=4, help="drawing steps searched per sketch (default: 4)")
+    parser.add_argument("--classes", type=int, default=8, help="gallery classes (default: 8)")
+    parser.add_argument("--per-class", type=int, default=3, help="gallery photos per class (default: 3)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Sketchy subset (photo/, sketch/)")
+    parser.add_argument("--in-process", action="store_true", help="run the server in this process (shared GIL)")
+    parser.add_argument("--server-threads", type=int, default=None,
+                        help="torch threads in the server (OMP_NUM_THREADS); default: torch's own, as app.py runs")
+    parser.add_argument("--server-timeout", type=float, default=180, help="seconds to wait for app.py to start")
+    args = parser.parse_args(argv)
+    if not (args.data / "photo").is_dir():
+        print(f"error: no Sketchy data at {args.data} (--data or SKETCHLVM_SHARED_DATA)", file=sys.stderr)
+        return 2
+    baseline_s = args.baseline_seconds if args.baseline_seconds is not None else min(15.0, max(5.0, args.seconds / 4))
+
+    import app as app_module
+    from sketchlvm.index import build_gallery_index
+    from sketchlvm.search import Searcher
+
+    work = Path(tempfile.mkdtemp(prefix="sketchlvm-load-"))
+    server = demo = None
+    try:
+        workload = prepare(work, args.data, args.classes, args.per_class, args.users)
+        model = load_model(workload.checkpoint)
+        index = build_gallery_index(workload.gallery, model, cache_dir=workload.cache, show_progress_bar=False)
+        k = len(index)  # the whole gallery, ranked: the strictest check
+        searcher = Searcher(model, index, default_k=k)
+        with torch_threads(1):
+            scripts = build_scripts(searcher, workload.sketches, work / "users", args.stages, k)
+        searcher.clear_cache()
+        if args.server_threads and args.in_process:
+            import torch
+
+            torch.set_num_threads(args.server_threads)
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/"
+        if args.in_process:
+            state = app_module.AppState(searcher, gallery_dir=workload.gallery, cache_dir=index.cache_dir)
+            demo = app_module.build_demo(state)
+            app_module.launch(demo, **app_module.launch_kwargs(state, "127.0.0.1", port), prevent_thread_lock=True,
+                              quiet=True)
+        else:
+            env = {**os.environ, "SKETCHLVM_GALLERIES_DIR": str(work / "galleries")}
+            if args.server_threads:
+                env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.server_threads)
+            cmd = [sys.executable, str(ROOT / "app.py"), "--gallery", str(workload.gallery), "--model",
+                   model.arch, "--pretrained", "none", "--checkpoint", str(workload.checkpoint), "--device", "cpu",
+                   "--port", str(port), "--top-k", str(k)]
+            server = subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      text=True)
+            wait_for_server(url, server, timeout_s=args.server_timeout)
+        print(f"{args.users} users x {len(scripts[0])} requests per script ({args.stages} drawing stages x "
+              f"{len(MODES)} modes on /search + {len(MODES)} uploads); gallery {len(index)} photos, k={k}; "
+              f"server {'in this process' if args.in_process else 'app.py in its own process'}, torch threads "
+              f"{args.server_threads or 'default'}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+
+        single, single_wall = [], 0.0
+        if baseline_s > 0:
+            began = time.perf_counter()
+            single = run_session(url, -1, interleaved(scripts), baseline_s, warmup=3)
+            single_wall = time.perf_counter() - began
+        server_cpu, client_cpu = cpu_seconds(server.pid) if server else float("nan"), cpu_seconds()
+        loaded, wall = run_load(url, scripts, args.seconds)
+        server_cpu = (cpu_seconds(server.pid) if server else float("nan")) - server_cpu
+        client_cpu = cpu_seconds() - client_cpu
+
+        one = summarise(single, single_wall) if single else None
+        load = summarise(loaded, wall)
+        if one is not None:
+            print(f"single user ({baseline_s:.0f} s): {one.line()}")
+        print(f"{args.users} users ({args.seconds:.0f} s): {load.line()}")
+        print(f"  requests per user: min {min(load.per_user.values(), default=0)}, "
+              f"max {max(load.per_user.values(), default=0)}; by kind: {load.kinds}")
+        if one is not None:
+            print(f"  p50 under load / single-user p50: {load.p50_ms / one.p50_ms:.2f}x "
+                  f"(p95: {load.p95_ms / one.p95_ms:.2f}x); throughput {load.per_s / one.per_s:.2f}x a single user's")
+        if args.in_process:
+            print(f"  encoder runs in the server: {searcher.encode_calls}; CPU {client_cpu:.1f} s (server and "
+                  f"clients, one process) in {wall:.1f} s")
+        else:
+            print(f"  CPU during the load phase: server {server_cpu:.1f} s ({1000 * server_cpu / max(1, load.requests):.0f}"
+                  f" ms per request), clients {client_cpu:.1f} s, in {wall:.1f} s of {os.cpu_count()} CPUs")
+        problems = [s for s in single + loaded if s.error or s.wrong]
+        for sample in problems[:10]:
+            print(f"  user {sample.user}: {sample.error or sample.wrong}")
+        return 1 if problems else 0
+    finally:
+        if demo is not None:
+            demo.close()
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
