@@ -290,7 +290,8 @@ def _rasterise(
     radius = max(width / 2.0, 0.5)
     limit = 4.0 * max(size) * ss + 4.0 * width  # keep far-off points within int range
     for seg in segments:
-        pts = np.clip(seg * ss + (ss - 1) / 2.0, -limit, limit)
+        with np.errstate(over="ignore"):  # coordinates near float max overflow to inf, then clip
+            pts = np.clip(seg * ss + (ss - 1) / 2.0, -limit, limit)
         if len(pts) > 1:
             draw.line(pts.ravel().tolist(), fill=255, width=width)
         # A disc on every vertex: round caps and joins (3x faster than joint="curve"), and the
