@@ -32,6 +32,9 @@ from typing import Any  # noqa: E402
 import gradio as gr  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
+from sketchlvm.cli_types import device as _device  # noqa: E402
+from sketchlvm.cli_types import port as _port  # noqa: E402
+from sketchlvm.cli_types import positive_int as _positive_int  # noqa: E402
 from sketchlvm.config import PACKAGE_DIR, ModelConfig  # noqa: E402
 from sketchlvm.search import EmptyGalleryError, SearchResult, Searcher  # noqa: E402
 from sketchlvm.strokes import EmptySketchError, crop_to_ink, render_strokes  # noqa: E402
@@ -483,33 +486,6 @@ def launch_kwargs(state: AppState, host: str, port: int, share: bool = False) ->
 def _env(name: str, fallback: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else fallback
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {text!r}")
-    return value
-
-
-def _device(text: str) -> str:
-    from sketchlvm.device import resolve_device
-
-    try:
-        resolve_device(text)
-    except (RuntimeError, ValueError) as error:
-        raise argparse.ArgumentTypeError(f"{error} (expected auto, cpu, cuda or cuda:N)") from None
-    return text
 
 
 def _truthy(text: str | None) -> bool:

@@ -20,17 +20,11 @@ from pathlib import Path
 
 from .config import IndexConfig
 from .index import default_cache_dir
-from .index_cli import _device, _non_negative_int, _positive_int, _print_skipped, run_command
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value:g}")
-    return value
+from .cli_types import device as _device
+from .cli_types import non_negative_float as _non_negative_float
+from .cli_types import non_negative_int as _non_negative_int
+from .cli_types import positive_int as _positive_int
+from .index_cli import _print_skipped, run_command
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:

@@ -12,39 +12,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+from .cli_types import device as _device
+from .cli_types import non_negative_int as _non_negative_int
+from .cli_types import positive_int as _positive_int
 from .config import IndexConfig
 from .index import MANIFEST, build_gallery_index, default_cache_dir, load_manifest
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
-
-
-def _device(text: str) -> str:
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text.strip().lower()):
-        raise argparse.ArgumentTypeError(f"device must be auto, cpu, cuda or cuda:N, got {text!r}")
-    return text.strip().lower()
 
 
 def _parser() -> argparse.ArgumentParser:
