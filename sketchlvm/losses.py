@@ -336,14 +336,8 @@ def fine_grained_loss(
     the weight is non-zero); None leaves the patch term out.
     """
     config = config or LossConfig()
-    trip = triplet_loss(sketch, positive, negative, config.margin)
-    total = trip
-    parts = {"triplet": float(trip.detach())}
-    if config.classification_weight:
-        ce_s = classifier.loss(sketch, labels)
-        ce_p = _photo_ce(positive, labels, classifier, negative, labels)
-        total = total + config.classification_weight * (ce_s + ce_p)
-        parts.update(ce_sketch=float(ce_s.detach()), ce_photo=float(ce_p.detach()))
+    # hard triplet + classification: the category objective with the (same-class) negatives labelled
+    total, parts = category_loss(sketch, positive, negative, labels, classifier, config, negative_labels=labels)
     if config.separation_weight:
         sep = separation_regulariser(sketch, positive, negative, labels)
         total = total + config.separation_weight * sep
