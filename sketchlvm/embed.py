@@ -38,7 +38,7 @@ def embed_items(
     encoder.eval()
     chunks = []
     try:
-        for images, _ in tqdm(batches, desc=desc or f"embedding {modality}s", unit="batch", leave=False, disable=desc is False):
+        for images, _ in tqdm(batches, desc=desc or f"embedding {modality}s", unit="batch", leave=False):
             with autocast(device):
                 chunks.append(encoder(images.to(device, non_blocking=True), modality).float().cpu().numpy())
     finally:
