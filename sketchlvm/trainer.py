@@ -27,7 +27,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .checkpoint import apply_state, learned_state, load_checkpoint, save_checkpoint
+from .checkpoint import apply_state, learned_state, load_checkpoint, preprocess_metadata, save_checkpoint
 from .config import ExperimentConfig
 from .data import CategoryDataset, FineGrainedPairs
 from .device import autocast, resolve_device
@@ -182,6 +182,7 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
         "pretrained": weights.identity(),
         "n_prompts": mc.n_prompts,
         "trainable": mc.trainable,
+        **preprocess_metadata(config.preprocess, encoder.image_size),
         "training": {"dataset": dc.dataset, "root": str(dc.root), "split": dc.split, "classes": train_data.class_names,
                      "max_classes": dc.max_classes, "max_per_class": dc.max_per_class, "config": config.to_dict()},
     }

@@ -68,8 +68,9 @@ def test_category_training_fits_without_collapse(sketchy_root, tmp_path):
     best = load_checkpoint(result.best_checkpoint)
     assert best.metadata["metrics"]["mAP@all"] == pytest.approx(result.best_metric)
     assert best.metadata["training"]["split"] == "sketchy_21"
-    model = create_sketchlvm(pretrained="none", checkpoint=result.best_checkpoint, device="cpu", preprocess=config.preprocess)
+    model = create_sketchlvm(pretrained="none", checkpoint=result.best_checkpoint, device="cpu")
     assert model.trained_modes() == ["category"]
+    assert model.preprocess == config.preprocess  # the trained statistics, not CLIP's defaults
 
 
 def test_fine_grained_training_raises_acc_at_5_on_its_pairs(sketchy_root, tmp_path):
