@@ -21,6 +21,8 @@ TINY_ARCH = "SketchLVM-Tiny"
 
 MODES = ("category", "fine_grained")
 MODALITIES = ("sketch", "photo")
+# How a sketch is framed before resizing (PreprocessConfig.sketch_framing).
+SKETCH_FRAMINGS = ("ink-crop", "pad-square")
 
 # CLIP's own normalisation (open_clip OPENAI_DATASET_MEAN/STD). Kept here so a preset can swap in
 # per-modality statistics, which avoids the collapse seen on random backbones (shared/NOTES.md).
@@ -45,7 +47,13 @@ class ModelConfig:
 
 @dataclass
 class PreprocessConfig:
-    # Fraction of the ink bounding box's longer side added as white margin on every side.
+    # "pad-square": the whole sketch padded to a white square, as the paper and its code do (and as
+    # photos are): keeps a Sketchy sketch aligned with its photo, which fine-grained matching and
+    # patch shuffle rely on; the paper presets use it. "ink-crop": crop to the ink, add
+    # sketch_margin, pad square: a drawing in a corner of the app's canvas fills the frame. It is
+    # the zero-shot default (no checkpoint), and what checkpoints written before this field had.
+    sketch_framing: str = "ink-crop"
+    # ink-crop only: fraction of the ink box's longer side added as white margin on every side.
     sketch_margin: float = 0.1
     # Stroke width used when rendering stroke lists, as a fraction of the drawing's longer side.
     stroke_width: float = 0.02

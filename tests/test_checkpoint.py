@@ -208,3 +208,20 @@ def test_merging_checkpoints_with_different_preprocessing_is_refused(tmp_path):
                         {**_metadata(), **preprocess_metadata(_trained_preprocess(), 64)})
     merged = load_checkpoint(merge_checkpoints(tmp_path / "ac.safetensors", [a, c]))
     assert merged.metadata["preprocess"]["sketch_mean"] == [0.959, 0.959, 0.959]
+
+
+def test_the_app_frames_drawings_the_way_the_checkpoint_was_trained(tmp_path):
+    from sketchlvm.checkpoint import preprocess_metadata
+    from sketchlvm.config import PreprocessConfig
+    from sketchlvm.transforms import SketchTransform
+
+    paper = PreprocessConfig(sketch_framing="pad-square")
+    path = save_checkpoint(tmp_path / "c.safetensors", _trained_states(modes=("category",)),
+                           {**_metadata(), **preprocess_metadata(paper, 64)})
+    model = create_sketchlvm(pretrained="none", checkpoint=path, device="cpu")
+    drawing = Image.new("RGB", (300, 300), "white")
+    drawing.paste(Image.new("RGB", (40, 8), "black"), (10, 10))  # a small stroke in a corner
+    np.testing.assert_array_equal(np.asarray(model.sketch_transform.to_image(drawing)),
+                                  np.asarray(SketchTransform(64, paper).to_image(drawing)))
+    zero_shot = create_sketchlvm(arch=TINY_ARCH, pretrained="none", device="cpu")
+    assert zero_shot.sketch_transform.config.sketch_framing == "ink-crop"  # the documented default
