@@ -1,7 +1,9 @@
 """The training loop: one readable function over the trainable set only (after nanoGPT's train.py).
 
-dataset -> sampler -> losses -> this loop -> checkpoint -> per-epoch evaluation on the unseen
-classes' full gallery. The best checkpoint is kept by the chosen retrieval metric, never by loss.
+dataset -> sampler -> losses -> this loop -> checkpoint -> per-epoch evaluation. The best checkpoint
+is kept by the chosen retrieval metric (never by loss) measured on a seeded validation split of the
+training classes (``train.select_on="validation"``); the unseen test classes are evaluated once at
+the end, on the best checkpoint (``select_on="test"`` keeps the released code's behaviour).
 A run is resumable: ``train_state.pt`` in the output folder records the optimiser, the step and the
 position inside the epoch (batches are a pure function of seed and epoch, so they can be skipped).
 Multi-GPU: launch with ``torchrun --nproc_per_node N -m sketchlvm.train ...``; each rank takes every
@@ -29,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import apply_state, learned_state, load_checkpoint, preprocess_metadata, save_checkpoint
 from .config import ExperimentConfig
-from .data import CategoryDataset, FineGrainedPairs
+from .data import CategoryDataset, FineGrainedPairs, hold_out_validation
 from .device import autocast, resolve_device
 from .encoder import PromptedVisionEncoder, freeze_except, trainable_parameter_names
 from .evaluate import CATEGORY_DATASETS, evaluate_category, evaluate_fine_grained, load_test_data
@@ -41,6 +43,7 @@ from .weights import load_clip
 
 log = logging.getLogger(__name__)
 
+SELECT_ON = ("validation", "test")
 STATE_FILE = "train_state.pt"
 BEST_FILE = "best.safetensors"
 LAST_FILE = "last.safetensors"
@@ -77,6 +80,7 @@ class TrainResult:
     last_checkpoint: Path
     history: list[dict[str, Any]] = field(default_factory=list)
     best_metric: float | None = None
+    test_metrics: dict[str, float] | None = None  # the best checkpoint on the unseen test classes
 
 
 def _seed_everything(seed: int) -> None:
@@ -112,6 +116,8 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
     tc, mc, lc, dc = config.train, config.model, config.loss, config.data
     if tc.mode not in ("category", "fine_grained"):
         raise ValueError(f"unknown mode {tc.mode!r}; choose category or fine_grained")
+    if tc.select_on not in SELECT_ON:
+        raise ValueError(f"unknown select_on {tc.select_on!r}; choose one of {', '.join(SELECT_ON)}")
     rank, world = _distributed()
     device = resolve_device(tc.device)
     if world > 1 and device.type == "cuda":
@@ -134,6 +140,15 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
     if not dc.root:
         raise ValueError("data.root is not set: pass --root DATASET_FOLDER")
     train_data, test_data = load_test_data(dc.dataset, dc.root, dc.split, dc.max_classes, dc.max_per_class)
+    validation_record = None
+    if tc.select_on == "validation":
+        train_data, selection_data, validation_record = hold_out_validation(
+            train_data, dc.validation_fraction, dc.validation_seed
+        )
+        log.info("validation split: %d sketches, %d photos of the training classes", validation_record["sketches"],
+                 validation_record["photos"])
+    else:
+        selection_data = test_data
     if tc.mode == "category":
         if not isinstance(train_data, CategoryDataset):
             raise ValueError(f"category mode needs a category dataset ({CATEGORY_DATASETS}), got {dc.dataset!r}")
@@ -168,8 +183,13 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
     state_path = out / STATE_FILE
     if resume and state_path.exists():
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        if saved["config"]["train"]["mode"] != tc.mode or saved["config"]["model"] != config.to_dict()["model"]:
-            raise ValueError(f"{out} holds a run with another model or mode; pass another --out or --no-resume")
+        now = config.to_dict()
+        split_keys = ("validation_fraction", "validation_seed")
+        if (saved["config"]["train"]["mode"] != tc.mode or saved["config"]["model"] != now["model"]
+                or saved["config"]["train"].get("select_on", "test") != tc.select_on
+                or any(saved["config"]["data"].get(k) != now["data"][k] for k in split_keys)):
+            raise ValueError(f"{out} holds a run with another model, mode or validation split; "
+                             f"pass another --out or --no-resume")
         apply_state(encoder, load_checkpoint(out / LAST_FILE).states[tc.mode], f"{out / LAST_FILE}")
         optimizer.load_state_dict(saved["optimizer"])
         scaler.load_state_dict(saved["scaler"])
@@ -184,11 +204,12 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
         "trainable": mc.trainable,
         **preprocess_metadata(config.preprocess, encoder.image_size),
         "training": {"dataset": dc.dataset, "root": str(dc.root), "split": dc.split, "classes": train_data.class_names,
-                     "max_classes": dc.max_classes, "max_per_class": dc.max_per_class, "config": config.to_dict()},
+                     "max_classes": dc.max_classes, "max_per_class": dc.max_per_class, "select_on": tc.select_on,
+                     **({"validation": validation_record} if validation_record else {}), "config": config.to_dict()},
     }
 
-    def save(name: str, metrics: dict | None = None) -> Path:
-        meta = {**metadata, "metrics": metrics or {}, "epoch": state["epoch"], "step": state["step"]}
+    def save(name: str, metrics: dict | None = None, **extra) -> Path:
+        meta = {**metadata, "metrics": metrics or {}, "epoch": state["epoch"], "step": state["step"], **extra}
         return save_checkpoint(out / name, {tc.mode: learned_state(encoder, trainable_names)}, meta)
 
     def save_progress() -> None:
@@ -200,11 +221,11 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
                     "config": config.to_dict()}, tmp)
         os.replace(tmp, state_path)
 
-    def evaluate() -> dict[str, float]:
+    def evaluate(data) -> dict[str, float]:
         if tc.mode == "category":
-            evaluation = evaluate_category(encoder, sketch_tf, photo_tf, test_data, device, num_workers=dc.num_workers)
+            evaluation = evaluate_category(encoder, sketch_tf, photo_tf, data, device, num_workers=dc.num_workers)
         else:
-            evaluation = evaluate_fine_grained(encoder, sketch_tf, photo_tf, test_data, device, num_workers=dc.num_workers)
+            evaluation = evaluate_fine_grained(encoder, sketch_tf, photo_tf, data, device, num_workers=dc.num_workers)
         return evaluation.metrics
 
     # ---- loop
@@ -259,12 +280,14 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
             state["batch"] = 0
         entry: dict[str, Any] = {"epoch": state["epoch"], "step": state["step"], "mean_loss": float(np.mean(epoch_losses)) if epoch_losses else None}
         if rank == 0 and (state["epoch"] % max(tc.eval_every, 1) == 0 or not finished_epoch):
-            metrics = evaluate()
-            entry["metrics"] = metrics
+            metrics = evaluate(selection_data)
+            entry["metrics"], entry["selected_on"] = metrics, tc.select_on
             score = metrics.get(tc.eval_metric)
             if score is None:
                 raise ValueError(f"eval_metric {tc.eval_metric!r} is not measured; available: {sorted(metrics)}")
-            log.info("epoch %d: %s", state["epoch"], json.dumps(metrics))
+            log.info("epoch %d (%s): %s", state["epoch"], tc.select_on, json.dumps(metrics))
+            if tc.test_every_epoch and tc.select_on == "validation":
+                entry["test_metrics"] = evaluate(test_data)  # for reporting only; never selects
             if state["best"] is None or score > state["best"]:
                 state["best"] = score
                 save(BEST_FILE, metrics)
@@ -276,7 +299,30 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
         last_save = time.monotonic()
         if world > 1:
             dist.barrier()
-    if world > 1:
-        dist.destroy_process_group()
     best = out / BEST_FILE
-    return TrainResult(encoder, best if best.exists() else None, out / LAST_FILE, state["history"], state["best"])
+    test_metrics = _test_best(best, encoder, trainable_names, evaluate, test_data, tc.select_on) if rank == 0 else None
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return TrainResult(encoder, best if best.exists() else None, out / LAST_FILE, state["history"], state["best"],
+                       test_metrics)
+
+
+def _test_best(best: Path, encoder, trainable_names, evaluate, test_data, select_on: str) -> dict[str, float] | None:
+    """Measure the best checkpoint on the unseen test classes once, and record it in its metadata."""
+    if not best.exists():
+        return None
+    checkpoint = load_checkpoint(best)
+    if "test_metrics" in checkpoint.metadata:  # a resumed run that had already finished
+        return checkpoint.metadata["test_metrics"]
+    (mode,) = checkpoint.modes
+    current = learned_state(encoder, trainable_names)
+    if select_on == "test":
+        metrics = checkpoint.metadata["metrics"]  # already measured on the test classes
+    else:
+        apply_state(encoder, checkpoint.states[mode], str(best))
+        metrics = evaluate(test_data)
+        apply_state(encoder, current, "the last training state")
+    log.info("best checkpoint on the test classes: %s", json.dumps(metrics))
+    save_checkpoint(best, checkpoint.states, {**checkpoint.metadata, "test_metrics": metrics})
+    return metrics

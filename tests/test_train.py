@@ -124,4 +124,28 @@ def test_torchrun_ddp_runs_on_cpu_and_rank_0_writes_the_checkpoint(sketchy_root,
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("best mAP@all") == 1
     best = load_checkpoint(out / "best.safetensors")
-    assert best.metadata["step"] == 2  # 18 triplets / batch 4 = 4 batches, every 2nd per rank
+    # 3 classes x 6 sketches, 1 per class held out for validation: 15 triplets / batch 4 = 3 batches,
+    # every 2nd per rank with equal counts: 1 step
+    assert best.metadata["step"] == 1
+
+
+def test_the_best_checkpoint_is_chosen_on_held_out_seen_classes_not_the_test_classes(sketchy_root, tmp_path):
+    common = dict(data={"max_classes": 3, "max_per_class": 10, "validation_fraction": 0.2},
+                  train={"epochs": 1, "batch_size": 4})
+    result = train(_config("tiny_sketchy_category", sketchy_root, tmp_path / "v", **common), show_progress=False)
+    best = load_checkpoint(result.best_checkpoint).metadata
+    assert best["training"]["select_on"] == "validation"
+    validation = best["training"]["validation"]
+    assert validation["sketches"] == 3 * 2 and validation["photos"] == 3 * 2 and validation["seed"] == 0
+    assert result.history[-1]["selected_on"] == "validation" and "test_metrics" not in result.history[-1]
+    # the unseen test classes are measured once at the end, on the best checkpoint, and recorded
+    assert set(best["test_metrics"]) >= {"mAP@all", "mAP@200"} and best["test_metrics"] == result.test_metrics
+    assert best["metrics"]["mAP@all"] == pytest.approx(result.best_metric)
+    assert best["metrics"] != best["test_metrics"]
+
+    released = _config("tiny_sketchy_category", sketchy_root, tmp_path / "t", **common)
+    released.train.select_on = "test"  # the released code's behaviour
+    old = train(released, show_progress=False)
+    old_best = load_checkpoint(old.best_checkpoint).metadata
+    assert old_best["training"]["select_on"] == "test" and "validation" not in old_best["training"]
+    assert old_best["metrics"] == old_best["test_metrics"]
