@@ -48,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", help="CLIP weights: openai (default), a file, a folder, or none (random: tests only)")
     p.add_argument("--trainable", choices=("paper", "full-attention"))
     p.add_argument("--n-prompts", type=int)
-    p.add_argument("--eval-metric", help="metric that picks the best checkpoint, e.g. mAP@200, mAP@all, Acc@1")
+    p.add_argument("--eval-metric", help="metric that picks the best checkpoint: mAP@200, mAP@all, P@100, P@200; "
+                   "fine-grained also Acc@{1,5,10}_within_class (ranked among the sketch's class) and "
+                   "Acc@{1,5,10}_whole_gallery (among every photo of the evaluated classes)")
     p.add_argument("--select-on", choices=("validation", "test"),
                    help="data that picks the best checkpoint: validation (default; held-out sketches and photos of the "
                    "training classes) or test (the unseen test classes, as the released code did)")

@@ -34,7 +34,7 @@ from .config import ExperimentConfig
 from .data import CategoryDataset, FineGrainedPairs, hold_out_validation
 from .device import autocast, resolve_device
 from .encoder import PromptedVisionEncoder, freeze_except, trainable_parameter_names
-from .evaluate import CATEGORY_DATASETS, evaluate_category, evaluate_fine_grained, load_test_data
+from .evaluate import CATEGORY_DATASETS, METRIC_NAMES, evaluate_category, evaluate_fine_grained, load_test_data
 from .losses import TextClassifier, category_loss, fine_grained_loss, patch_shuffle_triplets
 from .model import build_prompted_encoder
 from .sampler import CategoryTripletSampler, FineGrainedBatchSampler
@@ -116,6 +116,9 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
     tc, mc, lc, dc = config.train, config.model, config.loss, config.data
     if tc.mode not in ("category", "fine_grained"):
         raise ValueError(f"unknown mode {tc.mode!r}; choose category or fine_grained")
+    if tc.eval_metric not in METRIC_NAMES[tc.mode]:
+        raise ValueError(f"eval_metric {tc.eval_metric!r} is not measured in {tc.mode} mode; "
+                         f"choose one of {', '.join(METRIC_NAMES[tc.mode])}")
     if tc.select_on not in SELECT_ON:
         raise ValueError(f"unknown select_on {tc.select_on!r}; choose one of {', '.join(SELECT_ON)}")
     rank, world = _distributed()

@@ -51,10 +51,10 @@ def test_summary_markdown(tmp_path):
     assert "| **ours** | 0.712 | 0.690 |" in text
     assert "| CLIP for All Things (paper) | 0.723 | 0.725 |" in text
     assert "SpLIP" in text and "interpolated" in text
-    fg_metrics = {"Acc@1": 0.3, "Acc@5": 0.61234, "Acc@10": math.nan}
+    fg_metrics = {"Acc@1_within_class": 0.3, "Acc@5_within_class": 0.61234, "Acc@10_within_class": math.nan}
     fg = write_summary_markdown(tmp_path, fg_metrics, "sketchy_fg").read_text()
     assert "| **ours** | 30.00 | 61.23 |" in fg and "| 28.68 | 62.34 |" in fg
-    assert "| Acc@10 | n/a |" in fg
+    assert "| Acc@10_within_class | n/a |" in fg
     other = write_summary_markdown(tmp_path, METRICS, "shoev2").read_text()
     assert "No published numbers" in other and "| mAP@all | 0.610 |" in other
 
