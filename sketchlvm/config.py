@@ -122,6 +122,9 @@ class TrainConfig:
     test_every_epoch: bool = False
     out_dir: str = "runs/experiment"
     device: str = "auto"
+    # "fp32" as in the paper, or "amp" (fp16 autocast + gradient scaling on CUDA; no effect on CPU).
+    # Evaluation during training always runs in fp32.
+    precision: str = "fp32"
 
 
 @dataclass

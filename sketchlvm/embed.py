@@ -1,7 +1,8 @@
 """Turn a list of images (paths or stroke drawings) into a feature matrix with one encoder.
 
 Shared by evaluation and by the trainer's per-epoch evaluation, so both rank exactly the same
-features. Decoding runs in DataLoader workers; encoding is batched under no_grad (and autocast on CUDA).
+features. Decoding runs in DataLoader workers; encoding is batched under no_grad, in fp32 unless
+``precision="amp"`` (fp16 autocast on CUDA) is asked for.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def embed_items(
     num_workers: int = 0,
     loader: Callable[[Any], Any] | None = None,
     desc: str | None = None,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """items (N,) -> (N, D) float32 unit vectors, in input order."""
     dataset = ImageListDataset(items, transform=transform, loader=loader)
@@ -39,7 +41,7 @@ def embed_items(
     chunks = []
     try:
         for images, _ in tqdm(batches, desc=desc or f"embedding {modality}s", unit="batch", leave=False):
-            with autocast(device):
+            with autocast(device, precision):
                 chunks.append(encoder(images.to(device, non_blocking=True), modality).float().cpu().numpy())
     finally:
         encoder.train(was_training)

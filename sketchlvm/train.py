@@ -21,6 +21,7 @@ FLAG_FIELDS = {
     "mode": ("train", "mode"), "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"), "prompt_lr": ("train", "prompt_lr"), "max_steps": ("train", "max_steps"),
     "seed": ("train", "seed"), "out": ("train", "out_dir"), "device": ("train", "device"),
+    "precision": ("train", "precision"),
     "eval_metric": ("train", "eval_metric"), "select_on": ("train", "select_on"),
     "validation_fraction": ("data", "validation_fraction"), "validation_seed": ("data", "validation_seed"),
     "model": ("model", "arch"), "pretrained": ("model", "pretrained"), "trainable": ("model", "trainable"),
@@ -57,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-fraction", type=float, help="share of each training class held out for validation (0.1)")
     p.add_argument("--validation-seed", type=int, help="seed of the validation split (0)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=("fp32", "amp"),
+                   help="fp32 (default, the paper's) or amp (fp16 autocast on CUDA); evaluation always runs in fp32")
     p.add_argument("--out", help="output folder (checkpoints, history, config)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any config field; VALUE is JSON (e.g. --set loss.margin=0.2)")

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from .checkpoint import apply_state, learned_state, load_checkpoint, preprocess_metadata, save_checkpoint
 from .config import ExperimentConfig
 from .data import CategoryDataset, FineGrainedPairs, hold_out_validation
-from .device import autocast, resolve_device
+from .device import PRECISIONS, autocast, resolve_device
 from .encoder import PromptedVisionEncoder, freeze_except, trainable_parameter_names
 from .evaluate import CATEGORY_DATASETS, METRIC_NAMES, evaluate_category, evaluate_fine_grained, load_test_data
 from .losses import TextClassifier, category_loss, fine_grained_loss, patch_shuffle_triplets
@@ -119,6 +119,8 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
     if tc.eval_metric not in METRIC_NAMES[tc.mode]:
         raise ValueError(f"eval_metric {tc.eval_metric!r} is not measured in {tc.mode} mode; "
                          f"choose one of {', '.join(METRIC_NAMES[tc.mode])}")
+    if tc.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {tc.precision!r}; choose {' or '.join(PRECISIONS)}")
     if tc.select_on not in SELECT_ON:
         raise ValueError(f"unknown select_on {tc.select_on!r}; choose one of {', '.join(SELECT_ON)}")
     rank, world = _distributed()
@@ -178,7 +180,7 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
         weight_decay=tc.weight_decay,
     )
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and tc.precision == "amp")
     model = torch.nn.parallel.DistributedDataParallel(encoder) if world > 1 else encoder
 
     # ---- resume
@@ -248,7 +250,7 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
             labels, negative_labels = labels.to(device), negative_labels.to(device)
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * _learning_rate_factor(state["step"], tc.warmup_steps)
-            with autocast(device):
+            with autocast(device, tc.precision):
                 s = model(sketch, "sketch")
                 p, n = model(torch.cat([positive, negative]), "photo").chunk(2)  # one batched photo pass
                 if tc.mode == "category":
