@@ -75,6 +75,9 @@ class LossConfig:
     # None: CLIP's learned exp(logit_scale) (100 for the OpenAI weights).
     classification_scale: float | None = None
     class_prompt_template: str = "a photo of a {}"
+    # CE_photo over the positive photos only (the paper's "photo features"); True also classifies
+    # the triplets' negative photos (this code's earlier, undocumented behaviour).
+    classify_negative_photos: bool = False
     separation_weight: float = 0.1
     patch_shuffle_weight: float = 1.0
     patch_grid: int = 2
