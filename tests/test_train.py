@@ -149,3 +149,20 @@ def test_the_best_checkpoint_is_chosen_on_held_out_seen_classes_not_the_test_cla
     old_best = load_checkpoint(old.best_checkpoint).metadata
     assert old_best["training"]["select_on"] == "test" and "validation" not in old_best["training"]
     assert old_best["metrics"] == old_best["test_metrics"]
+
+
+def test_learning_rates_have_one_source_of_defaults():
+    import json
+
+    from sketchlvm.config import PRESETS_DIR, TrainConfig, list_presets
+
+    assert (TrainConfig().lr, TrainConfig().prompt_lr) == (1e-5, 1e-4)  # the README's and the presets' values
+    for name in ("sketchy_category", "sketchy_fine_grained", "tuberlin_category", "quickdraw_category"):
+        raw = json.loads((PRESETS_DIR / f"{name}.json").read_text())
+        assert not {"lr", "prompt_lr"} & set(raw["train"]), f"{name} repeats a learning-rate default"
+        assert (load_experiment(name).train.lr, load_experiment(name).train.prompt_lr) == (1e-5, 1e-4)
+    # the released code's wider trainable set comes with the released code's 1e-6 for it
+    released = load_experiment("sketchy_category_full_attention")
+    assert released.model.trainable == "full-attention"
+    assert (released.train.lr, released.train.prompt_lr) == (1e-6, 1e-4)
+    assert "sketchy_category_full_attention" in list_presets()
