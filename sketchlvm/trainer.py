@@ -107,6 +107,14 @@ def _epoch_batches(sampler, mode: str, epoch: int, batch_size: int) -> list[np.n
     return [np.concatenate([b.triplets, b.class_ids[:, None]], axis=1) for b in batches]
 
 
+def _step_generator(seed: int, epoch: int, step: int, rank: int) -> torch.Generator:
+    """The random stream of one optimiser step (patch-shuffle permutations): a pure function of
+    (seed, epoch, step, rank), so a resumed run draws exactly what an uninterrupted one would have,
+    whatever the global RNG did in between."""
+    (state,) = np.random.SeedSequence([int(seed), int(epoch), int(step), int(rank)]).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state))
+
+
 def _learning_rate_factor(step: int, warmup: int) -> float:
     return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
 
@@ -257,7 +265,8 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
                     loss, parts = category_loss(s, p, n, labels, classifier, lc, negative_labels=negative_labels)
                 else:
                     def patch_embeddings():
-                        ps, pp, pn = patch_shuffle_triplets(sketch, positive, lc.patch_grid)
+                        generator = _step_generator(tc.seed, state["epoch"], state["step"], rank)
+                        ps, pp, pn = patch_shuffle_triplets(sketch, positive, lc.patch_grid, generator)
                         return (model(ps, "sketch"), *model(torch.cat([pp, pn]), "photo").chunk(2))
 
                     loss, parts = fine_grained_loss(s, p, n, labels, classifier, lc, patch=patch_embeddings)
