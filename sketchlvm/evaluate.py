@@ -173,6 +173,17 @@ def load_test_data(dataset: str, root: str | Path, split: str | None, max_classe
     raise ValueError(f"unknown dataset {dataset!r}; choose one of {CATEGORY_DATASETS + FINE_GRAINED_DATASETS}")
 
 
+def describe_protocol(dataset: str, generalised: bool = False) -> str:
+    """One sentence on how the numbers were measured, for reports."""
+    if dataset in CATEGORY_DATASETS:
+        gallery = "every unseen-class photo plus every seen-class photo (generalised)" if generalised else \
+            "every unseen-class photo"
+        return (f"category-level zero-shot SBIR: every unseen-class sketch ranked against {gallery}; a photo is "
+                f"relevant when its class matches (SAKE-style VOC-interpolated AP)")
+    return ("fine-grained: Acc@k of each sketch's own photo, ranked among the photos of the sketch's class "
+            "(Acc@k_within_class) and among every photo of the evaluated classes (Acc@k_whole_gallery)")
+
+
 def evaluate_features_file(path: str | Path) -> Evaluation:
     """Score any model's features: an .npz with query/gallery features and labels (and optional ids)."""
     with np.load(path, allow_pickle=False) as data:
@@ -253,6 +264,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         info = {
             "dataset": args.dataset, "root": str(args.root), "split": args.split or DEFAULT_SPLITS.get(args.dataset),
             "mode": mode, "generalised": args.generalised, "model": model.describe(), "precision": args.precision,
+            "protocol": describe_protocol(args.dataset, args.generalised),
+            "checkpoint": {"path": str(model.checkpoint.path), "sha256": model.checkpoint.sha256} if model.checkpoint else None,
             "queries": len(evaluation.query_labels), "gallery": len(evaluation.gallery_labels),
         }
     if args.save_features:

@@ -28,6 +28,19 @@ def test_zero_shot_baseline_on_real_sketchy_writes_the_report(sketchy_root, tmp_
     assert "0.723" in summary and "VOC-interpolated" in summary
     assert (out / "pr_curve.png").stat().st_size > 1000 and (out / "examples.png").stat().st_size > 1000
 
+    # the report says what was measured: model, weights (random ones loudly), checkpoint, data, protocol
+    assert "RANDOM WEIGHTS" in summary.split("## All our metrics")[0]
+    for fact in ("SketchLVM-Tiny", "zero-shot CLIP, no trained prompts", "sketchy_21", str(sketchy_root)):
+        assert fact in summary, fact
+    assert "every unseen-class sketch ranked against every unseen-class photo" in summary
+    assert metrics["extra"]["protocol"].startswith("category-level zero-shot")
+    assert metrics["extra"]["checkpoint"] is None and metrics["extra"]["split"] == "sketchy_21"
+    assert "METHOD.md" not in summary and "arXiv:2303.13440" in summary and "arXiv:2407.04207" in summary
+    from PIL import Image
+
+    with Image.open(out / "pr_curve.png") as plot:
+        assert "SketchLVM-Tiny" in plot.info["Title"] and "random weights" in plot.info["Title"]
+
     # the saved features re-score to the same numbers through --features
     again = tmp_path / "again"
     assert main(["--features", str(out / "features.npz"), "--dataset", "sketchy", "--out", str(again)]) == 0
