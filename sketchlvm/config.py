@@ -131,6 +131,9 @@ class TrainConfig:
     # "fp32" as in the paper, or "amp" (fp16 autocast + gradient scaling on CUDA; no effect on CPU).
     # Evaluation during training always runs in fp32.
     precision: str = "fp32"
+    # torch.distributed collective timeout: must cover an evaluation's ranking (QuickDraw's takes
+    # minutes), which NCCL's 10-minute default does not.
+    dist_timeout_minutes: float = 180
 
 
 @dataclass

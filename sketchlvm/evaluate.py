@@ -81,8 +81,12 @@ def evaluate_category(
     batch_size: int = 64,
     num_workers: int = 0,
     precision: str = "fp32",
+    distributed: bool = False,
 ) -> Evaluation:
-    """Category-level ZS-SBIR: labels are class names, so a generalised gallery can mix datasets."""
+    """Category-level ZS-SBIR: labels are class names, so a generalised gallery can mix datasets.
+
+    ``distributed``: call on every rank; each embeds its share (see ``embed_items``) and every rank
+    gets the same metrics."""
     query_labels = np.asarray([test.class_names[i] for i in test.sketch_labels])
     gallery_items = list(test.photo_paths)
     gallery_labels = [test.class_names[i] for i in test.photo_labels]
@@ -90,9 +94,9 @@ def evaluate_category(
         gallery_items += list(extra_gallery.photo_paths)
         gallery_labels += [extra_gallery.class_names[i] for i in extra_gallery.photo_labels]
     sketches = embed_items(encoder, test.sketch_paths, "sketch", sketch_transform, device, batch_size, num_workers,
-                           desc="sketches", precision=precision)
+                           desc="sketches", precision=precision, distributed=distributed)
     photos = embed_items(encoder, gallery_items, "photo", photo_transform, device, batch_size, num_workers,
-                         desc="photos", precision=precision)
+                         desc="photos", precision=precision, distributed=distributed)
     gallery_labels = np.asarray(gallery_labels)
     result = evaluate_retrieval(sketches, query_labels, photos, gallery_labels)
     return Evaluation(result, sketches, query_labels, photos, gallery_labels, list(test.sketch_paths), gallery_items)
@@ -142,11 +146,12 @@ def evaluate_fine_grained(
     batch_size: int = 64,
     num_workers: int = 0,
     precision: str = "fp32",
+    distributed: bool = False,
 ) -> Evaluation:
     sketches = embed_items(encoder, pairs.sketch_paths, "sketch", sketch_transform, device, batch_size, num_workers,
-                           desc="sketches", precision=precision)
+                           desc="sketches", precision=precision, distributed=distributed)
     photos = embed_items(encoder, pairs.photo_paths, "photo", photo_transform, device, batch_size, num_workers,
-                         desc="photos", precision=precision)
+                         desc="photos", precision=precision, distributed=distributed)
     query_labels = np.asarray([pairs.class_names[i] for i in pairs.sketch_labels])
     gallery_labels = np.asarray([pairs.class_names[i] for i in pairs.photo_labels])
     query_ids = np.asarray(pairs.sketch_photo_ids)

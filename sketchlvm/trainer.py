@@ -7,7 +7,9 @@ the end, on the best checkpoint (``select_on="test"`` keeps the released code's 
 A run is resumable: ``train_state.pt`` in the output folder records the optimiser, the step and the
 position inside the epoch (batches are a pure function of seed and epoch, so they can be skipped).
 Multi-GPU: launch with ``torchrun --nproc_per_node N -m sketchlvm.train ...``; each rank takes every
-N-th batch, so the effective batch is ``batch_size x N``.
+N-th batch, so the effective batch is ``batch_size x N``. Evaluation runs on every rank, each
+embedding its share of the images; the process group's timeout (``train.dist_timeout_minutes``)
+covers the ranking, which every rank does itself.
 """
 
 from __future__ import annotations
@@ -89,11 +91,15 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); initialises the process group when launched by torchrun."""
+def _distributed(timeout_minutes: float = 180) -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun, with a timeout
+    long enough for an evaluation (NCCL's default of 10 minutes is shorter than QuickDraw's ranking)."""
+    from datetime import timedelta
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
+                                timeout=timedelta(minutes=timeout_minutes))
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
@@ -131,7 +137,7 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
         raise ValueError(f"unknown precision {tc.precision!r}; choose {' or '.join(PRECISIONS)}")
     if tc.select_on not in SELECT_ON:
         raise ValueError(f"unknown select_on {tc.select_on!r}; choose one of {', '.join(SELECT_ON)}")
-    rank, world = _distributed()
+    rank, world = _distributed(tc.dist_timeout_minutes)
     device = resolve_device(tc.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -235,10 +241,12 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
         os.replace(tmp, state_path)
 
     def evaluate(data) -> dict[str, float]:
+        """On every rank: each embeds its share; all get the same metrics (fp32, the evaluation default)."""
+        common = dict(num_workers=dc.num_workers, distributed=world > 1)
         if tc.mode == "category":
-            evaluation = evaluate_category(encoder, sketch_tf, photo_tf, data, device, num_workers=dc.num_workers)
+            evaluation = evaluate_category(encoder, sketch_tf, photo_tf, data, device, **common)
         else:
-            evaluation = evaluate_fine_grained(encoder, sketch_tf, photo_tf, data, device, num_workers=dc.num_workers)
+            evaluation = evaluate_fine_grained(encoder, sketch_tf, photo_tf, data, device, **common)
         return evaluation.metrics
 
     # ---- loop
@@ -293,18 +301,20 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
             state["epoch"] += 1
             state["batch"] = 0
         entry: dict[str, Any] = {"epoch": state["epoch"], "step": state["step"], "mean_loss": float(np.mean(epoch_losses)) if epoch_losses else None}
-        if rank == 0 and (state["epoch"] % max(tc.eval_every, 1) == 0 or not finished_epoch):
+        if state["epoch"] % max(tc.eval_every, 1) == 0 or not finished_epoch:
             metrics = evaluate(selection_data)
             entry["metrics"], entry["selected_on"] = metrics, tc.select_on
             score = metrics.get(tc.eval_metric)
             if score is None:
                 raise ValueError(f"eval_metric {tc.eval_metric!r} is not measured; available: {sorted(metrics)}")
-            log.info("epoch %d (%s): %s", state["epoch"], tc.select_on, json.dumps(metrics))
+            if rank == 0:
+                log.info("epoch %d (%s): %s", state["epoch"], tc.select_on, json.dumps(metrics))
             if tc.test_every_epoch and tc.select_on == "validation":
                 entry["test_metrics"] = evaluate(test_data)  # for reporting only; never selects
             if state["best"] is None or score > state["best"]:
                 state["best"] = score
-                save(BEST_FILE, metrics)
+                if rank == 0:
+                    save(BEST_FILE, metrics)
         state["history"].append(entry)
         if rank == 0:
             with open(out / "history.jsonl", "a") as handle:
@@ -314,7 +324,9 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
         if world > 1:
             dist.barrier()
     best = out / BEST_FILE
-    test_metrics = _test_best(best, encoder, trainable_names, evaluate, test_data, tc.select_on) if rank == 0 else None
+    if world > 1:
+        dist.barrier()  # rank 0 has written the best checkpoint
+    test_metrics = _test_best(best, encoder, trainable_names, evaluate, test_data, tc.select_on, rank)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -322,8 +334,10 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
                        test_metrics)
 
 
-def _test_best(best: Path, encoder, trainable_names, evaluate, test_data, select_on: str) -> dict[str, float] | None:
-    """Measure the best checkpoint on the unseen test classes once, and record it in its metadata."""
+def _test_best(best: Path, encoder, trainable_names, evaluate, test_data, select_on: str,
+               rank: int = 0) -> dict[str, float] | None:
+    """Measure the best checkpoint on the unseen test classes once (all ranks take part), and record
+    it in its metadata (rank 0)."""
     if not best.exists():
         return None
     checkpoint = load_checkpoint(best)
@@ -337,6 +351,7 @@ def _test_best(best: Path, encoder, trainable_names, evaluate, test_data, select
         apply_state(encoder, checkpoint.states[mode], str(best))
         metrics = evaluate(test_data)
         apply_state(encoder, current, "the last training state")
-    log.info("best checkpoint on the test classes: %s", json.dumps(metrics))
-    save_checkpoint(best, checkpoint.states, {**checkpoint.metadata, "test_metrics": metrics})
+    if rank == 0:
+        log.info("best checkpoint on the test classes: %s", json.dumps(metrics))
+        save_checkpoint(best, checkpoint.states, {**checkpoint.metadata, "test_metrics": metrics})
     return metrics

@@ -127,6 +127,7 @@ def test_torchrun_ddp_runs_on_cpu_and_rank_0_writes_the_checkpoint(sketchy_root,
     # 3 classes x 6 sketches, 1 per class held out for validation: 15 triplets / batch 4 = 3 batches,
     # every 2nd per rank with equal counts: 1 step
     assert best.metadata["step"] == 1
+    assert set(best.metadata["test_metrics"]) >= {"mAP@all"}  # the final test evaluation ran on both ranks
 
 
 def test_the_best_checkpoint_is_chosen_on_held_out_seen_classes_not_the_test_classes(sketchy_root, tmp_path):
