@@ -180,6 +180,9 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
             train_data.pairs, tc.classes_per_batch, tc.samples_per_class, seed=tc.seed, photo_labels=train_data.photo_labels
         )
         batch_size = sampler.batch_size
+        if tc.classes_per_batch == 1 and (lc.classification_weight or lc.separation_weight):
+            log.warning("one class per batch: the classification loss and the separation regulariser are identically 0 "
+                        "(use the shoev2_fine_grained / chairv2_fine_grained presets, which set their weights to 0)")
     images = TripletImages(train_data.sketch_paths, train_data.photo_paths, train_data.photo_labels, sketch_tf, photo_tf)
     tokenizer = open_clip.get_tokenizer(mc.arch)
     classifier = TextClassifier.from_clip(clip_model, tokenizer, train_data.class_names, lc, device).to(device)

@@ -7,6 +7,8 @@ Held-out and unseen-class figures are printed, not asserted.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -187,3 +189,52 @@ def test_interrupted_fine_grained_training_resumes_exactly(sketchy_root, tmp_pat
     b = load_checkpoint(resumed.last_checkpoint).states["fine_grained"]
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+def _qmul_layout(sketchy_root, root, cls, n_train, n_test):
+    """Real Sketchy photos and sketches of one class, laid out as QMUL ShoeV2 / ChairV2 are."""
+    drawn = {p.stem.rsplit("-", 1)[0] for p in (sketchy_root / "sketch" / cls).glob("*.png")}
+    photos = [p for p in sorted((sketchy_root / "photo" / cls).glob("*.jpg")) if p.stem in drawn][: n_train + n_test]
+    assert len(photos) == n_train + n_test
+    for part, chosen in (("train", photos[:n_train]), ("test", photos[n_train:])):
+        (root / f"{part}A").mkdir(parents=True)
+        (root / f"{part}B").mkdir(parents=True)
+        for photo in chosen:
+            (root / f"{part}B" / photo.name).symlink_to(photo)
+            for sketch in sorted((sketchy_root / "sketch" / cls).glob(f"{photo.stem}-*.png")):
+                k = sketch.stem.rsplit("-", 1)[1]
+                (root / f"{part}A" / f"{photo.stem}_{k}.png").symlink_to(sketch)
+    return root
+
+
+def test_within_category_fine_grained_preset_trains_on_a_qmul_layout(sketchy_root, tmp_path):
+    """One category: P = 1, so the classification and separation terms would be identically 0."""
+    for name in ("shoev2_fine_grained", "chairv2_fine_grained"):
+        preset = load_experiment(name)
+        assert preset.train.classes_per_batch == 1 and preset.train.mode == "fine_grained"
+        assert preset.loss.classification_weight == 0 and preset.loss.separation_weight == 0
+        assert preset.loss.patch_shuffle_weight > 0 and preset.preprocess.sketch_framing == "pad-square"
+        assert preset.train.eval_metric == "Acc@1_within_class"
+
+    root = _qmul_layout(sketchy_root, tmp_path / "ShoeV2", "shoe", n_train=3, n_test=2)
+    tiny = load_experiment("tiny_sketchy_fine_grained")
+    config = _config("shoev2_fine_grained", root, tmp_path / "run",
+                     model=dataclasses.asdict(tiny.model), preprocess=dataclasses.asdict(tiny.preprocess),
+                     data={"num_workers": 0, "validation_fraction": 0.2},
+                     train={"epochs": 2, "samples_per_class": 4, "device": "cpu", "warmup_steps": 2})
+    result = train(config, show_progress=False)
+    losses = [entry["mean_loss"] for entry in result.history]
+    assert all(np.isfinite(losses)) and len(result.history) == 2
+    assert {"Acc@1_within_class", "Acc@10_within_class"} <= set(result.test_metrics)
+    assert result.test_metrics["Acc@10_within_class"] == 1.0  # only 2 test photos: every sketch's is in the top 10
+    assert result.test_metrics["Acc@1_within_class"] == result.test_metrics["Acc@1_whole_gallery"]  # one class
+    best = load_checkpoint(result.best_checkpoint).metadata
+    assert best["training"]["dataset"] == "shoev2" and best["training"]["classes"] == ["shoe"]
+
+    from sketchlvm.evaluate import main
+
+    out = tmp_path / "eval"
+    assert main(["--dataset", "shoev2", "--root", str(root), "--checkpoint", str(result.best_checkpoint),
+                 "--pretrained", "none", "--workers", "0", "--out", str(out)]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "| method | Acc@1_within_class | Acc@10_within_class |" in summary  # the numbers QMUL reports
