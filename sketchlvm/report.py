@@ -21,12 +21,12 @@ logger = logging.getLogger(__name__)
 
 # Where each published row comes from (the papers, never this repository's notes).
 PAPER_SOURCES = (
-    "CLIP for All Things and the pre-CLIP baselines: Sain, Bhunia, Chowdhury, Koley, Xiang, Song, \"CLIP for "
-    "All Things: Zero-Shot Sketch-Based Image Retrieval, Fine-Grained or Not\", CVPR 2023 (arXiv:2303.13440).",
-    "SpLIP: Singha, Jha, Gupta, Singla, Banerjee, \"Elevating All Zero-Shot Sketch-Based Image Retrieval Through "
-    "Multimodal Prompt Learning\", ECCV 2024 (arXiv:2407.04207).",
-    "Off-the-shelf CLIP ViT-L/14: as reported by later work comparing against Sain et al. (CVPR 2023); "
-    "we have not checked that table against its source.",
+    ("CLIP for All Things and the pre-CLIP baselines: Sain, Bhunia, Chowdhury, Koley, Xiang, Song, \"CLIP for "
+     "All Things: Zero-Shot Sketch-Based Image Retrieval, Fine-Grained or Not\", CVPR 2023 (arXiv:2303.13440)."),
+    ("SpLIP: Singha, Jha, Gupta, Singla, Banerjee, \"Elevating All Zero-Shot Sketch-Based Image Retrieval Through "
+     "Multimodal Prompt Learning\", ECCV 2024 (arXiv:2407.04207)."),
+    ("Off-the-shelf CLIP ViT-L/14: as reported by later work comparing against Sain et al. (CVPR 2023); "
+     "we have not checked that table against its source."),
 )
 
 # Published numbers, as fractions (Acc@k are percentages in the papers). Each dataset lists the
@@ -181,8 +181,8 @@ def summary_markdown(metrics: Mapping[str, float], dataset_key: str, info: Mappi
     lines = [f"# Evaluation: {dataset_key}", ""]
     facts = measured_facts(info)
     if _is_random(facts["weights"]):
-        lines += ["> **RANDOM WEIGHTS.** The backbone was not pretrained: these numbers say nothing about the "
-                  "method or the paper and must not be compared with the published ones.", ""]
+        lines += [("> **RANDOM WEIGHTS.** The backbone was not pretrained: these numbers say nothing about the "
+                   "method or the paper and must not be compared with the published ones."), ""]
     lines += ["## What was measured", "", "| | |", "|---|---|"]
     lines += [f"| {label} | {value} |" for label, value in facts.items()]
     lines.append("")

@@ -209,9 +209,10 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
         split_keys = ("validation_fraction", "validation_seed")
         if (saved["config"]["train"]["mode"] != tc.mode or saved["config"]["model"] != now["model"]
                 or saved["config"]["train"].get("select_on", "test") != tc.select_on
-                or any(saved["config"]["data"].get(k) != now["data"][k] for k in split_keys)):
-            raise ValueError(f"{out} holds a run with another model, mode or validation split; "
-                             f"pass another --out or --no-resume")
+                or (tc.select_on == "validation"
+                    and any(saved["config"]["data"].get(k) != now["data"][k] for k in split_keys))):
+            raise ValueError(f"{out} holds a run with another model, mode or validation split (runs from before the "
+                             f"validation split: --select-on test); pass another --out or --no-resume")
         apply_state(encoder, load_checkpoint(out / LAST_FILE).states[tc.mode], f"{out / LAST_FILE}")
         optimizer.load_state_dict(saved["optimizer"])
         scaler.load_state_dict(saved["scaler"])
