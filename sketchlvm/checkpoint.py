@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import MODES
+from .config import MODES, PreprocessConfig, merge_into
 
 FORMAT = "sketchlvm-checkpoint"
 FORMAT_VERSION = 1
@@ -70,6 +70,25 @@ def save_checkpoint(path: str | Path, states: dict[str, dict[str, torch.Tensor]]
     return path
 
 
+def preprocess_metadata(preprocess: PreprocessConfig, image_size: int) -> dict[str, Any]:
+    """The checkpoint metadata that fixes how images become tensors: everything besides the weights
+    that changes an embedding. Loading a checkpoint with other statistics or framing would feed the
+    prompts inputs they never saw in training."""
+    import dataclasses
+
+    return {"preprocess": dataclasses.asdict(preprocess), "image_size": int(image_size)}
+
+
+def preprocess_from_metadata(metadata: dict[str, Any]) -> PreprocessConfig | None:
+    """The preprocessing a checkpoint was trained with, or None for checkpoints that predate it."""
+    values = metadata.get("preprocess")
+    if values is None:
+        return None
+    config = PreprocessConfig()
+    merge_into(config, values)
+    return config
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -102,10 +121,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(states=states, metadata=metadata, path=path, sha256=file_sha256(path))
 
 
-def check_fits(checkpoint: Checkpoint, arch: str, pretrained_identity: dict) -> None:
+def check_fits(checkpoint: Checkpoint, arch: str, pretrained_identity: dict, image_size: int | None = None) -> None:
     """Refuse a checkpoint trained on another backbone, naming each difference and the fix."""
     meta = checkpoint.metadata
     problems = []
+    if image_size is not None and meta.get("image_size") not in (None, image_size):
+        problems.append(f"image size: checkpoint {meta['image_size']}, model {image_size}")
     if meta.get("arch") != arch:
         problems.append(f"architecture: checkpoint {meta.get('arch')!r}, model {arch!r} (pass --model {meta.get('arch')})")
     trained_on = meta.get("pretrained", {})
@@ -144,7 +165,7 @@ def merge_checkpoints(out: str | Path, paths: list[str | Path]) -> Path:
     states: dict[str, dict[str, torch.Tensor]] = {}
     training = {}
     for ckpt in loaded:
-        for key in ("arch", "pretrained", "n_prompts"):
+        for key in ("arch", "pretrained", "n_prompts", "preprocess", "image_size"):
             if ckpt.metadata.get(key) != first.get(key):
                 raise CheckpointMismatchError(
                     f"cannot merge {ckpt.path} into {loaded[0].path}: {key} differs "
@@ -156,7 +177,7 @@ def merge_checkpoints(out: str | Path, paths: list[str | Path]) -> Path:
             states[mode] = state
             training[mode] = {"from": str(ckpt.path), "training": ckpt.metadata.get("training"),
                               "metrics": ckpt.metadata.get("metrics")}
-    meta = {k: first[k] for k in ("arch", "pretrained", "n_prompts", "trainable") if k in first}
+    meta = {k: first[k] for k in ("arch", "pretrained", "n_prompts", "trainable", "preprocess", "image_size") if k in first}
     return save_checkpoint(out, states, {**meta, "training": training, "metrics": {}})
 
 

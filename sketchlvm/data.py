@@ -45,6 +45,7 @@ __all__ = [
     "CategoryDataset",
     "load_category_split",
     "FineGrainedPairs",
+    "hold_out_validation",
     "QuickDrawDrawing",
     "QuickDrawSketches",
     "ImageListDataset",
@@ -260,6 +261,16 @@ class CategoryDataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def subset(self, sketch_index: np.ndarray, photo_index: np.ndarray) -> "CategoryDataset":
+        """The same classes (and labels) with only the given sketches and photos."""
+        part = object.__new__(CategoryDataset)
+        part.root, part.class_names = self.root, list(self.class_names)
+        part.sketch_paths = [self.sketch_paths[i] for i in sketch_index]
+        part.photo_paths = [self.photo_paths[i] for i in photo_index]
+        part.sketch_labels = self.sketch_labels[np.asarray(sketch_index, dtype=np.int64)]
+        part.photo_labels = self.photo_labels[np.asarray(photo_index, dtype=np.int64)]
+        return part
+
     def __repr__(self) -> str:
         return (
             f"CategoryDataset({str(self.root)!r}, classes={self.num_classes}, "
@@ -307,6 +318,22 @@ class FineGrainedPairs:
             (path, int(photo), int(label))
             for path, photo, label in zip(self.sketch_paths, self.sketch_photo, self.sketch_labels)
         ]
+
+    def subset(self, photo_index: np.ndarray) -> "FineGrainedPairs":
+        """The same classes with only the given photos and the sketches drawn from them."""
+        photo_index = np.asarray(photo_index, dtype=np.int64)
+        new_of = np.full(len(self.photo_paths), -1, dtype=np.int64)
+        new_of[photo_index] = np.arange(photo_index.size)
+        kept = np.flatnonzero(new_of[self.sketch_photo] >= 0)
+        return FineGrainedPairs(
+            sketch_paths=[self.sketch_paths[i] for i in kept],
+            sketch_photo=new_of[self.sketch_photo[kept]],
+            sketch_labels=self.sketch_labels[kept],
+            photo_paths=[self.photo_paths[i] for i in photo_index],
+            photo_ids=[self.photo_ids[i] for i in photo_index],
+            photo_labels=self.photo_labels[photo_index],
+            class_names=list(self.class_names),
+        )
 
     @property
     def sketch_photo_ids(self) -> list[str]:
@@ -422,6 +449,61 @@ class _PairBuilder:
             photo_labels=np.asarray(self.photo_labels, dtype=np.int64),
             class_names=list(self.class_names),
         )
+
+
+# --------------------------------------------------------------------------- validation split
+
+
+def _held_out_count(n: int, fraction: float) -> int:
+    """round(fraction * n), at least one item when the class has two or more, never all of them."""
+    if n < 2:
+        return 0
+    return int(min(max(round(fraction * n), 1), n - 1))
+
+
+def hold_out_validation(
+    data: CategoryDataset | FineGrainedPairs, fraction: float, seed: int
+) -> tuple[CategoryDataset | FineGrainedPairs, CategoryDataset | FineGrainedPairs, dict[str, Any]]:
+    """Split the training classes' data into (training part, validation part, record).
+
+    The best checkpoint must not be chosen on the unseen test classes, so a seeded share of every
+    seen class is held out. Category: ``fraction`` of each class's sketches and of its photos.
+    Fine-grained: ``fraction`` of each class's sketched photos together with all their sketches
+    (a held-out sketch's own photo is in the validation gallery; distractors stay in training).
+    The record (fraction, seed, counts, sha256 of the held-out file names) goes into the
+    checkpoint; the split itself is a pure function of (file listing, fraction, seed).
+    """
+    import hashlib
+
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must be between 0 and 1, got {fraction!r}")
+    rng = np.random.default_rng([int(seed), 0x5A11])
+    if isinstance(data, CategoryDataset):
+        held: dict[str, list[int]] = {"sketch": [], "photo": []}
+        for label in range(data.num_classes):
+            for kind, labels in (("sketch", data.sketch_labels), ("photo", data.photo_labels)):
+                members = np.flatnonzero(labels == label)
+                held[kind] += rng.permutation(members)[: _held_out_count(members.size, fraction)].tolist()
+        val_s, val_p = np.sort(held["sketch"]).astype(np.int64), np.sort(held["photo"]).astype(np.int64)
+        train_s = np.setdiff1d(np.arange(len(data.sketch_paths)), val_s)
+        train_p = np.setdiff1d(np.arange(len(data.photo_paths)), val_p)
+        train, validation = data.subset(train_s, train_p), data.subset(val_s, val_p)
+    else:
+        sketched = np.unique(data.sketch_photo)
+        val_p = []
+        for label in range(len(data.class_names)):
+            members = sketched[data.photo_labels[sketched] == label]
+            val_p += rng.permutation(members)[: _held_out_count(members.size, fraction)].tolist()
+        val_p = np.sort(np.asarray(val_p, dtype=np.int64))
+        train = data.subset(np.setdiff1d(np.arange(len(data.photo_paths)), val_p))
+        validation = data.subset(val_p)
+    names = sorted(f"{Path(p).parent.name}/{Path(p).name}" for p in [*validation.sketch_paths, *validation.photo_paths])
+    record = {
+        "fraction": float(fraction), "seed": int(seed),
+        "sketches": len(validation.sketch_paths), "photos": len(validation.photo_paths),
+        "sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
+    }
+    return train, validation, record
 
 
 # --------------------------------------------------------------------------- Quick, Draw! strokes

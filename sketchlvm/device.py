@@ -20,8 +20,15 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device):
-    """Mixed precision on CUDA (fp16 autocast); a no-op context on CPU, where it would only slow down."""
-    if device.type == "cuda":
+PRECISIONS = ("fp32", "amp")
+
+
+def autocast(device: torch.device, precision: str = "amp"):
+    """``amp``: mixed precision on CUDA (fp16 autocast); ``fp32``: none, as in the paper. Always a
+    no-op context on CPU, where autocast would only slow down. Training and evaluation pass their
+    configured precision (fp32 by default); the interactive encode path keeps amp on CUDA."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose {' or '.join(PRECISIONS)}")
+    if device.type == "cuda" and precision == "amp":
         return torch.autocast("cuda", dtype=torch.float16)
     return contextlib.nullcontext()

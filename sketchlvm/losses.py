@@ -302,10 +302,13 @@ def category_loss(
 ) -> tuple[Tensor, dict[str, float]]:
     """L = triplet(s, p+, p-) + w_cls * (CE_sketch + CE_photo).
 
-    ``labels`` (B,) are the sketch classes (= the positive photos' classes); with
-    ``negative_labels`` the negative photos join the photo cross-entropy too.
+    ``labels`` (B,) are the sketch classes (= the positive photos' classes). CE_photo is over the
+    positive photos, as in the paper; with ``config.classify_negative_photos`` and
+    ``negative_labels`` the negative photos join it too.
     """
     config = config or LossConfig()
+    if not config.classify_negative_photos:
+        negative_labels = None
     trip = triplet_loss(sketch, positive, negative, config.margin)
     total = trip
     parts = {"triplet": float(trip.detach())}
@@ -330,7 +333,7 @@ def fine_grained_loss(
     """L = hard triplet + w_cls (CE_s + CE_p) + w_sep L_delta + w_patch L_patch.
 
     The negative is another photo of the sketch's class (hard), so every photo in the triplet has
-    the label ``labels`` and both join CE_photo. ``labels`` also groups triplets for L_delta (a
+    the label ``labels`` (the negatives join CE_photo only with ``config.classify_negative_photos``). ``labels`` also groups triplets for L_delta (a
     P x K batch). ``patch`` is the embeddings (shuffled sketch, same-order photo, other-order photo)
     of :func:`patch_shuffle_triplets`, or a zero-argument callable returning them (called only when
     the weight is non-zero); None leaves the patch term out.

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import Checkpoint, apply_state, check_fits, load_checkpoint
+from .checkpoint import Checkpoint, apply_state, check_fits, load_checkpoint, preprocess_from_metadata
 from .config import MODES, ModelConfig, PreprocessConfig
 from .device import autocast, resolve_device
 from .encoder import PromptedVisionEncoder
@@ -118,6 +118,20 @@ class SketchLVM:
         return self.encode_tensors(batch, "photo", mode)
 
 
+def _checkpoint_preprocess(loaded: Checkpoint, requested: PreprocessConfig | None) -> PreprocessConfig | None:
+    """The checkpoint's preprocessing unless the caller insists on another (then warn loudly)."""
+    trained = preprocess_from_metadata(loaded.metadata)
+    if trained is None:
+        log.warning("checkpoint %s does not record its preprocessing (written before it was stored); "
+                    "using %s", loaded.path, "the one passed in" if requested else "the defaults")
+        return requested
+    if requested is not None and requested != trained:
+        log.warning("checkpoint %s was trained with preprocessing %s but %s was asked for; embeddings will differ "
+                    "from training", loaded.path, trained, requested)
+        return requested
+    return trained
+
+
 def create_sketchlvm(
     arch: str | None = None,
     pretrained: str | None = None,
@@ -129,7 +143,9 @@ def create_sketchlvm(
 
     ``arch`` defaults to the checkpoint's architecture, else ``ModelConfig.arch``; ``pretrained``
     defaults to ``ModelConfig.pretrained`` ("openai") and is never inferred from a checkpoint, so a
-    checkpoint trained on random weights cannot pull random weights in unasked.
+    checkpoint trained on random weights cannot pull random weights in unasked. ``preprocess``
+    defaults to the checkpoint's own (normalisation, sketch framing), else ``PreprocessConfig()``,
+    so the app, the evaluator and the gallery index feed the encoder what it was trained on.
     """
     defaults = ModelConfig()
     loaded = load_checkpoint(checkpoint) if checkpoint else None
@@ -143,7 +159,8 @@ def create_sketchlvm(
 
     encoders: dict[str, PromptedVisionEncoder] = {}
     if loaded:
-        check_fits(loaded, arch, weights.identity())
+        check_fits(loaded, arch, weights.identity(), PromptedVisionEncoder(visual, None).image_size)
+        preprocess = _checkpoint_preprocess(loaded, preprocess)
     for mode in MODES:
         if loaded and mode in loaded.states:
             # Each trained mode has its own LayerNorms (and maybe more), so it gets its own tower copy.

@@ -21,7 +21,9 @@ FLAG_FIELDS = {
     "mode": ("train", "mode"), "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"), "prompt_lr": ("train", "prompt_lr"), "max_steps": ("train", "max_steps"),
     "seed": ("train", "seed"), "out": ("train", "out_dir"), "device": ("train", "device"),
-    "eval_metric": ("train", "eval_metric"),
+    "precision": ("train", "precision"),
+    "eval_metric": ("train", "eval_metric"), "select_on": ("train", "select_on"),
+    "validation_fraction": ("data", "validation_fraction"), "validation_seed": ("data", "validation_seed"),
     "model": ("model", "arch"), "pretrained": ("model", "pretrained"), "trainable": ("model", "trainable"),
     "n_prompts": ("model", "n_prompts"),
 }
@@ -47,8 +49,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", help="CLIP weights: openai (default), a file, a folder, or none (random: tests only)")
     p.add_argument("--trainable", choices=("paper", "full-attention"))
     p.add_argument("--n-prompts", type=int)
-    p.add_argument("--eval-metric", help="metric that picks the best checkpoint, e.g. mAP@200, mAP@all, Acc@1")
+    p.add_argument("--eval-metric", help="metric that picks the best checkpoint: mAP@200, mAP@all, P@100, P@200; "
+                   "fine-grained also Acc@{1,5,10}_within_class (ranked among the sketch's class) and "
+                   "Acc@{1,5,10}_whole_gallery (among every photo of the evaluated classes)")
+    p.add_argument("--select-on", choices=("validation", "test"),
+                   help="data that picks the best checkpoint: validation (default; held-out sketches and photos of the "
+                   "training classes) or test (the unseen test classes, as the released code did)")
+    p.add_argument("--validation-fraction", type=float, help="share of each training class held out for validation (0.1)")
+    p.add_argument("--validation-seed", type=int, help="seed of the validation split (0)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=("fp32", "amp"),
+                   help="fp32 (default, the paper's) or amp (fp16 autocast on CUDA); evaluation always runs in fp32")
     p.add_argument("--out", help="output folder (checkpoints, history, config)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any config field; VALUE is JSON (e.g. --set loss.margin=0.2)")

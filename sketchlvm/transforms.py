@@ -1,7 +1,7 @@
 """PIL -> normalised float tensor, one pipeline per modality.
 
-Sketches: canvas value -> crop to the ink -> square -> resize -> normalise with the sketch
-statistics. Photos: decoded safely by :func:`load_photo` (EXIF orientation, every mode to RGB,
+Sketches: canvas value -> framed square (``PreprocessConfig.sketch_framing``: the whole sketch
+padded square, or cropped to the ink) -> resize -> normalise with the sketch statistics. Photos: decoded safely by :func:`load_photo` (EXIF orientation, every mode to RGB,
 size checked before decoding) -> pad to a white square -> resize -> normalise with the photo
 statistics. Padding, not centre-cropping, keeps the whole object, as the sketch pipeline does.
 """
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from sketchlvm.config import PreprocessConfig
-from sketchlvm.strokes import WHITE, canvas_to_image, crop_to_ink, flatten_to_rgb
+from sketchlvm.config import SKETCH_FRAMINGS, PreprocessConfig
+from sketchlvm.strokes import WHITE, EmptySketchError, canvas_to_image, crop_to_ink, flatten_to_rgb, ink_bbox
 
 logger = logging.getLogger(__name__)
 
@@ -135,23 +135,44 @@ def _check_size_arg(image_size: int) -> int:
     return int(image_size)
 
 
+def pad_to_square(image: Image.Image, size: int) -> Image.Image:
+    """Fit the whole image into a white size x size square, centred (resize first, then pad: the
+    same result as pad-then-resize without a huge square canvas)."""
+    width, height = image.size
+    scale = size / max(width, height)
+    new = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = image if new == image.size else image.resize(new, RESAMPLE, reducing_gap=3.0)
+    out = Image.new("RGB", (size, size), WHITE)
+    out.paste(resized, ((size - new[0]) // 2, (size - new[1]) // 2))
+    return out
+
+
 class SketchTransform:
     """Canvas value or sketch image -> float32 tensor (3, S, S).
 
-    canvas_to_image (flatten onto white) -> crop_to_ink (square, ``config.sketch_margin``) ->
-    resize to S -> normalise with ``config.sketch_mean/std``. Raises
+    canvas_to_image (flatten onto white) -> frame (``config.sketch_framing``: ``pad-square`` keeps
+    the whole sketch, ``ink-crop`` crops to the ink with ``config.sketch_margin``) -> resize to S
+    -> normalise with ``config.sketch_mean/std``. Raises
     :class:`~sketchlvm.strokes.EmptySketchError` when nothing is drawn.
     """
 
     def __init__(self, image_size: int, config: PreprocessConfig | None = None):
         self.image_size = _check_size_arg(image_size)
         self.config = config or PreprocessConfig()
+        if self.config.sketch_framing not in SKETCH_FRAMINGS:
+            raise ValueError(
+                f"unknown sketch_framing {self.config.sketch_framing!r}; choose one of {', '.join(SKETCH_FRAMINGS)}"
+            )
 
     def to_image(self, sketch: Any) -> Image.Image:
         """The framed, resized RGB sketch that the tensor is made from (S x S)."""
-        framed = crop_to_ink(
-            canvas_to_image(sketch), self.config.sketch_margin, self.config.ink_threshold
-        )
+        image = canvas_to_image(sketch)
+        if self.config.sketch_framing == "pad-square":
+            if ink_bbox(image, self.config.ink_threshold) is None:
+                raise EmptySketchError(f"nothing drawn: no pixel darker than {255 - self.config.ink_threshold} "
+                                       f"on a {image.size} canvas")
+            return pad_to_square(image, self.image_size)
+        framed = crop_to_ink(image, self.config.sketch_margin, self.config.ink_threshold)
         size = (self.image_size, self.image_size)
         return framed.resize(size, RESAMPLE, reducing_gap=3.0)
 
@@ -159,7 +180,8 @@ class SketchTransform:
         return _to_tensor(self.to_image(sketch), self.config.sketch_mean, self.config.sketch_std)
 
     def __repr__(self) -> str:
-        return f"SketchTransform(image_size={self.image_size}, margin={self.config.sketch_margin})"
+        return (f"SketchTransform(image_size={self.image_size}, framing={self.config.sketch_framing}, "
+                f"margin={self.config.sketch_margin})")
 
 
 class PhotoTransform:
@@ -181,14 +203,7 @@ class PhotoTransform:
         width, height = image.size
         if width == 0 or height == 0:
             raise ImageLoadError(f"cannot use photo: it has zero area ({width}x{height})")
-        size = self.image_size
-        # Resize first, then pad: same result as pad-then-resize without a huge square canvas.
-        scale = size / max(width, height)
-        new = (max(1, round(width * scale)), max(1, round(height * scale)))
-        resized = image.resize(new, RESAMPLE, reducing_gap=3.0)
-        out = Image.new("RGB", (size, size), WHITE)
-        out.paste(resized, ((size - new[0]) // 2, (size - new[1]) // 2))
-        return out
+        return pad_to_square(image, self.image_size)
 
     def __call__(self, photo: Any) -> torch.Tensor:
         return _to_tensor(self.to_image(photo), self.config.photo_mean, self.config.photo_std)

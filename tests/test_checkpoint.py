@@ -149,3 +149,79 @@ def test_merge_two_single_mode_checkpoints_for_the_app(tmp_path):
     other = save_checkpoint(tmp_path / "o.safetensors", _trained_states(modes=("fine_grained",)), _metadata(arch="ViT-B-32-quickgelu"))
     assert main(["merge", str(tmp_path / "y.safetensors"), str(category), str(other)]) == 2
     assert main(["info", str(tmp_path / "both.safetensors")]) == 0
+
+
+# --------------------------------------------------------------------------- preprocessing travels
+
+
+def _trained_preprocess():
+    from sketchlvm.config import PreprocessConfig
+
+    return PreprocessConfig(sketch_mean=(0.959, 0.959, 0.959), sketch_std=(0.139, 0.139, 0.139),
+                            photo_mean=(0.468, 0.451, 0.397), photo_std=(0.258, 0.246, 0.264))
+
+
+def test_a_checkpoint_brings_its_preprocessing_wherever_it_is_loaded(tmp_path, real_images):
+    import dataclasses
+
+    from sketchlvm.checkpoint import preprocess_metadata
+
+    trained = _trained_preprocess()
+    meta = {**_metadata(), **preprocess_metadata(trained, image_size=64)}
+    path = save_checkpoint(tmp_path / "c.safetensors", _trained_states(modes=("category",)), meta)
+
+    model = create_sketchlvm(pretrained="none", checkpoint=path, device="cpu")  # as app/evaluate/index do
+    assert model.preprocess == trained
+    assert model.sketch_transform.config == trained and model.photo_transform.config == trained
+    identity = model.identity("category")
+    assert identity["photo_mean"] == list(trained.photo_mean) and identity["photo_std"] == list(trained.photo_std)
+    plain = create_sketchlvm(arch=TINY_ARCH, pretrained="none", device="cpu")
+    assert plain.identity("category")["photo_mean"] != identity["photo_mean"]  # a gallery index would be rebuilt
+
+    # the embedding is the one the trained statistics give, not CLIP's defaults
+    sketches, _ = real_images
+    default = create_sketchlvm(pretrained="none", checkpoint=path, device="cpu",
+                               preprocess=dataclasses.replace(trained, sketch_mean=(0.48145466, 0.4578275, 0.40821073)))
+    assert not np.allclose(model.encode_sketches(sketches, "category"), default.encode_sketches(sketches, "category"))
+
+
+def test_a_checkpoint_for_another_image_size_is_refused(tmp_path):
+    from sketchlvm.checkpoint import preprocess_metadata
+
+    meta = {**_metadata(), **preprocess_metadata(_trained_preprocess(), image_size=224)}
+    path = save_checkpoint(tmp_path / "c.safetensors", _trained_states(modes=("category",)), meta)
+    with pytest.raises(CheckpointMismatchError, match="image size: checkpoint 224, model 64"):
+        create_sketchlvm(pretrained="none", checkpoint=path, device="cpu")
+
+
+def test_merging_checkpoints_with_different_preprocessing_is_refused(tmp_path):
+    from sketchlvm.checkpoint import merge_checkpoints, preprocess_metadata
+    from sketchlvm.config import PreprocessConfig
+
+    a = save_checkpoint(tmp_path / "a.safetensors", _trained_states(modes=("category",)),
+                        {**_metadata(), **preprocess_metadata(_trained_preprocess(), 64)})
+    b = save_checkpoint(tmp_path / "b.safetensors", _trained_states(modes=("fine_grained",)),
+                        {**_metadata(), **preprocess_metadata(PreprocessConfig(), 64)})
+    with pytest.raises(CheckpointMismatchError, match="preprocess differs"):
+        merge_checkpoints(tmp_path / "ab.safetensors", [a, b])
+    c = save_checkpoint(tmp_path / "c.safetensors", _trained_states(modes=("fine_grained",)),
+                        {**_metadata(), **preprocess_metadata(_trained_preprocess(), 64)})
+    merged = load_checkpoint(merge_checkpoints(tmp_path / "ac.safetensors", [a, c]))
+    assert merged.metadata["preprocess"]["sketch_mean"] == [0.959, 0.959, 0.959]
+
+
+def test_the_app_frames_drawings_the_way_the_checkpoint_was_trained(tmp_path):
+    from sketchlvm.checkpoint import preprocess_metadata
+    from sketchlvm.config import PreprocessConfig
+    from sketchlvm.transforms import SketchTransform
+
+    paper = PreprocessConfig(sketch_framing="pad-square")
+    path = save_checkpoint(tmp_path / "c.safetensors", _trained_states(modes=("category",)),
+                           {**_metadata(), **preprocess_metadata(paper, 64)})
+    model = create_sketchlvm(pretrained="none", checkpoint=path, device="cpu")
+    drawing = Image.new("RGB", (300, 300), "white")
+    drawing.paste(Image.new("RGB", (40, 8), "black"), (10, 10))  # a small stroke in a corner
+    np.testing.assert_array_equal(np.asarray(model.sketch_transform.to_image(drawing)),
+                                  np.asarray(SketchTransform(64, paper).to_image(drawing)))
+    zero_shot = create_sketchlvm(arch=TINY_ARCH, pretrained="none", device="cpu")
+    assert zero_shot.sketch_transform.config.sketch_framing == "ink-crop"  # the documented default

@@ -214,3 +214,45 @@ def test_image_list_dataset_default_loader(sketchy_root):
     pairs = FineGrainedPairs.sketchy(sketchy_root, classes=["bat"])
     image, _ = ImageListDataset(pairs.pairs)[0]  # tuples: the path comes first
     assert image.mode == "RGB"
+
+
+# --------------------------------------------------------------------------- validation split
+
+
+def _names(paths):
+    return {f"{Path(p).parent.name}/{Path(p).name}" for p in paths}
+
+
+def test_validation_split_holds_out_seen_class_sketches_and_photos(sketchy_root):
+    from sketchlvm.data import hold_out_validation, load_category_split
+
+    seen, unseen = load_category_split(sketchy_root, "sketchy_21", max_classes=6, max_per_class=10)
+    train, validation, record = hold_out_validation(seen, 0.2, seed=3)
+    assert train.class_names == validation.class_names == seen.class_names  # seen classes only
+    assert not set(validation.class_names) & set(unseen.class_names)
+    for kind in ("sketch_paths", "photo_paths"):
+        a, b = _names(getattr(train, kind)), _names(getattr(validation, kind))
+        assert not a & b and a | b == _names(getattr(seen, kind))
+    assert np.bincount(validation.sketch_labels).tolist() == [2] * 6  # 20% of 10 per class
+    assert np.bincount(validation.photo_labels).tolist() == [2] * 6
+    assert [seen.class_names[i] for i in validation.photo_labels] == [Path(p).parent.name for p in validation.photo_paths]
+    assert record["sketches"] == 12 and record["photos"] == 12 and record["seed"] == 3
+
+    again = hold_out_validation(seen, 0.2, seed=3)[2]
+    other = hold_out_validation(seen, 0.2, seed=4)[2]
+    assert again["sha256"] == record["sha256"] and other["sha256"] != record["sha256"]
+
+
+def test_fine_grained_validation_split_keeps_sketches_with_their_photos(sketchy_root):
+    from sketchlvm.data import hold_out_validation
+
+    seen = FineGrainedPairs.sketchy(sketchy_root, ["cow", "bat", "cabin"], max_per_class=10)
+    train, validation, record = hold_out_validation(seen, 0.2, seed=0)
+    assert not _names(train.photo_paths) & _names(validation.photo_paths)
+    assert _names(train.sketch_paths) | _names(validation.sketch_paths) == _names(seen.sketch_paths)
+    for part in (train, validation):
+        for sketch, photo in zip(part.sketch_paths, part.sketch_photo):
+            assert Path(sketch).stem.rsplit("-", 1)[0] == part.photo_ids[photo]  # still its own photo
+    assert record["photos"] == len(validation.photo_paths) > 0 and record["sketches"] == len(validation)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        hold_out_validation(seen, 0.0, seed=0)

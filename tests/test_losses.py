@@ -246,10 +246,14 @@ def test_category_loss_combines_terms():
     assert total.item() == pytest.approx(0.65 + 0.5 * (ce_s + ce_p)) == parts["total"]
     _, parts = category_loss(s, p, n, labels, clf, LossConfig(classification_weight=0.0))
     assert set(parts) == {"triplet", "total"} and parts["total"] == pytest.approx(0.65)
-    # Negative photos join CE_photo when their labels are given.
+    # The paper's CE_photo is over the positive photos only, even when the negatives' labels are known...
     _, parts = category_loss(s, p, n, labels, clf, negative_labels=torch.tensor([1, 0]))
+    assert parts["ce_photo"] == pytest.approx(ce_p)
+    # ...the negative photos join it only when asked for (what this code did before).
+    _, parts = category_loss(s, p, n, labels, clf, LossConfig(classify_negative_photos=True),
+                             negative_labels=torch.tensor([1, 0]))
     both = classification_loss(torch.cat([p, n]), torch.tensor([0, 1, 1, 0]), clf.text_features, 1.0)
-    assert parts["ce_photo"] == pytest.approx(both.item())
+    assert parts["ce_photo"] == pytest.approx(both.item()) != pytest.approx(ce_p)
 
 
 def test_fine_grained_loss_combines_terms():
@@ -262,11 +266,13 @@ def test_fine_grained_loss_combines_terms():
     total, parts = fine_grained_loss(s, p, n, labels, clf, cfg, patch=patch)
     expected = (
         triplet_loss(s, p, n, cfg.margin)
-        + 0.5 * (clf.loss(s, labels) + clf.loss(torch.cat([p, n]), labels.repeat(2)))
+        + 0.5 * (clf.loss(s, labels) + clf.loss(p, labels))
         + 0.1 * separation_regulariser(s, p, n, labels)
         + 1.0 * triplet_loss(*patch, margin=cfg.margin)
     )
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    _, with_negatives = fine_grained_loss(s, p, n, labels, clf, LossConfig(classify_negative_photos=True), patch=patch)
+    assert with_negatives["ce_photo"] == pytest.approx(clf.loss(torch.cat([p, n]), labels.repeat(2)).item())
     assert set(parts) == {"triplet", "ce_sketch", "ce_photo", "separation", "patch", "total"}
     total.backward()
     assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in (s, p, n))

@@ -51,10 +51,10 @@ def test_summary_markdown(tmp_path):
     assert "| **ours** | 0.712 | 0.690 |" in text
     assert "| CLIP for All Things (paper) | 0.723 | 0.725 |" in text
     assert "SpLIP" in text and "interpolated" in text
-    fg_metrics = {"Acc@1": 0.3, "Acc@5": 0.61234, "Acc@10": math.nan}
+    fg_metrics = {"Acc@1_within_class": 0.3, "Acc@5_within_class": 0.61234, "Acc@10_within_class": math.nan}
     fg = write_summary_markdown(tmp_path, fg_metrics, "sketchy_fg").read_text()
     assert "| **ours** | 30.00 | 61.23 |" in fg and "| 28.68 | 62.34 |" in fg
-    assert "| Acc@10 | n/a |" in fg
+    assert "| Acc@10_within_class | n/a |" in fg
     other = write_summary_markdown(tmp_path, METRICS, "shoev2").read_text()
     assert "No published numbers" in other and "| mAP@all | 0.610 |" in other
 
@@ -116,3 +116,26 @@ def test_example_grid_real_sketchy(tmp_path, sketchy_root: Path):
         assert grid.size[1] == len(sketches) * (64 + 10 + 4) + 4
         colours = np.unique(np.asarray(grid.convert("RGB")).reshape(-1, 3), axis=0)
         assert len(colours) > 100  # real pictures, not flat tiles
+
+
+def test_example_grid_labels_each_query_class_and_each_result_class_and_rank(tmp_path):
+    paths = []
+    for i, colour in enumerate(["blue", "yellow", "black", "purple"]):
+        p = tmp_path / f"img{i}.png"
+        Image.new("RGB", (30, 20), colour).save(p)
+        paths.append(p)
+    top = np.array([[1, 2, 3], [3, 0, 1]])
+    rel = np.array([[True, False, True], [False, False, True]])
+    plain = write_example_grid(tmp_path / "plain", paths[:2], paths, top, rel, k=3, tile=40)
+    labelled = write_example_grid(tmp_path / "labelled", paths[:2], paths, top, rel, k=3, tile=40,
+                                  query_labels=["cow", "bat"], gallery_labels=["bat", "cow", "cow", "bat"])
+    with Image.open(plain) as a, Image.open(labelled) as b:
+        assert b.height > a.height and b.width == a.width  # a caption line under every tile
+        arr = np.asarray(b.convert("RGB"))
+    cell, gap, caption = 50, 4, b.height // 2 - 54
+    for row in range(2):
+        y0 = gap + row * (cell + caption + gap) + cell
+        strip = arr[y0 : y0 + caption]
+        for col in range(4):
+            x0 = gap if col == 0 else gap + cell + 3 * gap + (col - 1) * (cell + gap)
+            assert (strip[:, x0 : x0 + cell] < 100).any(), (row, col)  # text is written there

@@ -7,6 +7,8 @@ Held-out and unseen-class figures are printed, not asserted.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -68,8 +70,9 @@ def test_category_training_fits_without_collapse(sketchy_root, tmp_path):
     best = load_checkpoint(result.best_checkpoint)
     assert best.metadata["metrics"]["mAP@all"] == pytest.approx(result.best_metric)
     assert best.metadata["training"]["split"] == "sketchy_21"
-    model = create_sketchlvm(pretrained="none", checkpoint=result.best_checkpoint, device="cpu", preprocess=config.preprocess)
+    model = create_sketchlvm(pretrained="none", checkpoint=result.best_checkpoint, device="cpu")
     assert model.trained_modes() == ["category"]
+    assert model.preprocess == config.preprocess  # the trained statistics, not CLIP's defaults
 
 
 def test_fine_grained_training_raises_acc_at_5_on_its_pairs(sketchy_root, tmp_path):
@@ -85,10 +88,10 @@ def test_fine_grained_training_raises_acc_at_5_on_its_pairs(sketchy_root, tmp_pa
     result = train(config, show_progress=False)
     after = evaluate_fine_grained(result.encoder, sketch_tf, photo_tf, train_pairs, device)
     losses = [entry["mean_loss"] for entry in result.history]
-    print(f"\ntraining-pair Acc@5 {before.metrics['Acc@5']:.3f} -> {after.metrics['Acc@5']:.3f}; "
+    print(f"\ntraining-pair Acc@5 {before.metrics['Acc@5_within_class']:.3f} -> {after.metrics['Acc@5_within_class']:.3f}; "
           f"epoch losses {[round(x, 3) for x in losses]}; unseen-class metrics {result.history[-1]['metrics']}")
     assert losses[-1] < losses[0]
-    assert after.metrics["Acc@5"] > before.metrics["Acc@5"]
+    assert after.metrics["Acc@5_within_class"] > before.metrics["Acc@5_within_class"]
     assert _mean_pairwise_cosine(after.query_features) < 0.95
 
 
@@ -123,4 +126,115 @@ def test_torchrun_ddp_runs_on_cpu_and_rank_0_writes_the_checkpoint(sketchy_root,
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("best mAP@all") == 1
     best = load_checkpoint(out / "best.safetensors")
-    assert best.metadata["step"] == 2  # 18 triplets / batch 4 = 4 batches, every 2nd per rank
+    # 3 classes x 6 sketches, 1 per class held out for validation: 15 triplets / batch 4 = 3 batches,
+    # every 2nd per rank with equal counts: 1 step
+    assert best.metadata["step"] == 1
+    assert set(best.metadata["test_metrics"]) >= {"mAP@all"}  # the final test evaluation ran on both ranks
+
+
+def test_the_best_checkpoint_is_chosen_on_held_out_seen_classes_not_the_test_classes(sketchy_root, tmp_path):
+    common = dict(data={"max_classes": 3, "max_per_class": 10, "validation_fraction": 0.2},
+                  train={"epochs": 1, "batch_size": 4})
+    result = train(_config("tiny_sketchy_category", sketchy_root, tmp_path / "v", **common), show_progress=False)
+    best = load_checkpoint(result.best_checkpoint).metadata
+    assert best["training"]["select_on"] == "validation"
+    validation = best["training"]["validation"]
+    assert validation["sketches"] == 3 * 2 and validation["photos"] == 3 * 2 and validation["seed"] == 0
+    assert result.history[-1]["selected_on"] == "validation" and "test_metrics" not in result.history[-1]
+    # the unseen test classes are measured once at the end, on the best checkpoint, and recorded
+    assert set(best["test_metrics"]) >= {"mAP@all", "mAP@200"} and best["test_metrics"] == result.test_metrics
+    assert best["metrics"]["mAP@all"] == pytest.approx(result.best_metric)
+    assert best["metrics"] != best["test_metrics"]
+
+    released = _config("tiny_sketchy_category", sketchy_root, tmp_path / "t", **common)
+    released.train.select_on = "test"  # the released code's behaviour
+    old = train(released, show_progress=False)
+    old_best = load_checkpoint(old.best_checkpoint).metadata
+    assert old_best["training"]["select_on"] == "test" and "validation" not in old_best["training"]
+    assert old_best["metrics"] == old_best["test_metrics"]
+
+
+def test_learning_rates_have_one_source_of_defaults():
+    import json
+
+    from sketchlvm.config import PRESETS_DIR, TrainConfig, list_presets
+
+    assert (TrainConfig().lr, TrainConfig().prompt_lr) == (1e-5, 1e-4)  # the README's and the presets' values
+    for name in ("sketchy_category", "sketchy_fine_grained", "tuberlin_category", "quickdraw_category"):
+        raw = json.loads((PRESETS_DIR / f"{name}.json").read_text())
+        assert not {"lr", "prompt_lr"} & set(raw["train"]), f"{name} repeats a learning-rate default"
+        assert (load_experiment(name).train.lr, load_experiment(name).train.prompt_lr) == (1e-5, 1e-4)
+    # the released code's wider trainable set comes with the released code's 1e-6 for it
+    released = load_experiment("sketchy_category_full_attention")
+    assert released.model.trainable == "full-attention"
+    assert (released.train.lr, released.train.prompt_lr) == (1e-6, 1e-4)
+    assert "sketchy_category_full_attention" in list_presets()
+
+
+def test_interrupted_fine_grained_training_resumes_exactly(sketchy_root, tmp_path):
+    """Patch-shuffle permutations are random too: a resumed run must draw the ones it would have drawn."""
+    common = dict(data={"max_classes": 4, "max_per_class": 3},
+                  train={"epochs": 1, "classes_per_batch": 4, "samples_per_class": 2, "eval_every": 99})
+    straight = train(_config("tiny_sketchy_fine_grained", sketchy_root, tmp_path / "a", **common), show_progress=False)
+
+    interrupted = _config("tiny_sketchy_fine_grained", sketchy_root, tmp_path / "b", **common)
+    interrupted.train.max_steps = 2  # stops inside the epoch (5 batches: 2 training photos x 5 sketches / K=2)
+    train(interrupted, show_progress=False)
+    torch.rand(1000)  # whatever the global RNG did meanwhile must not matter
+    interrupted.train.max_steps = 0
+    resumed = train(interrupted, show_progress=False)
+
+    assert resumed.history[-1]["step"] == straight.history[-1]["step"] == 5
+    a = load_checkpoint(straight.last_checkpoint).states["fine_grained"]
+    b = load_checkpoint(resumed.last_checkpoint).states["fine_grained"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+def _qmul_layout(sketchy_root, root, cls, n_train, n_test):
+    """Real Sketchy photos and sketches of one class, laid out as QMUL ShoeV2 / ChairV2 are."""
+    drawn = {p.stem.rsplit("-", 1)[0] for p in (sketchy_root / "sketch" / cls).glob("*.png")}
+    photos = [p for p in sorted((sketchy_root / "photo" / cls).glob("*.jpg")) if p.stem in drawn][: n_train + n_test]
+    assert len(photos) == n_train + n_test
+    for part, chosen in (("train", photos[:n_train]), ("test", photos[n_train:])):
+        (root / f"{part}A").mkdir(parents=True)
+        (root / f"{part}B").mkdir(parents=True)
+        for photo in chosen:
+            (root / f"{part}B" / photo.name).symlink_to(photo)
+            for sketch in sorted((sketchy_root / "sketch" / cls).glob(f"{photo.stem}-*.png")):
+                k = sketch.stem.rsplit("-", 1)[1]
+                (root / f"{part}A" / f"{photo.stem}_{k}.png").symlink_to(sketch)
+    return root
+
+
+def test_within_category_fine_grained_preset_trains_on_a_qmul_layout(sketchy_root, tmp_path):
+    """One category: P = 1, so the classification and separation terms would be identically 0."""
+    for name in ("shoev2_fine_grained", "chairv2_fine_grained"):
+        preset = load_experiment(name)
+        assert preset.train.classes_per_batch == 1 and preset.train.mode == "fine_grained"
+        assert preset.loss.classification_weight == 0 and preset.loss.separation_weight == 0
+        assert preset.loss.patch_shuffle_weight > 0 and preset.preprocess.sketch_framing == "pad-square"
+        assert preset.train.eval_metric == "Acc@1_within_class"
+
+    root = _qmul_layout(sketchy_root, tmp_path / "ShoeV2", "shoe", n_train=3, n_test=2)
+    tiny = load_experiment("tiny_sketchy_fine_grained")
+    config = _config("shoev2_fine_grained", root, tmp_path / "run",
+                     model=dataclasses.asdict(tiny.model), preprocess=dataclasses.asdict(tiny.preprocess),
+                     data={"num_workers": 0, "validation_fraction": 0.2},
+                     train={"epochs": 2, "samples_per_class": 4, "device": "cpu", "warmup_steps": 2})
+    result = train(config, show_progress=False)
+    losses = [entry["mean_loss"] for entry in result.history]
+    assert all(np.isfinite(losses)) and len(result.history) == 2
+    assert {"Acc@1_within_class", "Acc@10_within_class"} <= set(result.test_metrics)
+    assert result.test_metrics["Acc@10_within_class"] == 1.0  # only 2 test photos: every sketch's is in the top 10
+    assert result.test_metrics["Acc@1_within_class"] == result.test_metrics["Acc@1_whole_gallery"]  # one class
+    best = load_checkpoint(result.best_checkpoint).metadata
+    assert best["training"]["dataset"] == "shoev2" and best["training"]["classes"] == ["shoe"]
+
+    from sketchlvm.evaluate import main
+
+    out = tmp_path / "eval"
+    assert main(["--dataset", "shoev2", "--root", str(root), "--checkpoint", str(result.best_checkpoint),
+                 "--pretrained", "none", "--workers", "0", "--out", str(out)]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "| method | Acc@1_within_class | Acc@10_within_class |" in summary  # the numbers QMUL reports

@@ -375,3 +375,47 @@ def test_load_photo_leaves_pillow_globals_alone(photo_path):
     with pytest.raises(ImageLoadError):
         load_photo(photo_path, max_pixels=10)
     assert (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Sketch framing: the paper's whole sketch padded square, or cropped to the ink
+
+
+def test_pad_square_framing_keeps_the_whole_sketch_where_it_was_drawn(sketchy_root):
+    """Sketchy sketches are drawn over their photo: pad-square keeps that alignment, ink-crop zooms."""
+    path = sorted((sketchy_root / "sketch" / "cow").glob("*.png"))[0]
+    with Image.open(path) as im:
+        sketch = im.convert("RGB")
+    side = sketch.width
+    assert sketch.size == (side, side)
+    paper = SketchTransform(side, PreprocessConfig(sketch_framing="pad-square"))
+    np.testing.assert_array_equal(np.asarray(paper.to_image(sketch)), np.asarray(sketch))  # untouched
+    cropped = SketchTransform(side, PreprocessConfig(sketch_framing="ink-crop")).to_image(sketch)
+    assert not np.array_equal(np.asarray(cropped), np.asarray(sketch))
+
+    # a wide canvas is padded with white above and below, the drawing stays put
+    wide = Image.new("RGB", (200, 100), "white")
+    wide.paste(Image.new("RGB", (10, 10), "black"), (0, 0))  # ink in the top-left corner
+    framed = np.asarray(SketchTransform(200, PreprocessConfig(sketch_framing="pad-square")).to_image(wide))
+    assert framed.shape == (200, 200, 3)
+    assert (framed[:50] == 255).all() and (framed[150:] == 255).all()
+    assert (framed[52:58, 2:8] < 30).all()  # the square of ink, 50 px down, at the left edge
+
+
+def test_pad_square_framing_still_refuses_a_blank_canvas():
+    transform = SketchTransform(64, PreprocessConfig(sketch_framing="pad-square"))
+    with pytest.raises(EmptySketchError):
+        transform(Image.new("RGB", (80, 60), "white"))
+
+
+def test_unknown_framing_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="unknown sketch_framing 'zoom'.*pad-square"):
+        SketchTransform(64, PreprocessConfig(sketch_framing="zoom"))
+
+
+def test_paper_presets_frame_sketches_as_the_paper_does():
+    from sketchlvm.config import list_presets, load_experiment
+
+    for name in ("sketchy_category", "sketchy_fine_grained", "tuberlin_category", "quickdraw_category"):
+        assert load_experiment(name).preprocess.sketch_framing == "pad-square", name
+    assert "pad-square" in {load_experiment(n).preprocess.sketch_framing for n in list_presets()}
