@@ -47,6 +47,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from .ranking import GalleryGroups, resolve_ranker
+
 logger = logging.getLogger(__name__)
 
 NoRelevantPolicy = Literal["exclude", "zero", "raise"]
@@ -139,14 +141,6 @@ def _rank_keys(scores: np.ndarray) -> np.ndarray:
     return keys
 
 
-def _full_ranking(scores: np.ndarray) -> np.ndarray:
-    """(B, N) float32 -> (B, N) int64 gallery indices, best first (ties: lower index first)."""
-    keys = _rank_keys(scores)
-    keys.sort(axis=1)
-    keys &= _INDEX_MASK
-    return keys.view(np.int64)
-
-
 def _row_sum(x: np.ndarray) -> np.ndarray:
     """(B, W) -> (B,) sums in a fixed left-to-right order.
 
@@ -210,6 +204,7 @@ class RetrievalResult:
         means under ``no_relevant="exclude"`` (``match_rank``: -1 when its photo is absent).
     pr_recall, pr_precision: (n_points,) mean interpolated precision at evenly spaced recall.
     n_queries, n_without_relevant, n_without_match: query counts behind the means.
+    ranker: where the ranking ran (``numpy`` or ``torch:<device>``); never changes a value.
     """
 
     metrics: dict[str, float]
@@ -219,6 +214,7 @@ class RetrievalResult:
     n_queries: int = 0
     n_without_relevant: int = 0
     n_without_match: int = 0
+    ranker: str = ""
 
 
 def _codes(query_values: np.ndarray, gallery_values: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -253,6 +249,7 @@ def evaluate_retrieval(
     accuracy_ks: Sequence[int] = (1, 5, 10),
     pr_points: int = 11,
     normalize: bool = True,
+    ranker: str = "auto",
 ) -> RetrievalResult:
     """Rank every query against the whole gallery and measure it (see the module docstring).
 
@@ -263,6 +260,10 @@ def evaluate_retrieval(
     ``chunk_size * N * 30`` bytes. ``map_cutoff`` is the 200 of mAP@200 (keys follow it);
     ``pr_points``: 11 or 101 recall points for the precision-recall curve. ``normalize=False``
     skips the L2 normalisation (features already unit-length; scores are then raw inner products).
+    ``ranker``: where the ranking runs (:func:`sketchlvm.ranking.resolve_ranker`: "auto" = the GPU
+    through torch when present, else NumPy; "numpy"; a torch device). Every choice gives the same
+    results bit for bit: the scores always come from the same NumPy product, and the rankers
+    return the same integer ranks.
     """
     _check_policy(no_relevant)
     if chunk_size < 1:
@@ -329,16 +330,23 @@ def evaluate_retrieval(
     match_rank = np.full(n_q, -1, dtype=np.int64)
     pr_rows_all = np.empty((n_q, pr_points))  # per-query curves, averaged once at the end
     scorer = _Scorer(q, g)
+    ranker = resolve_ranker(ranker)
+    label_groups = GalleryGroups.of(g_lab, class_count.size)
+    id_groups = GalleryGroups.of(g_id, id_count.size) if with_ids else None
+    logger.debug("ranking %d queries x %d gallery items with %s", n_q, n_g, ranker.name)
 
     for start in range(0, n_q, chunk_size):
         stop = min(start + chunk_size, n_q)
         b = stop - start
-        order = _full_ranking(scorer.rows(start, stop))  # (B, N)
-        rel = g_lab[order] == q_lab[start:stop, None]  # (B, N) bool, ranked
+        block = ranker.rank_block(
+            scorer.rows(start, stop), q_lab[start:stop], label_groups,
+            q_id[start:stop] if with_ids else None, id_groups,
+        )
         n_rel = n_rel_all[start:stop]  # (B,)
 
         # @all: precision at each hit, padded to (B, width); hit i of a row sits in column i.
-        rows, cols = np.nonzero(rel)
+        rows = np.repeat(np.arange(b), n_rel)  # the query of each hit
+        cols = block.hit_ranks  # 0-based rank of each hit, ascending within its query
         starts = np.cumsum(n_rel) - n_rel
         hit_no = np.arange(rows.size) - np.repeat(starts, n_rel)  # 0-based hit number in row
         hits = np.zeros((b, width))
@@ -353,7 +361,9 @@ def evaluate_retrieval(
         pr_rows_all[start:stop] = np.take_along_axis(interp_rev, np.clip(width - need, 0, width - 1), axis=1)
 
         # Top of the list: interpolated and lenient AP@cut, P@k.
-        top = rel[:, :depth]
+        top = np.zeros((b, depth), dtype=bool)  # relevance of the top ``depth`` ranks
+        inside = cols < depth
+        top[rows[inside], cols[inside]] = True
         tp = np.cumsum(top, axis=1, dtype=np.int64)  # (B, depth)
         prec = tp[:, :cut] / np.arange(1, cut + 1)
         interp = np.maximum.accumulate(prec[:, ::-1], axis=1)  # reversed columns
@@ -366,10 +376,7 @@ def evaluate_retrieval(
             kk = min(k, n_g)
             prec_at[k][start:stop] = tp[:, kk - 1] / kk
 
-        if with_ids:
-            is_own = g_id[order] == q_id[start:stop, None]  # (B, N)
-            first = is_own.argmax(axis=1)
-            match_rank[start:stop] = np.where(is_own[np.arange(b), first], first, -1)
+        match_rank[start:stop] = block.match_rank
         logger.debug("ranked queries %d-%d of %d", start, stop, n_q)
 
     # Zero-relevant queries: 0/0 gave NaN above; apply the policy.
@@ -407,6 +414,7 @@ def evaluate_retrieval(
         n_queries=n_q,
         n_without_relevant=int(missing.sum()),
         n_without_match=int(no_match.sum()),
+        ranker=ranker.name,
     )
 
 
