@@ -201,3 +201,21 @@ def test_cli_writes_the_report(quickdraw_root, sketchy_root, tmp_path, capsys):
     assert main(["--strokes", str(tmp_path / "nowhere"), "--photos", str(sketchy_root / "photo"),
                  "--pretrained", "none", "--model", "SketchLVM-Tiny", "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_fine_grained_protocol_with_app_stroke_json(quickdraw_root, sketchy_root, tiny_model, tmp_path):
+    """App stroke JSON naming the photo each sketch was drawn from: the target is that photo."""
+    photos = sorted(p.stem for p in (sketchy_root / "photo" / "giraffe").iterdir())[:3]
+    giraffes = [s for s in load_stroke_sketches(quickdraw_root) if s.label == "giraffe"][:2]
+    for i, (sketch, photo) in enumerate(zip(giraffes, photos[1:])):
+        (tmp_path / f"{i}.json").write_text(json.dumps({"strokes": sketch.strokes, "label": "giraffe", "photo": photo}))
+    sketches = load_stroke_sketches(tmp_path)
+    result, info = evaluate_partial(tiny_model, sketches, sketchy_root / "photo", steps=2, protocol="fine_grained",
+                                    mode="fine_grained", max_photos_per_class=3)
+    assert result.protocol == "fine_grained" and info["gallery"] == 3 and result.target_rank.shape == (2, 2)
+    assert ((1 <= result.target_rank) & (result.target_rank <= 3)).all()
+    # a photo that is not in the gallery is a clear error, not a silent miss
+    (tmp_path / "0.json").write_text(json.dumps({"strokes": giraffes[0].strokes, "label": "giraffe", "photo": "nope"}))
+    with pytest.raises(ValueError, match="no gallery item with their id"):
+        evaluate_partial(tiny_model, load_stroke_sketches(tmp_path), sketchy_root / "photo", steps=2,
+                         protocol="fine_grained", max_photos_per_class=3)
