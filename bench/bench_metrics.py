@@ -29,8 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sketchlvm.metrics import evaluate_retrieval  # noqa: E402
-from sketchlvm.ranking import resolve_ranker  # noqa: E402
+from sketchlvm.metrics import evaluate_retrieval
+from sketchlvm.ranking import resolve_ranker
 
 # The memory bound documented before the ranking rewrite (chunk_size x gallery x 30 bytes of
 # working memory); the evaluator must stay within it.

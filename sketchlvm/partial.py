@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -167,7 +166,7 @@ def evaluate_partial(
 
     mode = mode or protocol
     encoder = model.encoders[mode]
-    common = dict(device=model.device, batch_size=batch_size, num_workers=num_workers)
+    common = {"device": model.device, "batch_size": batch_size, "num_workers": num_workers}
     photos = embed_items(encoder, paths, "photo", model.photo_transform, desc="photos", **common)
     renderer = PartialRenderer()
     frames = [renderer.frame(s.strokes) for s in chosen]

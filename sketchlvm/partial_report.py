@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -80,15 +81,15 @@ def partial_markdown(result: Any, info: Mapping[str, Any]) -> str:
     classes = info.get("classes", [])
     lines += [
         "## What was measured", "",
-        f"- model: {model.get('model', '?')}; weights: {model.get('weights', '?')}; "
-        f"checkpoint: {model.get('checkpoint', '?')}; encoder mode: {info.get('mode', '?')}",
+        (f"- model: {model.get('model', '?')}; weights: {model.get('weights', '?')}; "
+         f"checkpoint: {model.get('checkpoint', '?')}; encoder mode: {info.get('mode', '?')}"),
         f"- sketches: {info.get('sketches', '?')} stroke-ordered drawings from `{info.get('strokes', '?')}`",
-        f"- gallery: {result.gallery_size} photos from `{info.get('photos', '?')}`, "
-        f"{len(classes)} classes shared with the sketches (names matched after normalisation)",
-        f"- steps: {len(result.fractions)}, each a share of the **{result.unit}** of every sketch "
-        "(the first ceil(share x total), in drawing order)",
-        f"- protocol: {result.protocol}; target photo = {DEFINITIONS['target'][result.protocol]}; "
-        "every step ranks the whole gallery (ties: lower gallery index first)",
+        (f"- gallery: {result.gallery_size} photos from `{info.get('photos', '?')}`, "
+         f"{len(classes)} classes shared with the sketches (names matched after normalisation)"),
+        (f"- steps: {len(result.fractions)}, each a share of the **{result.unit}** of every sketch "
+         "(the first ceil(share x total), in drawing order)"),
+        (f"- protocol: {result.protocol}; target photo = {DEFINITIONS['target'][result.protocol]}; "
+         "every step ranks the whole gallery (ties: lower gallery index first)"),
         "",
         "## On-the-fly summary", "",
         "| m@A | m@B |", "|---|---|",
@@ -101,8 +102,8 @@ def partial_markdown(result: Any, info: Mapping[str, Any]) -> str:
     lines.append("|---|" + "---|" * len(keys))
     for i, fraction in enumerate(result.fractions):
         lines.append(f"| {100 * fraction:.0f} | " + " | ".join(f"{result.steps[k][i]:.4f}" for k in keys) + " |")
-    lines += ["", "mAP@all / mAP@200: VOC-interpolated AP (SAKE-style); P@k: relevant in the top k / k; "
-              "Acc@k: share of sketches whose target photo is in the top k.", ""]
+    lines += ["", ("mAP@all / mAP@200: VOC-interpolated AP (SAKE-style); P@k: relevant in the top k / k; "
+                   "Acc@k: share of sketches whose target photo is in the top k."), ""]
     return "\n".join(lines)
 
 

@@ -55,7 +55,8 @@ def _from_json(path: Path) -> StrokeSketch:
     else:
         strokes = value
     if not isinstance(strokes, list):
-        raise ValueError(f"{path}: expected a list of strokes [[xs, ys, ts], ...] (or a dict with 'strokes')")
+        # a bad file is bad input (ValueError, reported by the CLI), not a programming error
+        raise ValueError(f"{path}: expected a list of strokes [[xs, ys, ts], ...] (or a dict with 'strokes')")  # noqa: TRY004
     return StrokeSketch(label, strokes, str(path), None if photo is None else str(photo))
 
 

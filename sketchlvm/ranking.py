@@ -24,6 +24,7 @@ one place that picks it ("auto": the GPU when torch sees one, else NumPy).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +51,7 @@ class GalleryGroups:
     start: np.ndarray  # (n_codes + 1,) int64
 
     @classmethod
-    def of(cls, codes: np.ndarray, n_codes: int) -> "GalleryGroups":
+    def of(cls, codes: np.ndarray, n_codes: int) -> GalleryGroups:
         order = np.argsort(codes, kind="stable").astype(np.int64)
         counts = np.bincount(codes, minlength=n_codes)
         return cls(codes, order, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
@@ -165,7 +166,7 @@ class NumpyRanker:
                         match_rank[r] = _row_ranks(row, sorted_row, own).min()
 
         bounds = np.linspace(0, scores.shape[0], min(self.threads, scores.shape[0]) + 1).astype(int)
-        parts = list(zip(bounds[:-1], bounds[1:]))
+        parts = list(itertools.pairwise(bounds))
         if len(parts) == 1:
             rank_rows(*parts[0])
         else:
@@ -209,7 +210,8 @@ class TorchRanker:
         orderable = bits ^ ((bits >> 31) & 0x7FFFFFFF)
         descending = ~orderable  # ... complemented, so a higher score gets a smaller key
         index = torch.arange(scores.shape[1], device=self.device, dtype=torch.int64)
-        return (descending.to(torch.int64) << _INDEX_BITS) | index
+        # = (descending << 32) | index, written with * and + (shifting a negative int is not portable)
+        return descending.to(torch.int64) * (1 << _INDEX_BITS) + index
 
     def rank_block(
         self,
@@ -242,7 +244,7 @@ class TorchRanker:
 # The one place the ranker is chosen
 
 
-def resolve_ranker(spec: "str | NumpyRanker | TorchRanker" = "auto"):
+def resolve_ranker(spec: str | NumpyRanker | TorchRanker = "auto"):
     """"auto" (CUDA through torch when present, else NumPy), "numpy", or a torch device
     ("cpu", "cuda", "cuda:N"; resolved by :func:`sketchlvm.device.resolve_device`)."""
     if isinstance(spec, (NumpyRanker, TorchRanker)):
