@@ -154,9 +154,9 @@ class NumpyRanker:
         match_rank = np.full(scores.shape[0], -1, dtype=np.int64)
 
         def rank_rows(lo: int, hi: int) -> None:
-            ascending = np.sort(scores[lo:hi], axis=1)  # (hi - lo, N)
             for r in range(lo, hi):
-                row, sorted_row = scores[r], ascending[r - lo]
+                row = scores[r]
+                sorted_row = np.sort(row)  # one row at a time: still in cache for the searches
                 ranks = _row_ranks(row, sorted_row, labels.members(int(query_labels[r])))
                 ranks.sort()
                 hits[r] = ranks
