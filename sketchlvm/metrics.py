@@ -271,8 +271,8 @@ def evaluate_retrieval(
     optional query_ids (Q,) and gallery_ids (N,) for instance-level Acc@k (a sketch and its own
     photo share an id). A photo is relevant to a sketch when their labels are equal.
     ``chunk_size`` queries are scored and ranked at a time; working memory stays under
-    ``chunk_size * N * 30`` bytes (about ``chunk_size * N * 8`` with the NumPy ranker). ``map_cutoff`` is the 200 of mAP@200 (keys follow it);
-    ``pr_points``: 11 or 101 recall points for the precision-recall curve. ``normalize=False``
+    ``chunk_size * N * 30`` bytes (about ``chunk_size * N * 8`` with the NumPy ranker).
+    ``map_cutoff`` is the 200 of mAP@200 (keys follow it); ``pr_points``: 11 or 101 recall points for the precision-recall curve. ``normalize=False``
     skips the L2 normalisation (features already unit-length; scores are then raw inner products).
     ``ranker``: where the ranking runs (:func:`sketchlvm.ranking.resolve_ranker`: "auto" = the GPU
     through torch when present, else NumPy; "numpy"; a torch device). Every choice gives the same
