@@ -1,4 +1,4 @@
-"""Retrieval metrics for (zero-shot) sketch-based image retrieval: pure NumPy array code.
+"""Retrieval metrics for (zero-shot) sketch-based image retrieval: array code over NumPy arrays.
 
 Every query is ranked against the *whole* gallery it is given (never a sampled gallery: that is
 what made the released validation meaningless, see shared/METHOD.md "Metrics"). Features are

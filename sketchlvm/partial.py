@@ -197,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
         "and rank the whole photo gallery after each step. Writes partial_metrics.json, partial_summary.md "
         "and partial_curve.png into --out.",
     )
-    p.add_argument("--strokes", required=True, help="folder of Quick, Draw! .ndjson files and/or app stroke .json files")
+    p.add_argument("--strokes", required=True, help="Quick, Draw! .ndjson and/or app stroke .json files: a folder or one file")
     p.add_argument("--photos", required=True, help="photo gallery folder: PHOTOS/<class>/<image>")
     p.add_argument("--steps", "--partial", type=int, default=10, help="evaluate after 1/S, 2/S, ..., S/S of each sketch (default 10)")
     p.add_argument("--unit", choices=UNITS, default="strokes", help="what a step counts: whole strokes or points")

@@ -62,14 +62,17 @@ def _from_json(path: Path) -> StrokeSketch:
 
 def load_stroke_sketches(folder: str | Path, limit_per_class: int = 0) -> list[StrokeSketch]:
     """Every ``*.ndjson`` (Quick, Draw!: class = the record's ``word``) and ``*.json`` (app stroke
-    JSON) under ``folder``, sorted by path; ``limit_per_class`` keeps the first N of each class.
+    JSON) under ``folder`` (or that one file), sorted by path; ``limit_per_class`` keeps the first N of each class.
     Drawings without a single point are skipped with a warning (nothing to replay)."""
     from .strokes import load_ndjson
 
     folder = Path(folder)
-    if not folder.is_dir():
+    if folder.is_file():
+        files = [folder]  # one .ndjson or .json file
+    elif folder.is_dir():
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".ndjson", ".json") and p.is_file())
+    else:
         raise FileNotFoundError(f"stroke folder {str(folder)!r} does not exist")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".ndjson", ".json") and p.is_file())
     if not files:
         raise ValueError(f"no .ndjson or .json stroke files under {str(folder)!r}")
     sketches: list[StrokeSketch] = []

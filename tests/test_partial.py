@@ -141,6 +141,8 @@ def test_loading_ndjson_and_app_stroke_json(quickdraw_root, tmp_path):
     (tmp_path / "empty.json").write_text(json.dumps({"strokes": [[[], [], []]], "label": "cow"}))
     app = load_stroke_sketches(tmp_path)
     assert [(s.label, s.photo_id, len(s.strokes)) for s in app] == [("giraffe", "n1_2", 3), ("cow", None, 3)]
+    one = load_stroke_sketches(quickdraw_root / "giraffe.ndjson", limit_per_class=3)  # a single file
+    assert [s.label for s in one] == ["giraffe"] * 3
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="bad.json"):
         load_stroke_sketches(tmp_path)
