@@ -86,3 +86,14 @@ def test_the_ranker_is_chosen_in_one_place():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_ranker("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device; the torch path is tested on CPU tensors above")
+def test_cuda_ranker_matches_numpy():
+    scores, q_lab, g_lab, q_id, g_id = _tied_scores(11, n_q=64, n_g=3000, levels=5000)
+    labels, ids = GalleryGroups.of(g_lab, 4), GalleryGroups.of(g_id, 320)
+    want = NumpyRanker().rank_block(scores, q_lab, labels, q_id, ids)
+    got = TorchRanker("cuda").rank_block(scores, q_lab, labels, q_id, ids)
+    np.testing.assert_array_equal(got.hit_ranks, want.hit_ranks)
+    np.testing.assert_array_equal(got.match_rank, want.match_rank)
+    assert resolve_ranker("auto").name.startswith("torch:cuda")
