@@ -1,8 +1,10 @@
 """Building a gallery index: scan the folder, embed what is new or changed, commit as it goes.
 
-Progress is committed every ``IndexConfig.commit_every`` photos (and on an exception), so the next
-build resumes from there; the build that completes merges the chunks into one file per embedding and
-builds the faiss index. The file layout and why a kill at any point is safe: ``index_store``.
+Progress is committed every ``IndexConfig.commit_every`` photos or ``commit_seconds`` seconds (and on
+an exception), so the next build resumes from there and a reader (``open_gallery_index``) can search
+what is done so far; the build that completes merges the chunks into one file per embedding and builds
+the faiss index. The file layout and why a kill at any point is safe: ``index_store``. A running build
+reports to a ``BuildMonitor`` and stops when it asks (``index_background`` runs builds in a thread).
 """
 
 from __future__ import annotations
@@ -43,13 +45,32 @@ class BuildReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
 
 
+class BuildStopped(Exception):
+    """The build's monitor asked it to stop; what it had embedded is committed, the next build resumes."""
+
+
+class BuildMonitor:
+    """What a running build tells its watcher, called from the build's thread. The defaults do nothing."""
+
+    def planned(self, photos: int, to_embed: int, unchanged: int, skipped: int) -> None:
+        """The folder is scanned: ``photos`` image files, ``to_embed`` of them to embed now."""
+
+    def advanced(self, done: int, total: int) -> None:
+        """``done`` of the ``total`` photos to embed are done (embedded or found unusable)."""
+
+    def committed(self, manifest: dict) -> None:
+        """A generation is on disk (partial or complete): ``open_gallery_index`` now finds it."""
+
+    def should_stop(self) -> bool:
+        """Asked between batches; True makes the build commit what it has and raise ``BuildStopped``."""
+        return False
+
 
 # Vectors embedded elsewhere (``sketchlvm.cluster`` merges Ray shards through it), offered to a build:
 # (relpath, size, mtime_ns) -> {embedding key: (D,) float32 unit vector}, or the reason the file is
 # unusable, or None when it has nothing for that version of the file.
 Precomputed = Callable[[str, int, int], "dict[str, np.ndarray] | str | None"]
 _IMPORT_COMMIT_EVERY = 250_000  # taking precomputed vectors is cheap to redo: commit only to bound memory
-
 
 
 def _decoded(paths: list[Path], decode: Callable[[Path], Any], workers: int, ahead: int) -> Iterator[Any]:
@@ -79,10 +100,11 @@ class _Build:
 
     def __init__(self, root: Path, cache: Path, model: SketchLVM, config: IndexConfig,
                  progress: Callable[[int, int], None] | None, show_progress_bar: bool,
-                 precomputed: Precomputed | None = None):
+                 precomputed: Precomputed | None = None, monitor: BuildMonitor | None = None):
         self.root, self.cache, self.model, self.config = root, cache, model, config
         self.progress, self.show_progress_bar = progress, show_progress_bar
         self.precomputed = precomputed
+        self.monitor = monitor or BuildMonitor()
         self.report = BuildReport()
         self.state = BuildState(root, cache, model, config)
         self.prev_indexed: set[str] = set()
@@ -130,13 +152,32 @@ class _Build:
             prefix = f"cannot load image {str(path)!r}: "
             return ImageLoadError(reason[len(prefix):] if reason.startswith(prefix) else reason)
 
+    def _report(self, done: int, total: int) -> None:
+        if total:  # nothing to embed: no (0, 0) for a UI to divide by
+            if self.progress:
+                self.progress(done, total)
+            self.monitor.advanced(done, total)
+
+    def _commit_due(self, since_commit: int, last_commit: float) -> bool:
+        if since_commit >= self.config.commit_every:
+            return True
+        seconds = self.config.commit_seconds
+        return bool(seconds) and since_commit > 0 and time.monotonic() - last_commit >= seconds
+
+    def _commit(self, complete: bool) -> dict:
+        manifest = self.state.commit(complete)
+        self.monitor.committed(manifest)
+        return manifest
+
+    def _check_stop(self) -> None:
+        if self.monitor.should_stop():
+            raise BuildStopped(f"the build of {self.root} was stopped; the next build resumes it")
+
     def _embed(self, work: list[tuple[_Entry, list[str]]]) -> None:
-        total, done, since_commit = len(work), 0, 0
+        total, done, since_commit, last_commit = len(work), 0, 0, time.monotonic()
         bs = max(1, self.config.batch_size)
         show = self.show_progress_bar and total > 0
-        report_progress = self.progress if total else None  # nothing to embed: no (0, 0) for a UI to divide by
-        if report_progress:
-            report_progress(0, total)
+        self._report(0, total)
         decoded = _decoded([e for e, _ in work], self._decode, self.config.decode_workers,
                            ahead=2 * bs + self.config.decode_workers)
         # While the bar is shown, log lines (skipped files) go through tqdm.write so they don't garble it.
@@ -157,11 +198,13 @@ class _Build:
                     since_commit += len(batch)
                     bar.update(len(batch))
                     batch = []
-                    if since_commit >= self.config.commit_every and done < total:
-                        self.state.commit(complete=False)
-                        since_commit = 0
-                if report_progress and (not batch or i == total - 1):
-                    report_progress(done, total)
+                    if done < total and self._commit_due(since_commit, last_commit):
+                        self._commit(complete=False)
+                        since_commit, last_commit = 0, time.monotonic()
+                if not batch or i == total - 1:
+                    self._report(done, total)
+                    if done < total:
+                        self._check_stop()
 
     def _encode(self, batch: list[tuple[_Entry, list[str], Any]]) -> None:
         state, new = self.state, {}
@@ -217,7 +260,7 @@ class _Build:
                     if len(batch) >= _GATHER_BLOCK or since_commit >= _IMPORT_COMMIT_EVERY:
                         flush()
                     if since_commit >= _IMPORT_COMMIT_EVERY:
-                        self.state.commit(complete=False)
+                        self._commit(complete=False)
                         since_commit = 0
                 else:
                     rest.append((entry, need))
@@ -236,7 +279,9 @@ class _Build:
         _remove_unreferenced(self.cache, state.prev)
         work = self._plan()
         log.info("%s: %d photos to embed, %d unchanged", self.root, len(work), self.report.unchanged)
+        self.monitor.planned(len(state.order), len(work), self.report.unchanged, len(state.skipped))
         try:
+            self._check_stop()
             if self.precomputed is not None:
                 work = self._take_precomputed(work)
             self._embed(work)
@@ -245,11 +290,11 @@ class _Build:
                 log.warning("build interrupted: saving the %d photos embedded so far",
                             sum(len(a) for p in state.pending.values() for a in p))
                 try:
-                    state.commit(complete=False)
+                    self._commit(complete=False)
                 except Exception:
                     log.exception("could not save progress; the last saved index is untouched")
             raise
-        manifest = state.commit(complete=True)
+        manifest = self._commit(complete=True)
         final = set(manifest["photos"]["relpath"])
         self.report.removed = len(self.prev_indexed - final)
         self.report.skipped = [(s["relpath"], s["reason"]) for s in manifest["skipped"]]
@@ -269,6 +314,7 @@ def build_gallery_index(
     progress: Callable[[int, int], None] | None = None,
     show_progress_bar: bool = True,
     precomputed: Precomputed | None = None,
+    monitor: BuildMonitor | None = None,
 ) -> GalleryIndex:
     """Index every photo under ``gallery_dir`` for each of ``model.modes``, incrementally.
 
@@ -278,7 +324,7 @@ def build_gallery_index(
     nothing needs embedding. Safe to interrupt at any point (exception or kill): the next build resumes.
     ``precomputed``: vectors embedded elsewhere (see ``Precomputed``; ``sketchlvm.cluster``), taken
     instead of embedding a photo when they match its size and mtime; the caller vouches that they come
-    from ``model`` (the keys are its embedding keys).
+    from ``model`` (the keys are its embedding keys). ``monitor``: see ``BuildMonitor``.
     """
     config = config or IndexConfig()
     root = Path(gallery_dir).expanduser()
@@ -290,4 +336,4 @@ def build_gallery_index(
     cache = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir(root)
     cache.mkdir(parents=True, exist_ok=True)
     with _build_lock(cache):
-        return _Build(root, cache, model, config, progress, show_progress_bar, precomputed).run()
+        return _Build(root, cache, model, config, progress, show_progress_bar, precomputed, monitor).run()
