@@ -129,6 +129,7 @@ class GalleryIndex:
         self._modes = {m: info["embedding"] for m, info in manifest["modes"].items()}
         self._indexes: dict[str, faiss.Index] = {}
         self._lock = threading.Lock()
+        self._ids: dict[str, int] | None = None  # relpath -> position, built on first use
 
     def __len__(self) -> int:
         return len(self.photos)
@@ -147,6 +148,15 @@ class GalleryIndex:
 
     def path_of(self, i: int) -> Path:
         return self.root / self.photos[i].relpath
+
+    def id_of(self, relpath: str) -> int:
+        """The position of the photo at ``relpath`` (as in ``photos``); ``KeyError`` naming it if absent."""
+        if self._ids is None:
+            self._ids = {p.relpath: i for i, p in enumerate(self.photos)}
+        try:
+            return self._ids[relpath]
+        except KeyError:
+            raise KeyError(f"no photo {relpath!r} in the gallery index of {self.root}") from None
 
     def vectors(self, mode: str) -> np.ndarray:
         """(N, D) float32 unit vectors of ``mode``, row i = photo i (read-only)."""

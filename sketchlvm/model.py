@@ -21,6 +21,7 @@ from .config import MODES, ModelConfig, PreprocessConfig
 from .device import autocast, resolve_device
 from .encoder import PromptedVisionEncoder
 from .prompts import VisualPrompts
+from .text import TextQueryError, TextTower
 from .weights import WeightsSource, load_clip
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class SketchLVM:
         checkpoint: Checkpoint | None,
         preprocess: PreprocessConfig,
         device: torch.device,
+        text_tower: TextTower | None = None,
     ):
         from .transforms import PhotoTransform, SketchTransform
 
@@ -55,6 +57,7 @@ class SketchLVM:
         self.checkpoint = checkpoint
         self.preprocess = preprocess
         self.device = device
+        self.text_tower = text_tower  # CLIP's text tower, for word queries; None unless asked for
         self.image_size = next(iter(encoders.values())).image_size
         self.sketch_transform = SketchTransform(self.image_size, preprocess)
         self.photo_transform = PhotoTransform(self.image_size, preprocess)
@@ -117,6 +120,15 @@ class SketchLVM:
         batch = torch.stack([self.photo_transform(p) for p in photos])
         return self.encode_tensors(batch, "photo", mode)
 
+    def encode_text(self, text: str) -> np.ndarray:
+        """Words -> (D,) unit vector in the photo space (see ``sketchlvm.text``); cached per prompt.
+
+        The text tower is plain CLIP in every mode (the prompts are visual only)."""
+        if self.text_tower is None:
+            raise TextQueryError("this model was loaded without CLIP's text tower, so it cannot search by words; "
+                                 "load it with create_sketchlvm(..., text=True)")
+        return self.text_tower.encode(text)
+
 
 def create_sketchlvm(
     arch: str | None = None,
@@ -124,12 +136,15 @@ def create_sketchlvm(
     checkpoint: str | Path | None = None,
     device: str | torch.device = "auto",
     preprocess: PreprocessConfig | None = None,
+    text: bool = False,
 ) -> SketchLVM:
     """Load the backbone (honestly: see ``weights.load_clip``) and any learned state.
 
     ``arch`` defaults to the checkpoint's architecture, else ``ModelConfig.arch``; ``pretrained``
     defaults to ``ModelConfig.pretrained`` ("openai") and is never inferred from a checkpoint, so a
-    checkpoint trained on random weights cannot pull random weights in unasked.
+    checkpoint trained on random weights cannot pull random weights in unasked. ``checkpoint`` may be
+    ``hf://USER/REPO/FILE.safetensors`` (see ``sketchlvm.hub``). ``text=True`` keeps CLIP's text tower
+    (same weights) for word queries; without it the tower is dropped to save memory.
     """
     defaults = ModelConfig()
     loaded = load_checkpoint(checkpoint) if checkpoint else None
@@ -152,5 +167,15 @@ def create_sketchlvm(
         else:
             encoder = PromptedVisionEncoder(visual, None)
         encoders[mode] = encoder.eval().requires_grad_(False)
-    del clip_model  # the text tower is only needed for training
-    return SketchLVM(encoders, arch, weights, loaded, preprocess or PreprocessConfig(), device)
+    text_tower = _text_tower(clip_model, arch, weights, device) if text else None
+    del clip_model  # without text=True, the text tower is only needed for training
+    return SketchLVM(encoders, arch, weights, loaded, preprocess or PreprocessConfig(), device, text_tower)
+
+
+def _text_tower(clip_model: torch.nn.Module, arch: str, weights: WeightsSource, device: torch.device) -> TextTower:
+    """The text half of the loaded CLIP (the visual tower lives on in the encoders) and its tokenizer."""
+    import open_clip
+
+    clip_model.visual = torch.nn.Identity()  # drop this reference to the image tower; encode_text does not use it
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{weights.value}" if weights.kind == "folder" else arch)
+    return TextTower(clip_model, tokenizer, device)
