@@ -20,6 +20,7 @@ from .checkpoint import Checkpoint, apply_state, check_fits, load_checkpoint
 from .config import MODES, ModelConfig, PreprocessConfig
 from .device import autocast, resolve_device
 from .encoder import PromptedVisionEncoder
+from .hub import resolve_file
 from .prompts import VisualPrompts
 from .text import TextQueryError, TextTower
 from .weights import WeightsSource, load_clip
@@ -147,7 +148,7 @@ def create_sketchlvm(
     (same weights) for word queries; without it the tower is dropped to save memory.
     """
     defaults = ModelConfig()
-    loaded = load_checkpoint(checkpoint) if checkpoint else None
+    loaded = load_checkpoint(resolve_file(checkpoint)) if checkpoint else None  # hf:// -> the HF cache
     arch = arch or (loaded.metadata.get("arch") if loaded else None) or defaults.arch
     pretrained = defaults.pretrained if pretrained is None else pretrained
     device = resolve_device(device)
