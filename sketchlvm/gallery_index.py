@@ -216,11 +216,12 @@ def _check_identity(manifest: dict, model: SketchLVM, cache: Path) -> None:
                                   f"({diff}); {fix}")
 
 
-def open_gallery_index(cache_dir: str | Path, model: SketchLVM | None) -> GalleryIndex:
+def open_gallery_index(cache_dir: str | Path, model: SketchLVM | None, partial_ok: bool = False) -> GalleryIndex:
     """Load the index in ``cache_dir`` without scanning the folder.
 
     Raises ``FileNotFoundError`` when there is none and ``StaleIndexError`` when it was built
-    under another model identity (``model=None`` skips that check, for inspection only).
+    under another model identity (``model=None`` skips that check, for inspection only). An unfinished
+    build's index is logged as a warning, unless ``partial_ok`` (a background build is under way).
     """
     cache = Path(cache_dir).expanduser().resolve()
     for attempt in range(3):
@@ -238,8 +239,9 @@ def open_gallery_index(cache_dir: str | Path, model: SketchLVM | None) -> Galler
         key: _store_vectors(stores[key], emb["rows"], emb["dim"]) for key, emb in manifest["embeddings"].items()
     }
     if not manifest.get("complete"):
-        log.warning("the gallery index in %s is from an unfinished build (%d photos so far); run the build again "
-                    "to finish it", cache, len(manifest["photos"]["relpath"]))
+        log.log(logging.DEBUG if partial_ok else logging.WARNING,
+                "the gallery index in %s is from an unfinished build (%d photos so far); run the build again "
+                "to finish it", cache, len(manifest["photos"]["relpath"]))
     return GalleryIndex(Path(manifest["root"]), cache, manifest, vectors)
 
 

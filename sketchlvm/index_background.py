@@ -263,7 +263,7 @@ class BackgroundIndexer:
         if not (self.cache_dir / MANIFEST).is_file():
             return
         try:
-            index = open_gallery_index(self.cache_dir, self.model)
+            index = open_gallery_index(self.cache_dir, self.model, partial_ok=True)
         except StaleIndexError as error:  # built with another model: the build re-embeds, search waits
             log.info("not searching the old index while it is rebuilt: %s", error)
             return
