@@ -93,7 +93,7 @@ class IndexProgress:
 
     def coverage_note(self) -> str | None:
         """For results found while indexing: how much of the gallery they come from; None when all of it."""
-        if self.complete and not self.running:
+        if self.complete:
             return None
         total = f" of {self.photos - self.skipped:,}" if self.photos is not None else ""
         return f"Results from the {self.searchable:,}{total} photos indexed so far; indexing continues."

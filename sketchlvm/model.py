@@ -22,7 +22,7 @@ from .device import autocast, resolve_device
 from .encoder import PromptedVisionEncoder
 from .hub import resolve_file
 from .prompts import VisualPrompts
-from .text import TextQueryError, TextTower
+from .text import NO_TEXT_TOWER, TextQueryError, TextTower
 from .weights import WeightsSource, load_clip
 
 log = logging.getLogger(__name__)
@@ -126,8 +126,7 @@ class SketchLVM:
 
         The text tower is plain CLIP in every mode (the prompts are visual only)."""
         if self.text_tower is None:
-            raise TextQueryError("this model was loaded without CLIP's text tower, so it cannot search by words; "
-                                 "load it with create_sketchlvm(..., text=True)")
+            raise TextQueryError(NO_TEXT_TOWER)
         return self.text_tower.encode(text)
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from .strokes import EmptySketchError, canvas_to_image
-from .text import TextQuery, TextQueryError
+from .text import NO_TEXT_TOWER, TextQuery, TextQueryError
 from .transforms import load_photo
 
 if TYPE_CHECKING:  # the index imports faiss; the searcher only needs its search() and photos
@@ -170,7 +170,7 @@ class Searcher:
         """What the text tower reads for ``text`` (for a truncation note). Raises ``TextQueryError``."""
         tower = getattr(self.model, "text_tower", None)
         if tower is None:
-            self.model.encode_text(text)  # raises the model's own "no text tower" error
+            raise TextQueryError(NO_TEXT_TOWER)
         return tower.query(text)
 
     def search(self, sketch: Any = None, mode: str = "category", k: int | None = None, *,

@@ -32,6 +32,10 @@ TEXT_TEMPLATE = "a photo of {}."
 MAX_TEXT_CHARS = 300  # about 60-75 CLIP tokens of English; a longer text is refused, not silently cut
 
 
+NO_TEXT_TOWER = ("this model was loaded without CLIP's text tower, so it cannot search by words; "
+                 "load it with create_sketchlvm(..., text=True)")
+
+
 class TextQueryError(ValueError):
     """The words cannot be searched (empty, too long, or no text tower); the message says what to do."""
 
