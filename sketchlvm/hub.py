@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -106,6 +107,20 @@ def resolve_folder(spec: str | Path, cache_dir: str | Path | None = None) -> Pat
         raise HubUnavailableError(f"{spec}: the {uri.type} repository {uri.id} has no folder {subdir!r} "
                                   f"(its files are in {snapshot}); check the path after the repository name")
     log.info("%s -> %s", spec, folder)
+    return folder
+
+
+def serving_root(folder: str | Path) -> Path:
+    """The folder a web server must allow to serve the photos under ``folder``.
+
+    In the Hugging Face cache a snapshot's files are symlinks into the repository's ``blobs/``, and
+    servers that resolve symlinks (Gradio's ``allowed_paths`` does) would refuse them: for a folder
+    inside ``<type>s--USER--REPO/snapshots/<commit>/`` this is ``<type>s--USER--REPO``. Any other
+    folder is its own serving root."""
+    folder = Path(folder).expanduser().absolute()
+    for parent in folder.parents:
+        if parent.name == "snapshots" and re.match(r"^(models|datasets|spaces)--.+--.+$", parent.parent.name):
+            return parent.parent
     return folder
 
 

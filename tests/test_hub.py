@@ -14,7 +14,7 @@ import pytest
 from sketchlvm import create_sketchlvm
 from sketchlvm.checkpoint import file_sha256
 from sketchlvm.config import TINY_ARCH, IndexConfig
-from sketchlvm.hub import HubUnavailableError, is_hub_path, resolve_file, resolve_folder
+from sketchlvm.hub import HubUnavailableError, is_hub_path, resolve_file, resolve_folder, serving_root
 from sketchlvm.index import build_gallery_index
 from sketchlvm.index_cli import main as cli_main
 
@@ -95,6 +95,11 @@ def test_gallery_from_a_dataset_snapshot_is_indexed(hf_cache, sketchy_root, tmp_
     assert sorted(p.relpath for p in index.photos) == sorted(name.removeprefix("gallery/") for name in files)
     assert {p.label for p in index.photos} == {name.split("/")[1] for name in files}
     assert all(index.path_of(i).is_file() for i in range(len(index)))  # symlinks into blobs/ are followed
+    # A server that resolves symlinks must allow the repository's cache folder, not only the snapshot.
+    root = serving_root(folder)
+    assert root == snapshot.parent.parent and not index.path_of(0).resolve().is_relative_to(folder)
+    assert all(index.path_of(i).resolve().is_relative_to(root) for i in range(len(index)))
+    assert serving_root(tmp_path) == tmp_path
 
 
 def test_missing_files_name_the_repository_and_the_fix(hf_cache, checkpoint_file):
