@@ -48,11 +48,14 @@ class GatedEncoder:
     def __init__(self, model, monkeypatch, fail_after: int | None = None):
         self.original, self.fail_after = model.encode_photos, fail_after
         self.permits = threading.Semaphore(0)
+        self.waiting = threading.Event()  # set while a batch waits for its permit
         self.batches, self.photos = 0, 0
         monkeypatch.setattr(model, "encode_photos", self)
 
     def __call__(self, photos, mode):
+        self.waiting.set()
         assert self.permits.acquire(timeout=TIMEOUT), "the test never let this batch through"
+        self.waiting.clear()
         if self.fail_after is not None and self.batches >= self.fail_after:
             raise RuntimeError("encoder crashed (test)")
         self.batches += 1
@@ -137,6 +140,7 @@ def test_stopped_build_resumes_and_a_restart_searches_at_once(model, sketchy_roo
     indexer = BackgroundIndexer(gallery, model, cache, CONFIG).start()
     _step(indexer, gate, 2)
     _step(indexer, gate, 4)
+    _until(gate.waiting.is_set, "the build to wait in the encoder")
     indexer.stop(timeout=0)  # asks; the build is waiting in the encoder
     gate.allow()  # its current batch finishes, is committed, then it stops
     stopped = indexer.wait(TIMEOUT)
