@@ -142,6 +142,9 @@ class IndexConfig:
     decode_workers: int = 2
     # Progress is committed to disk every this many embedded photos, so an interrupted build resumes.
     commit_every: int = 1000
+    # ... and at least this often (seconds; 0: by count only), so a background build's progress becomes
+    # searchable soon and a kill loses little.
+    commit_seconds: float = 10.0
     # Above this many photos an approximate index is built (see sketchlvm/index.py).
     exact_max: int = 200_000
     hnsw_m: int = 32

@@ -34,13 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     build = sub.add_parser("build", parents=[common], help="index (or update the index of) every photo under DIR")
-    build.add_argument("gallery", type=Path, metavar="DIR", help="folder of photos; first-level subfolders are labels")
+    build.add_argument("gallery", metavar="DIR", help="folder of photos (or hf://datasets/USER/REPO[/SUBDIR]); "
+                                                      "first-level subfolders are labels")
     build.add_argument("--cache", type=Path, help="index folder (default: galleries/<name>-<hash>/ in the project, "
                                                   "or under $SKETCHLVM_GALLERIES_DIR)")
     build.add_argument("--model", help="open_clip architecture (default: the checkpoint's, else ViT-B-32-quickgelu)")
     build.add_argument("--pretrained", help="open_clip tag, weights file, folder, or 'none' for random test weights "
                                             "(default: openai)")
-    build.add_argument("--checkpoint", type=Path, help="trained SketchLVM prompts (.safetensors)")
+    build.add_argument("--checkpoint", help="trained SketchLVM prompts (.safetensors, or hf://USER/REPO/FILE)")
     build.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     defaults = IndexConfig()
     build.add_argument("--exact-max", type=_non_negative_int, default=defaults.exact_max,
@@ -60,9 +61,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from .hub import resolve_folder
     from .model import create_sketchlvm  # torch and open_clip load here, not for `info`
 
-    gallery = args.gallery.expanduser()
+    gallery = resolve_folder(args.gallery)  # a local folder as it is; hf:// -> the Hugging Face cache
     if not gallery.is_dir():
         raise FileNotFoundError(f"gallery folder {str(gallery)!r} does not exist or is not a folder")
     config = replace(IndexConfig(), exact_max=args.exact_max, batch_size=args.batch_size,
@@ -118,7 +120,8 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-KNOWN_ERRORS = ("WeightsUnavailableError", "StaleIndexError", "ShardIdentityError", "CheckpointMismatchError")
+KNOWN_ERRORS = ("WeightsUnavailableError", "StaleIndexError", "ShardIdentityError", "CheckpointMismatchError",
+                "HubUnavailableError")
 
 
 def run_command(args: argparse.Namespace, interrupted_hint: str) -> None:

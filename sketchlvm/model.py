@@ -20,7 +20,9 @@ from .checkpoint import Checkpoint, apply_state, check_fits, load_checkpoint, pr
 from .config import MODES, ModelConfig, PreprocessConfig
 from .device import autocast, resolve_device
 from .encoder import PromptedVisionEncoder
+from .hub import resolve_file
 from .prompts import VisualPrompts
+from .text import NO_TEXT_TOWER, TextQueryError, TextTower
 from .weights import WeightsSource, load_clip
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class SketchLVM:
         checkpoint: Checkpoint | None,
         preprocess: PreprocessConfig,
         device: torch.device,
+        text_tower: TextTower | None = None,
     ):
         from .transforms import PhotoTransform, SketchTransform
 
@@ -55,6 +58,7 @@ class SketchLVM:
         self.checkpoint = checkpoint
         self.preprocess = preprocess
         self.device = device
+        self.text_tower = text_tower  # CLIP's text tower, for word queries; None unless asked for
         self.image_size = next(iter(encoders.values())).image_size
         self.sketch_transform = SketchTransform(self.image_size, preprocess)
         self.photo_transform = PhotoTransform(self.image_size, preprocess)
@@ -117,6 +121,14 @@ class SketchLVM:
         batch = torch.stack([self.photo_transform(p) for p in photos])
         return self.encode_tensors(batch, "photo", mode)
 
+    def encode_text(self, text: str) -> np.ndarray:
+        """Words -> (D,) unit vector in the photo space (see ``sketchlvm.text``); cached per prompt.
+
+        The text tower is plain CLIP in every mode (the prompts are visual only)."""
+        if self.text_tower is None:
+            raise TextQueryError(NO_TEXT_TOWER)
+        return self.text_tower.encode(text)
+
 
 def _checkpoint_preprocess(loaded: Checkpoint, requested: PreprocessConfig | None) -> PreprocessConfig | None:
     """The checkpoint's preprocessing unless the caller insists on another (then warn loudly)."""
@@ -138,6 +150,7 @@ def create_sketchlvm(
     checkpoint: str | Path | None = None,
     device: str | torch.device = "auto",
     preprocess: PreprocessConfig | None = None,
+    text: bool = False,
 ) -> SketchLVM:
     """Load the backbone (honestly: see ``weights.load_clip``) and any learned state.
 
@@ -146,9 +159,11 @@ def create_sketchlvm(
     checkpoint trained on random weights cannot pull random weights in unasked. ``preprocess``
     defaults to the checkpoint's own (normalisation, sketch framing), else ``PreprocessConfig()``,
     so the app, the evaluator and the gallery index feed the encoder what it was trained on.
+    ``checkpoint`` may be ``hf://USER/REPO/FILE.safetensors`` (see ``sketchlvm.hub``). ``text=True`` keeps
+    CLIP's text tower (same weights) for word queries; without it the tower is dropped to save memory.
     """
     defaults = ModelConfig()
-    loaded = load_checkpoint(checkpoint) if checkpoint else None
+    loaded = load_checkpoint(resolve_file(checkpoint)) if checkpoint else None  # hf:// -> the HF cache
     arch = arch or (loaded.metadata.get("arch") if loaded else None) or defaults.arch
     pretrained = defaults.pretrained if pretrained is None else pretrained
     device = resolve_device(device)
@@ -169,5 +184,15 @@ def create_sketchlvm(
         else:
             encoder = PromptedVisionEncoder(visual, None)
         encoders[mode] = encoder.eval().requires_grad_(False)
-    del clip_model  # the text tower is only needed for training
-    return SketchLVM(encoders, arch, weights, loaded, preprocess or PreprocessConfig(), device)
+    text_tower = _text_tower(clip_model, arch, weights, device) if text else None
+    del clip_model  # without text=True, the text tower is only needed for training
+    return SketchLVM(encoders, arch, weights, loaded, preprocess or PreprocessConfig(), device, text_tower)
+
+
+def _text_tower(clip_model: torch.nn.Module, arch: str, weights: WeightsSource, device: torch.device) -> TextTower:
+    """The text half of the loaded CLIP (the visual tower lives on in the encoders) and its tokenizer."""
+    import open_clip
+
+    clip_model.visual = torch.nn.Identity()  # drop this reference to the image tower; encode_text does not use it
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{weights.value}" if weights.kind == "folder" else arch)
+    return TextTower(clip_model, tokenizer, device)

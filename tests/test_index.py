@@ -251,7 +251,7 @@ def test_corrupt_files_are_skipped_and_reported(model, sketchy_root, tmp_path, m
 
     # Unchanged broken files are remembered: not decoded again, still reported.
     decodes = []
-    import sketchlvm.index as index_module
+    import sketchlvm.index_build as index_module  # the build decodes photos through its own import
 
     monkeypatch.setattr(index_module, "load_photo", lambda *a, **k: decodes.append(a) or load_photo(*a, **k))
     again = build_gallery_index(gallery, model, cache, CONFIG, show_progress_bar=False)
@@ -279,7 +279,7 @@ def test_interrupted_build_keeps_previous_index_and_resumes(model, sketchy_root,
                      "category")
 
     # 1. The commit itself fails (disk full while writing the manifest): the previous index stays as it was.
-    import sketchlvm.index as index_module
+    import sketchlvm.index_state as index_module  # a build commits through its own imports
 
     real_write = index_module._atomic_write_text
 
