@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from .checkpoint import Checkpoint, apply_state, check_fits, load_checkpoint
-from .config import MODES, ModelConfig, PreprocessConfig
-from .device import autocast, resolve_device
+from .config import MODES, ModelConfig, PreprocessConfig, RuntimeConfig
+from .device import resolve_device
 from .encoder import PromptedVisionEncoder
 from .prompts import VisualPrompts
 from .weights import WeightsSource, load_clip
@@ -58,6 +58,17 @@ class SketchLVM:
         self.image_size = next(iter(encoders.values())).image_size
         self.sketch_transform = SketchTransform(self.image_size, preprocess)
         self.photo_transform = PhotoTransform(self.image_size, preprocess)
+        self.runtime = None  # set by use_runtime(); until then torch encodes
+
+    def use_runtime(self, runtime: str | None = "auto", config: RuntimeConfig | None = None,
+                    cache_dir: str | Path | None = None, check_images: list | None = None) -> SketchLVM:
+        """Encode through torch or ONNX Runtime (see ``sketchlvm.runtime``); ``check_images`` are the real
+        images exported graphs must reproduce torch on (default: the example sketches)."""
+        from .runtime import Runtime
+
+        self.runtime = Runtime(self, runtime, config, cache_dir, check_images)
+        log.info("runtime: %s", self.runtime.describe())
+        return self
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -80,6 +91,7 @@ class SketchLVM:
                 f"{self.checkpoint.path.name} ({', '.join(self.checkpoint.modes)})" if self.checkpoint else ZERO_SHOT_LABEL
             ),
             "device": str(self.device),
+            "runtime": self.runtime.describe() if self.runtime else f"torch on {self.device}",
             **{f"mode {m}": self.mode_label(m) for m in self.modes},
         }
 
@@ -95,17 +107,22 @@ class SketchLVM:
             "image_size": self.image_size,
             "photo_mean": list(self.preprocess.photo_mean),
             "photo_std": list(self.preprocess.photo_std),
+            # How photo vectors are computed (fp32, within stated tolerances of torch): runtimes that
+            # would disagree beyond them get another identity, so one index never mixes them.
+            "photo_encoder": self._runtime().photo_identity(),
         }
+
+    def _runtime(self):
+        if self.runtime is None:
+            self.use_runtime("torch")
+        return self.runtime
 
     @torch.no_grad()
     def encode_tensors(self, batch: torch.Tensor, modality: str, mode: str) -> np.ndarray:
         """(B, 3, S, S) normalised images -> (B, D) float32 unit vectors."""
         if mode not in self.encoders:
             raise ValueError(f"unknown mode {mode!r}; choose one of {self.modes}")
-        encoder = self.encoders[mode]
-        with autocast(self.device):
-            features = encoder(batch.to(self.device), modality)
-        return features.float().cpu().numpy()
+        return self._runtime().encode(batch, modality, mode)
 
     def encode_sketches(self, sketches: Sequence[Any], mode: str) -> np.ndarray:
         """Canvas values or sketch images -> (N, D). Raises ``EmptySketchError`` for a blank drawing."""
@@ -124,12 +141,17 @@ def create_sketchlvm(
     checkpoint: str | Path | None = None,
     device: str | torch.device = "auto",
     preprocess: PreprocessConfig | None = None,
+    runtime: str | None = None,
+    runtime_config: RuntimeConfig | None = None,
+    check_images: list | None = None,
 ) -> SketchLVM:
     """Load the backbone (honestly: see ``weights.load_clip``) and any learned state.
 
     ``arch`` defaults to the checkpoint's architecture, else ``ModelConfig.arch``; ``pretrained``
     defaults to ``ModelConfig.pretrained`` ("openai") and is never inferred from a checkpoint, so a
-    checkpoint trained on random weights cannot pull random weights in unasked.
+    checkpoint trained on random weights cannot pull random weights in unasked. ``runtime``
+    ("auto" | "torch" | "onnx" | "onnx-int8", default ``$SKETCHLVM_RUNTIME`` else "auto") picks what
+    encodes at inference; see ``sketchlvm.runtime``.
     """
     defaults = ModelConfig()
     loaded = load_checkpoint(checkpoint) if checkpoint else None
@@ -153,4 +175,5 @@ def create_sketchlvm(
             encoder = PromptedVisionEncoder(visual, None)
         encoders[mode] = encoder.eval().requires_grad_(False)
     del clip_model  # the text tower is only needed for training
-    return SketchLVM(encoders, arch, weights, loaded, preprocess or PreprocessConfig(), device)
+    model = SketchLVM(encoders, arch, weights, loaded, preprocess or PreprocessConfig(), device)
+    return model.use_runtime(runtime, runtime_config, check_images=check_images)

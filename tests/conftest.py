@@ -11,6 +11,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Exported ONNX graphs of the tests' random-weight models go to a throwaway folder, not ~/.cache.
+import tempfile  # noqa: E402
+
+os.environ.setdefault("SKETCHLVM_ONNX_CACHE", tempfile.mkdtemp(prefix="sketchlvm-test-onnx-"))
 
 from pathlib import Path
 
