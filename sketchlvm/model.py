@@ -67,7 +67,6 @@ class SketchLVM:
         from .runtime import Runtime
 
         self.runtime = Runtime(self, runtime, config, cache_dir, check_images)
-        log.info("runtime: %s", self.runtime.describe())
         return self
 
     @property

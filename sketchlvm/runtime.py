@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,11 @@ def session_options(ort: Any, role: str, config: RuntimeConfig) -> Any:
     return opts
 
 
+def _role(modality: str) -> str:
+    """Sketches are queries (latency); photos are indexed (throughput)."""
+    return "query" if modality == "sketch" else "index"
+
+
 def example_sketches() -> list:
     """The app's shipped example drawings (``sketchlvm/examples/*.json``) as RGB sketches: real drawings
     to check graphs on and to measure int8 agreement with, available wherever the package is."""
@@ -132,9 +138,28 @@ class Runtime:
         self._graphs: dict[tuple[str, str], _Onnx] = {}
         self._sessions: dict[tuple[Path, str], Any] = {}
         self._files: dict[str, Path] = {}  # graph key -> exported file
+        self._lock = threading.Lock()
         self._export_failures: dict[str, str] = {}
         self._ort = None
-        self.name = self._choose(check_images)
+        if self.requested not in ("auto", "torch") and model.device.type != "cpu":
+            raise ValueError(f"runtime {self.requested!r} runs on the CPU, but the model is on {model.device}; "
+                             "pass --device cpu, or --runtime torch (auto picks torch on CUDA)")
+        self._check_images = check_images
+        self._name: str | None = None
+        self._prepare_lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The runtime that runs: "torch", "onnx" or "onnx-int8". Graphs are exported and checked on first
+        use (the first encode, ``describe()`` or this), so a model built only for its identity (the
+        cluster driver) or for torch-only work (evaluation) never pays for an export."""
+        if self._name is None:
+            with self._prepare_lock:
+                if self._name is None:
+                    self._name = self._choose(self._check_images)
+                    self._check_images = None
+                    log.info("runtime: %s", self.describe())
+        return self._name
 
     # -- choosing ---------------------------------------------------------------------------------
 
@@ -143,10 +168,7 @@ class Runtime:
         if want == "torch":
             return "torch"
         if self.model.device.type != "cpu":
-            if want != "auto":
-                raise ValueError(f"runtime {want!r} runs on the CPU, but the model is on {self.model.device}; "
-                                 "pass --device cpu, or --runtime torch (auto picks torch on CUDA)")
-            return "torch"
+            return "torch"  # auto on CUDA
         ort, missing = onnxruntime_or_reason()
         if ort is None:
             self.reason = missing
@@ -199,7 +221,7 @@ class Runtime:
     def _check(self, path: Path, batch: torch.Tensor, mode: str, modality: str, name: str) -> Agreement:
         """Refuse a graph unless it reproduces torch on ``batch`` within the configured tolerances."""
         try:
-            onnx_out = self._session(path, "query").run(None, {"images": batch.numpy()})[0]
+            onnx_out = self._session(path, _role(modality)).run(None, {"images": batch.numpy()})[0]
         except Exception as error:
             raise GraphRefusedError(f"ONNX Runtime cannot run the {name} graph ({path}): {error}") from error
         found = agreement(self._torch(batch, modality, mode), onnx_out)
@@ -212,11 +234,12 @@ class Runtime:
 
     def _session(self, path: Path, role: str) -> Any:
         key = (path, role)
-        if key not in self._sessions:
-            ort = self._ort
-            self._sessions[key] = ort.InferenceSession(str(path), session_options(ort, role, self.config),
-                                                       providers=["CPUExecutionProvider"])
-        return self._sessions[key]
+        with self._lock:  # Gradio calls from a thread pool; one session per file and role
+            if key not in self._sessions:
+                ort = self._ort
+                self._sessions[key] = ort.InferenceSession(str(path), session_options(ort, role, self.config),
+                                                           providers=["CPUExecutionProvider"])
+            return self._sessions[key]
 
     # -- encoding ---------------------------------------------------------------------------------
 
@@ -229,6 +252,8 @@ class Runtime:
 
     def encode(self, batch: torch.Tensor, modality: str, mode: str, int8: bool = True) -> np.ndarray:
         """(B, 3, S, S) normalised images -> (B, D) float32 unit vectors. ``int8=False`` forces fp32."""
+        if self.name == "torch":
+            return self._torch(batch, modality, mode)
         graph = self._graphs.get((mode, modality))
         if graph is None:
             return self._torch(batch, modality, mode)
@@ -237,8 +262,7 @@ class Runtime:
             if not self._recheck_on_photos(graph, batch, mode):
                 return self._torch(batch, modality, mode)
         path = graph.int8_path if (int8 and graph.int8_path is not None) else graph.path
-        role = "query" if modality == "sketch" else "index"
-        out = self._session(path, role).run(None, {"images": np.ascontiguousarray(batch.numpy(), np.float32)})[0]
+        out = self._session(path, _role(modality)).run(None, {"images": np.ascontiguousarray(batch.numpy(), np.float32)})[0]
         return np.asarray(out, dtype=np.float32)
 
     def _recheck_on_photos(self, graph: _Onnx, batch: torch.Tensor, mode: str) -> bool:
@@ -258,10 +282,10 @@ class Runtime:
     # -- what runs ----------------------------------------------------------------------------------
 
     def uses_onnx(self, mode: str, modality: str) -> bool:
-        return (mode, modality) in self._graphs
+        return self.name != "torch" and (mode, modality) in self._graphs
 
     def uses_int8(self, mode: str) -> bool:
-        graph = self._graphs.get((mode, "sketch"))
+        graph = self._graphs.get((mode, "sketch")) if self.name != "torch" else None
         return graph is not None and graph.int8_path is not None
 
     def photo_identity(self) -> dict[str, Any]:

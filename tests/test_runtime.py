@@ -146,16 +146,16 @@ def test_export_cache_is_reused_and_invalidated_by_checkpoint_and_weights(tmp_pa
 
     monkeypatch.setattr(onnx_export, "export_graph", counting_export)
     first = make_checkpoint(tmp_path / "a.safetensors", TINY_ARCH, modes=("category",), seed=1)
-    create_sketchlvm(TINY_ARCH, "none", first, "cpu", runtime="onnx", check_images=real_sketches)
+    assert create_sketchlvm(TINY_ARCH, "none", first, "cpu", runtime="onnx", check_images=real_sketches).runtime.name == "onnx"
     assert sorted(exported) == ["category-photo", "category-sketch", "plain"]
 
     exported.clear()
     again = create_sketchlvm(TINY_ARCH, "none", first, "cpu", runtime="onnx", check_images=real_sketches)
-    assert exported == [] and again.runtime.name == "onnx"  # all three reused, and still checked
+    assert again.runtime.name == "onnx" and exported == []  # all three reused, and still checked
 
     exported.clear()
     second = make_checkpoint(tmp_path / "b.safetensors", TINY_ARCH, modes=("category",), seed=2)
-    create_sketchlvm(TINY_ARCH, "none", second, "cpu", runtime="onnx", check_images=real_sketches)
+    create_sketchlvm(TINY_ARCH, "none", second, "cpu", runtime="onnx", check_images=real_sketches).runtime.name
     assert sorted(exported) == ["category-photo", "category-sketch"]  # the plain tower did not change
 
     # A weights file: its size and mtime are part of the identity, so touching it re-exports.
@@ -163,15 +163,15 @@ def test_export_cache_is_reused_and_invalidated_by_checkpoint_and_weights(tmp_pa
     weights = tmp_path / "tiny.pt"
     torch.save(clip.state_dict(), weights)
     exported.clear()
-    create_sketchlvm(TINY_ARCH, str(weights), None, "cpu", runtime="onnx", check_images=real_sketches)
+    create_sketchlvm(TINY_ARCH, str(weights), None, "cpu", runtime="onnx", check_images=real_sketches).runtime.name
     assert exported == ["plain"]
     exported.clear()
-    create_sketchlvm(TINY_ARCH, str(weights), None, "cpu", runtime="onnx", check_images=real_sketches)
+    create_sketchlvm(TINY_ARCH, str(weights), None, "cpu", runtime="onnx", check_images=real_sketches).runtime.name
     assert exported == []
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     exported.clear()
-    create_sketchlvm(TINY_ARCH, str(weights), None, "cpu", runtime="onnx", check_images=real_sketches)
+    create_sketchlvm(TINY_ARCH, str(weights), None, "cpu", runtime="onnx", check_images=real_sketches).runtime.name
     assert exported == ["plain"]
     # Nothing half-written is left behind: every graph has its sidecar, no temporary files.
     files = sorted(p.name for p in (tmp_path / "onnx").iterdir())
@@ -183,6 +183,7 @@ def test_fallback_to_torch_when_onnxruntime_is_missing(monkeypatch, caplog, real
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
     with caplog.at_level(logging.WARNING, logger="sketchlvm.runtime"):
         model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="auto")
+        model.runtime.name  # graphs are prepared on first use
     assert model.runtime.name == "torch"
     assert "onnxruntime is not installed" in model.describe()["runtime"]
     assert "onnxruntime is not installed" in caplog.text
@@ -198,6 +199,7 @@ def test_fallback_to_torch_when_export_fails(monkeypatch, caplog, real_sketches)
     monkeypatch.setattr(onnx_export.torch.onnx, "export", broken)
     with caplog.at_level(logging.WARNING, logger="sketchlvm.runtime"):
         model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="onnx", check_images=real_sketches)
+        model.runtime.name  # graphs are prepared on first use
     assert model.runtime.name == "torch"
     assert "export of the plain graph failed: RuntimeError: exporter exploded" in model.describe()["runtime"]
     assert "exporter exploded" in caplog.text
@@ -215,6 +217,7 @@ def test_a_graph_that_disagrees_with_torch_is_refused(monkeypatch, caplog, tmp_p
     monkeypatch.setattr(onnx_export._Graph, "forward", wrong_for_photos)
     with caplog.at_level(logging.WARNING, logger="sketchlvm.runtime"):
         model = create_sketchlvm(TINY_ARCH, "none", ckpt, "cpu", runtime="onnx", check_images=real_sketches)
+        model.runtime.name  # graphs are prepared on first use
     runtime = model.runtime
     assert runtime.name == "onnx"
     assert runtime.uses_onnx("category", "sketch") and not runtime.uses_onnx("category", "photo")
@@ -306,6 +309,7 @@ def test_index_is_shared_by_agreeing_runtimes_and_rebuilt_for_others(gallery, tm
 def test_a_photo_graph_is_rechecked_on_the_first_real_gallery_photos(gallery, tmp_path, monkeypatch, real_sketches):
     model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="onnx", check_images=real_sketches)
     runtime = model.runtime
+    assert runtime.name == "onnx"  # exported and checked on the example sketches first
     real_check = runtime._check
     seen = []
 
