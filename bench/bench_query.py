@@ -73,6 +73,21 @@ def timed(fn: Callable[[int], object], n: int, warmup: int) -> list[float]:
     return out
 
 
+def timed_together(fns: dict[str, Callable[[int], object]], n: int, warmup: int) -> dict[str, list[float]]:
+    """Like ``timed`` for several paths, taking turns query by query, so that a shared machine's drifting
+    load hits every path alike and their ratios stay meaningful."""
+    for i in range(warmup):
+        for fn in fns.values():
+            fn(i)
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(n):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn(warmup + i)
+            out[name].append(time.perf_counter() - t0)
+    return out
+
+
 def wait_for_server(url: str, server: subprocess.Popen, timeout_s: float) -> None:
     import httpx
 
@@ -195,10 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             searcher.search(warm_image, args.mode, args.top_k)
 
         rows: dict[str, list[float]] = {}
-        # Interleave nothing else: the machine may be shared, so each row runs back to back.
-        rows["floor (open_clip + faiss)"] = timed(floor, args.queries, args.warmup)
-        for runtime in runtimes:
-            rows[f"library cold, {models[runtime].runtime.name}"] = timed(lib_cold(runtime), args.queries, args.warmup)
+        # The floor and the cold library rows take turns (see timed_together); the rest run back to back.
+        rows.update(timed_together({"floor (open_clip + faiss)": floor,
+                                    **{f"library cold, {models[r].runtime.name}": lib_cold(r) for r in runtimes}},
+                                   args.queries, args.warmup))
         rows["library warm (cached embedding)"] = timed(lib_warm, args.queries, args.warmup)
 
         if not args.no_http:

@@ -58,7 +58,7 @@ class SketchLVM:
         self.image_size = next(iter(encoders.values())).image_size
         self.sketch_transform = SketchTransform(self.image_size, preprocess)
         self.photo_transform = PhotoTransform(self.image_size, preprocess)
-        self.runtime = None  # set by use_runtime(); until then torch encodes
+        self.use_runtime("torch")  # create_sketchlvm then picks the requested one
 
     def use_runtime(self, runtime: str | None = "auto", config: RuntimeConfig | None = None,
                     cache_dir: str | Path | None = None, check_images: list | None = None) -> SketchLVM:
@@ -90,7 +90,7 @@ class SketchLVM:
                 f"{self.checkpoint.path.name} ({', '.join(self.checkpoint.modes)})" if self.checkpoint else ZERO_SHOT_LABEL
             ),
             "device": str(self.device),
-            "runtime": self.runtime.describe() if self.runtime else f"torch on {self.device}",
+            "runtime": self.runtime.describe(),
             **{f"mode {m}": self.mode_label(m) for m in self.modes},
         }
 
@@ -108,20 +108,15 @@ class SketchLVM:
             "photo_std": list(self.preprocess.photo_std),
             # How photo vectors are computed (fp32, within stated tolerances of torch): runtimes that
             # would disagree beyond them get another identity, so one index never mixes them.
-            "photo_encoder": self._runtime().photo_identity(),
+            "photo_encoder": self.runtime.photo_identity(),
         }
-
-    def _runtime(self):
-        if self.runtime is None:
-            self.use_runtime("torch")
-        return self.runtime
 
     @torch.no_grad()
     def encode_tensors(self, batch: torch.Tensor, modality: str, mode: str) -> np.ndarray:
         """(B, 3, S, S) normalised images -> (B, D) float32 unit vectors."""
         if mode not in self.encoders:
             raise ValueError(f"unknown mode {mode!r}; choose one of {self.modes}")
-        return self._runtime().encode(batch, modality, mode)
+        return self.runtime.encode(batch, modality, mode)
 
     def encode_sketches(self, sketches: Sequence[Any], mode: str) -> np.ndarray:
         """Canvas values or sketch images -> (N, D). Raises ``EmptySketchError`` for a blank drawing."""

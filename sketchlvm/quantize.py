@@ -26,7 +26,7 @@ def top_k_agreement(ids_a: np.ndarray, ids_b: np.ndarray) -> float:
     if ids_a.shape != ids_b.shape or ids_a.size == 0:
         raise ValueError(f"need two non-empty rankings of one shape, got {ids_a.shape} and {ids_b.shape}")
     k = ids_a.shape[1]
-    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ids_a.tolist(), ids_b.tolist())]))  # noqa: B905
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ids_a.tolist(), ids_b.tolist())]))
 
 
 def measure_int8_agreement(model: Any, index: Any, sketches: Sequence[Any] | None = None,

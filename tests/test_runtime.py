@@ -81,6 +81,13 @@ def make_checkpoint(path: Path, arch: str, modes=("category", "fine_grained"), s
                                           "trainable": "paper"})
 
 
+def onnx_tiny(arch, pretrained, checkpoint, device, runtime, check_images):
+    """A model on the onnx runtime, its graphs prepared (exported or reused, and checked) now."""
+    model = create_sketchlvm(arch, pretrained, checkpoint, device, runtime=runtime, check_images=check_images)
+    assert model.runtime.name == "onnx"
+    return model
+
+
 def assert_agrees(model, images, modality, mode, batch_sizes=(1, len)):
     """The runtime's output equals the torch encoder's within tolerance, at batch 1 and the full batch."""
     transform = model.sketch_transform if modality == "sketch" else model.photo_transform
@@ -146,7 +153,7 @@ def test_export_cache_is_reused_and_invalidated_by_checkpoint_and_weights(tmp_pa
 
     monkeypatch.setattr(onnx_export, "export_graph", counting_export)
     first = make_checkpoint(tmp_path / "a.safetensors", TINY_ARCH, modes=("category",), seed=1)
-    assert create_sketchlvm(TINY_ARCH, "none", first, "cpu", runtime="onnx", check_images=real_sketches).runtime.name == "onnx"
+    onnx_tiny(TINY_ARCH, "none", first, "cpu", runtime="onnx", check_images=real_sketches)
     assert sorted(exported) == ["category-photo", "category-sketch", "plain"]
 
     exported.clear()
@@ -155,7 +162,7 @@ def test_export_cache_is_reused_and_invalidated_by_checkpoint_and_weights(tmp_pa
 
     exported.clear()
     second = make_checkpoint(tmp_path / "b.safetensors", TINY_ARCH, modes=("category",), seed=2)
-    create_sketchlvm(TINY_ARCH, "none", second, "cpu", runtime="onnx", check_images=real_sketches).runtime.name
+    onnx_tiny(TINY_ARCH, "none", second, "cpu", runtime="onnx", check_images=real_sketches)
     assert sorted(exported) == ["category-photo", "category-sketch"]  # the plain tower did not change
 
     # A weights file: its size and mtime are part of the identity, so touching it re-exports.
@@ -163,15 +170,15 @@ def test_export_cache_is_reused_and_invalidated_by_checkpoint_and_weights(tmp_pa
     weights = tmp_path / "tiny.pt"
     torch.save(clip.state_dict(), weights)
     exported.clear()
-    create_sketchlvm(TINY_ARCH, str(weights), None, "cpu", runtime="onnx", check_images=real_sketches).runtime.name
+    onnx_tiny(TINY_ARCH, str(weights), None, "cpu", runtime="onnx", check_images=real_sketches)
     assert exported == ["plain"]
     exported.clear()
-    create_sketchlvm(TINY_ARCH, str(weights), None, "cpu", runtime="onnx", check_images=real_sketches).runtime.name
+    onnx_tiny(TINY_ARCH, str(weights), None, "cpu", runtime="onnx", check_images=real_sketches)
     assert exported == []
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     exported.clear()
-    create_sketchlvm(TINY_ARCH, str(weights), None, "cpu", runtime="onnx", check_images=real_sketches).runtime.name
+    onnx_tiny(TINY_ARCH, str(weights), None, "cpu", runtime="onnx", check_images=real_sketches)
     assert exported == ["plain"]
     # Nothing half-written is left behind: every graph has its sidecar, no temporary files.
     files = sorted(p.name for p in (tmp_path / "onnx").iterdir())
@@ -183,7 +190,7 @@ def test_fallback_to_torch_when_onnxruntime_is_missing(monkeypatch, caplog, real
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
     with caplog.at_level(logging.WARNING, logger="sketchlvm.runtime"):
         model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="auto")
-        model.runtime.name  # graphs are prepared on first use
+        assert model.runtime.name  # graphs are prepared on first use
     assert model.runtime.name == "torch"
     assert "onnxruntime is not installed" in model.describe()["runtime"]
     assert "onnxruntime is not installed" in caplog.text
@@ -199,7 +206,7 @@ def test_fallback_to_torch_when_export_fails(monkeypatch, caplog, real_sketches)
     monkeypatch.setattr(onnx_export.torch.onnx, "export", broken)
     with caplog.at_level(logging.WARNING, logger="sketchlvm.runtime"):
         model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="onnx", check_images=real_sketches)
-        model.runtime.name  # graphs are prepared on first use
+        assert model.runtime.name  # graphs are prepared on first use
     assert model.runtime.name == "torch"
     assert "export of the plain graph failed: RuntimeError: exporter exploded" in model.describe()["runtime"]
     assert "exporter exploded" in caplog.text
@@ -217,7 +224,7 @@ def test_a_graph_that_disagrees_with_torch_is_refused(monkeypatch, caplog, tmp_p
     monkeypatch.setattr(onnx_export._Graph, "forward", wrong_for_photos)
     with caplog.at_level(logging.WARNING, logger="sketchlvm.runtime"):
         model = create_sketchlvm(TINY_ARCH, "none", ckpt, "cpu", runtime="onnx", check_images=real_sketches)
-        model.runtime.name  # graphs are prepared on first use
+        assert model.runtime.name  # graphs are prepared on first use
     runtime = model.runtime
     assert runtime.name == "onnx"
     assert runtime.uses_onnx("category", "sketch") and not runtime.uses_onnx("category", "photo")
