@@ -11,10 +11,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-# Exported ONNX graphs of the tests' random-weight models go to a throwaway folder, not ~/.cache.
-import tempfile  # noqa: E402
-
-os.environ.setdefault("SKETCHLVM_ONNX_CACHE", tempfile.mkdtemp(prefix="sketchlvm-test-onnx-"))
 
 from pathlib import Path
 
@@ -41,3 +37,10 @@ def sketchy_root() -> Path:
 def quickdraw_root() -> Path:
     """Real Quick, Draw! strokes: <word>.ndjson."""
     return _require(SHARED_DATA / "quickdraw")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache_in_tmp(tmp_path_factory):
+    """Exported ONNX graphs of the tests' random-weight models go to pytest's temp folder, not ~/.cache."""
+    if not os.environ.get("SKETCHLVM_ONNX_CACHE"):
+        os.environ["SKETCHLVM_ONNX_CACHE"] = str(tmp_path_factory.mktemp("onnx"))
