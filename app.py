@@ -33,6 +33,7 @@ import gradio as gr  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
 from sketchlvm.cli_types import device as _device  # noqa: E402
+from sketchlvm.cli_types import runtime as _runtime  # noqa: E402
 from sketchlvm.cli_types import port as _port  # noqa: E402
 from sketchlvm.cli_types import positive_int as _positive_int  # noqa: E402
 from sketchlvm.config import PACKAGE_DIR, ModelConfig  # noqa: E402
@@ -137,6 +138,7 @@ def status_markdown(state: AppState) -> str:
         f"- **Weights:** {facts.get('weights', '?')}",
         f"- **Checkpoint:** {facts.get('checkpoint', '?')}",
         f"- **Device:** {facts.get('device', '?')}",
+        f"- **Runtime:** {facts.get('runtime', '?')}",
     ]
     for mode in model.modes:
         lines.append(f"- **{MODE_LABELS.get(mode, mode)} mode:** {facts.get(f'mode {mode}', '?')}")
@@ -532,6 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
         "[SKETCHLVM_DEVICE]",
     )
     parser.add_argument(
+        "--runtime", metavar="auto|torch|onnx|onnx-int8", type=_runtime, default=_env("SKETCHLVM_RUNTIME", "auto"),
+        help="what runs the encoder: auto (the default) = ONNX Runtime fp32 on CPU when installed, torch on CUDA; "
+        "onnx-int8 = int8 sketches, only if their rankings agree with fp32 on the gallery [SKETCHLVM_RUNTIME]",
+    )
+    parser.add_argument(
         "--top-k", metavar="N", type=_positive_int, default=_env("SKETCHLVM_TOP_K", str(DEFAULT_TOP_K)),
         help=f"results shown at first; the slider in the page changes it (default: {DEFAULT_TOP_K}) [SKETCHLVM_TOP_K]",
     )
@@ -557,7 +564,8 @@ def prepare(args: argparse.Namespace) -> AppState:
     from sketchlvm.model import create_sketchlvm
 
     model = create_sketchlvm(
-        arch=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, device=args.device
+        arch=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, device=args.device,
+        runtime=args.runtime,
     )
     for key, value in model.describe().items():
         print(f"{key:>18}: {value}")
@@ -576,6 +584,10 @@ def prepare(args: argparse.Namespace) -> AppState:
         )
         for relpath, reason in report.skipped[:10]:
             print(f"  skipped {relpath}: {reason}")
+        if model.runtime.name == "onnx-int8" and len(index):
+            from sketchlvm.quantize import check_int8
+
+            print(check_int8(model, index))  # raises Int8RefusedError (how to run without int8) when too low
     else:
         print("No gallery: the app starts empty. " + NO_GALLERY_HELP.replace("**", "").replace("`", ""))
     searcher = Searcher(model, index, default_k=args.top_k)
@@ -588,11 +600,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("sketchlvm").setLevel(logging.INFO)
     from sketchlvm.index import StaleIndexError
+    from sketchlvm.runtime import Int8RefusedError
     from sketchlvm.weights import WeightsUnavailableError
 
     try:
         state = prepare(args)
-    except (WeightsUnavailableError, StaleIndexError) as error:
+    except (WeightsUnavailableError, StaleIndexError, Int8RefusedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:

@@ -2,14 +2,16 @@
 measured in the same run, as a ratio, so runs on different machines stay comparable.
 
 (a) Indexing throughput: ``build_gallery_index`` (decode in threads, batched encoding, manifest and
-    atomic writes) against bare batched open_clip ``encode_image`` on the same, already decoded
-    images, with the same weights.
+    atomic writes), one row per runtime (--runtimes: torch, onnx = ONNX Runtime fp32; photos are
+    never int8), against bare batched open_clip ``encode_image`` on the same, already decoded images,
+    with the same weights; also against decoding + bare ``encode_image`` one after the other.
 (b) faiss on synthetic 512-d unit vectors: exact ``IndexFlatIP`` against the approximate index the
     library would choose above ``IndexConfig.exact_max`` (HNSW, efSearch tuned to recall@10 >= 0.99
     on stored vectors): build time, p50 single-query latency, bytes, recall@10 on held-out queries.
 
     python bench/bench_index.py                                   # tiny model, 200 photos, 10k + 100k
     python bench/bench_index.py --arch ViT-B-32-quickgelu --pretrained none --photos 128
+    python bench/bench_index.py --arch ViT-B-32-quickgelu --photos 128 --runtimes torch,onnx --skip-faiss
     python bench/bench_index.py --sizes 10k,100k,1M               # 1M: minutes and ~8 GB of memory
     python bench/bench_index.py --skip-faiss   |   --skip-indexing
 """
@@ -69,11 +71,15 @@ def bench_indexing(args: argparse.Namespace) -> None:
     photos = _pick_photos(args.photo_root, args.photos)
     if not photos:
         raise SystemExit(f"no photos under {args.photo_root} (--photo-root)")
-    model = create_sketchlvm(args.arch, args.pretrained, device=args.device)
+    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    models = {r: create_sketchlvm(args.arch, args.pretrained, device=args.device, runtime=r) for r in runtimes}
+    model = models[runtimes[0]]
     clip, _ = load_clip(model.arch, args.pretrained, model.device)
     device, bs = model.device, args.batch_size
     print(f"\n(a) indexing {len(photos)} photos: {model.arch}, {model.weights.label}, device {device}, "
           f"batch {bs}, {args.workers} decode threads, torch threads {torch.get_num_threads()}")
+    for r, m in models.items():
+        print(f"  runtime {r}: {m.describe()['runtime']}")
 
     # The baseline gets decoded images for free; it pays only preprocessing + the forward pass.
     images = [load_photo(p, draft_size=model.image_size) for p in photos]
@@ -83,6 +89,13 @@ def bench_indexing(args: argparse.Namespace) -> None:
     def encode_only():
         for i in range(0, len(tensors), bs):
             clip.encode_image(tensors[i : i + bs].to(device)).cpu()
+
+    @torch.no_grad()
+    def decode_and_encode():  # what a plain script would do: decode a batch, then encode it
+        for i in range(0, len(photos), bs):
+            batch = torch.stack([model.photo_transform(load_photo(p, draft_size=model.image_size))
+                                 for p in photos[i : i + bs]])
+            clip.encode_image(batch.to(device)).cpu()
 
     @torch.no_grad()
     def preprocess_and_encode():
@@ -99,25 +112,35 @@ def bench_indexing(args: argparse.Namespace) -> None:
 
         built = []
 
-        def build():
-            shutil.rmtree(Path(tmp) / "cache", ignore_errors=True)
-            built.append(build_gallery_index(gallery, model, Path(tmp) / "cache", config, show_progress_bar=False))
+        def build(m):
+            def run():
+                shutil.rmtree(Path(tmp) / "cache", ignore_errors=True)
+                built.append(build_gallery_index(gallery, m, Path(tmp) / "cache", config, show_progress_bar=False))
+            return run
 
         def rebuild():
             build_gallery_index(gallery, model, Path(tmp) / "cache", config, show_progress_bar=False)
 
         encode_only()  # warm-up
-        build()
-        t_encode, t_pre, t_build, t_noop = _best_of(args.repeats, encode_only, preprocess_and_encode, build, rebuild)
+        for m in models.values():
+            build(m)()  # warm-up (and the runtime's one-time photo check)
+        builds = [build(m) for m in models.values()]
+        t_encode, t_pre, t_decode, *t_builds = _best_of(args.repeats, encode_only, preprocess_and_encode,
+                                                        decode_and_encode, *builds)
+        build(model)()
+        (t_noop,) = _best_of(args.repeats, rebuild)
         n_embeddings = len(built[-1].manifest["embeddings"])
 
     n = len(photos)
     print(f"  bare encode_image on ready tensors      {n / t_encode:9.1f} photos/s   (baseline)")
     print(f"  preprocess + encode_image               {n / t_pre:9.1f} photos/s   {t_encode / t_pre:5.2f}x baseline")
-    print(f"  build_gallery_index (decode from disk)  {n / t_build:9.1f} photos/s   {t_encode / t_build:5.2f}x baseline"
-          f"   ({n_embeddings} embedding(s) for {len(model.modes)} modes)")
+    print(f"  decode + encode_image, one then other   {n / t_decode:9.1f} photos/s   {t_encode / t_decode:5.2f}x baseline")
+    for (r, m), t_build in zip(models.items(), t_builds):
+        label = f"build_gallery_index, {m.runtime.name}"
+        print(f"  {label:<39} {n / t_build:9.1f} photos/s   {t_encode / t_build:5.2f}x baseline, "
+              f"{t_decode / t_build:5.2f}x decode+encode   ({n_embeddings} embedding(s) for {len(m.modes)} modes)")
     print(f"  rebuild, nothing changed                {t_noop * 1000:9.1f} ms        "
-          f"{t_noop / t_build:5.3f}x a full build")
+          f"{t_noop / t_builds[0]:5.3f}x a full build")
 
 
 def _synthetic(n: int, d: int, rng: np.random.Generator, kind: str, centers: np.ndarray | None) -> np.ndarray:
@@ -196,6 +219,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=IndexConfig().batch_size)
     parser.add_argument("--workers", type=int, default=IndexConfig().decode_workers)
     parser.add_argument("--repeats", type=int, default=3, help="best of this many timed runs")
+    parser.add_argument("--runtimes", default="torch,onnx", help="build rows, comma-separated (default: torch,onnx)")
     parser.add_argument("--sizes", type=lambda s: [_size(x) for x in s.split(",")], default=[10_000, 100_000])
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=100)

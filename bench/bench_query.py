@@ -4,9 +4,13 @@ Each path is reported as p50 / p95 in ms and as a ratio to the floor measured in
 bare ``encode_image`` of one preprocessed image plus a faiss ``IndexFlatIP`` search over the same gallery
 vectors (no decoding, no framing, no cache, no HTTP). Rows:
 
-    floor          open_clip encode_image (1 image) + faiss search
-    library cold   Searcher.search on a new drawing: canvas -> framing -> encoder -> index -> results
+    floor          open_clip encode_image (1 image) + faiss search (bare torch fp32)
+    library cold   Searcher.search on a new drawing: canvas -> framing -> encoder -> index -> results,
+                   one row per runtime (--runtimes: torch, onnx = ONNX Runtime fp32, onnx-int8)
     library warm   the same drawing again in the same mode (mode switch / top-k change): cache hit
+
+For onnx-int8 the int8-vs-fp32 top-10 agreement on the gallery is printed, measured on the query
+sketches (the same check the app runs at start).
 The HTTP rows drive ``python app.py`` started in its own process (the real CLI, indexing the same gallery).
 
     http no-op     gradio_client round trip to a trivial endpoint (/status): the protocol's own cost
@@ -23,6 +27,7 @@ cost with random weights (no download).
 
     python bench/bench_query.py                                   # tiny model, ~1 min on 2 cores
     python bench/bench_query.py --model ViT-B-32-quickgelu --queries 40 --classes 20
+    python bench/bench_query.py --model ViT-B-32-quickgelu --no-http --runtimes torch,onnx,onnx-int8
 """
 
 from __future__ import annotations
@@ -68,6 +73,21 @@ def timed(fn: Callable[[int], object], n: int, warmup: int) -> list[float]:
     return out
 
 
+def timed_together(fns: dict[str, Callable[[int], object]], n: int, warmup: int) -> dict[str, list[float]]:
+    """Like ``timed`` for several paths, taking turns query by query, so that a shared machine's drifting
+    load hits every path alike and their ratios stay meaningful."""
+    for i in range(warmup):
+        for fn in fns.values():
+            fn(i)
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(n):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn(warmup + i)
+            out[name].append(time.perf_counter() - t0)
+    return out
+
+
 def wait_for_server(url: str, server: subprocess.Popen, timeout_s: float) -> None:
     import httpx
 
@@ -109,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", "--top-k", type=int, default=12)
     parser.add_argument("--mode", default="category")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP rows (no server launched)")
+    parser.add_argument("--runtimes", default="torch,onnx,onnx-int8",
+                        help="library rows to measure, comma-separated (default: torch,onnx,onnx-int8)")
+    parser.add_argument("--http-runtime", default="auto", help="--runtime of the app.py server (default: auto)")
     parser.add_argument("--server-timeout", type=float, default=180, help="seconds to wait for app.py to start")
     args = parser.parse_args(argv)
     if not (args.data / "photo").is_dir():
@@ -136,14 +159,29 @@ def main(argv: list[str] | None = None) -> int:
         sketches = [sketches[i] for i in rng.permutation(len(sketches))]
         images = [Image.open(p).convert("RGB") for p in sketches]  # decoded up front: every row starts from pixels
 
-        model = create_sketchlvm(arch=args.model, pretrained=args.pretrained, device=args.device)
+        runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+        models = {}
+        for runtime in runtimes:  # exports (first time only) and checks happen here, untimed
+            models[runtime] = create_sketchlvm(arch=args.model, pretrained=args.pretrained, device=args.device,
+                                               runtime=runtime, check_images=images[:4])
+        model = models[runtimes[0]]
         t0 = time.perf_counter()
         index = build_gallery_index(work / "gallery", model, cache_dir=work / "cache", show_progress_bar=False)
         build_s = time.perf_counter() - t0
-        searcher = Searcher(model, index, default_k=args.top_k)
+        searchers = {r: Searcher(m, index, default_k=args.top_k) for r, m in models.items()}
+        searcher = searchers[runtimes[0]]
         print(f"model {args.model} ({model.weights.label}) on {model.device}, torch threads {torch.get_num_threads()}; "
               f"gallery {len(index)} photos indexed in {build_s:.1f} s; k={args.top_k}, mode {args.mode}, "
               f"{args.queries} timed queries per row")
+        for runtime, m in models.items():
+            print(f"  runtime {runtime}: {m.describe()['runtime']}")
+        if "onnx-int8" in models and models["onnx-int8"].runtime.name == "onnx-int8":
+            from sketchlvm.quantize import check_int8
+
+            try:
+                print("  " + check_int8(models["onnx-int8"], index, images[: 2 * (args.queries + args.warmup)]))
+            except Exception as error:  # a refusal is a result here, not a crash
+                print(f"  {error}")
 
         # Floor: open_clip's own tower on one preprocessed image + a flat inner-product search.
         register_model_configs()
@@ -160,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             q = torch.nn.functional.normalize(q, dim=-1).float().cpu().numpy()
             flat.search(q, args.top_k)
 
-        def lib_cold(i: int) -> None:
-            searcher.search(images[i % len(images)], args.mode, args.top_k)
+        def lib_cold(runtime: str) -> Callable[[int], None]:
+            def run(i: int) -> None:
+                searchers[runtime].search(images[i % len(images)], args.mode, args.top_k)
+            return run
 
         warm_image = images[0]
         searcher.search(warm_image, args.mode, args.top_k)
@@ -170,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             searcher.search(warm_image, args.mode, args.top_k)
 
         rows: dict[str, list[float]] = {}
-        # Interleave nothing else: the machine may be shared, so each row runs back to back.
-        rows["floor (open_clip + faiss)"] = timed(floor, args.queries, args.warmup)
-        rows["library cold (new drawing)"] = timed(lib_cold, args.queries, args.warmup)
+        # The floor and the cold library rows take turns (see timed_together); the rest run back to back.
+        rows.update(timed_together({"floor (open_clip + faiss)": floor,
+                                    **{f"library cold, {models[r].runtime.name}": lib_cold(r) for r in runtimes}},
+                                   args.queries, args.warmup))
         rows["library warm (cached embedding)"] = timed(lib_warm, args.queries, args.warmup)
 
         if not args.no_http:
@@ -186,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             env = {**os.environ, "SKETCHLVM_GALLERIES_DIR": str(work / "galleries")}
             cmd = [sys.executable, str(ROOT / "app.py"), "--gallery", str(work / "gallery"), "--model", args.model,
                    "--pretrained", args.pretrained, "--device", args.device, "--port", str(port),
-                   "--top-k", str(args.top_k)]
+                   "--top-k", str(args.top_k), "--runtime", args.http_runtime]
             server = subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       text=True)
             try:
@@ -228,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, samples in rows.items():
             p50, p95 = percentiles(samples)
             print(f"{name:36s} {p50:9.1f} {p95:9.1f} {p50 / base50:12.3g} {p95 / base95:12.3g}")
-        print(f"\nlibrary encoder calls: {searcher.encode_calls}")
+        print(f"\nlibrary encoder calls: {sum(s.encode_calls for s in searchers.values())}")
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -40,6 +40,16 @@ def port(text: str) -> int:
     return value
 
 
+def runtime(text: str) -> str:
+    """auto, torch, onnx or onnx-int8 (sketchlvm.runtime)."""
+    from .runtime import requested_runtime
+
+    try:
+        return requested_runtime(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def device(text: str) -> str:
     """auto, cpu, cuda or cuda:N, refused at parse time when CUDA is asked for but absent."""
     from .device import resolve_device

@@ -159,6 +159,26 @@ class IndexConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """How the prompted encoder runs at inference (sketchlvm/runtime.py); training always runs on torch."""
+
+    # An exported ONNX graph is used only if it reproduces the torch encoder on real images this closely
+    # (per image: cosine of the two unit vectors, and the largest absolute difference of any component).
+    # The index identity records these numbers: every runtime allowed into one index met them.
+    min_cosine: float = 0.99999
+    max_abs_diff: float = 1e-4
+    # onnx-int8 (sketch side only) is refused when the int8 queries' top-k on the gallery share less than
+    # this fraction of their photos with the fp32 queries' top-k.
+    int8_top_k: int = 10
+    int8_min_agreement: float = 0.9
+    # ONNX Runtime intra-op threads; 0 = one per CPU core. Queries (batch 1) want every core and busy-waiting
+    # threads for latency; indexing (batch 32) also uses every core but without busy-waiting, so the
+    # photo-decoding threads get the CPU whenever the encoder waits (see runtime.session_options).
+    query_threads: int = 0
+    index_threads: int = 0
+
+
+@dataclass
 class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)

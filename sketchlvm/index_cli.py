@@ -1,7 +1,8 @@
 """Command line for gallery indexes (run as ``python -m sketchlvm.index``).
 
     python -m sketchlvm.index build DIR [--cache DIR] [--model ARCH] [--pretrained TAG|FILE|FOLDER|none]
-                                        [--checkpoint FILE] [--device auto|cpu|cuda] [--exact-max N]
+                                        [--checkpoint FILE] [--device auto|cpu|cuda]
+                                        [--runtime auto|torch|onnx|onnx-int8] [--exact-max N]
                                         [--batch-size N] [--workers N] [--commit-every N] [--quiet]
     python -m sketchlvm.index info CACHE_OR_DIR
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from .cli_types import device as _device
 from .cli_types import non_negative_int as _non_negative_int
 from .cli_types import positive_int as _positive_int
+from .cli_types import runtime as _runtime
 from .config import IndexConfig
 from .index import MANIFEST, build_gallery_index, default_cache_dir, load_manifest
 
@@ -43,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
                                             "(default: openai)")
     build.add_argument("--checkpoint", help="trained SketchLVM prompts (.safetensors, or hf://USER/REPO/FILE)")
     build.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    build.add_argument("--runtime", type=_runtime, default=None,
+                       help="what encodes the photos: auto (ONNX Runtime fp32 on CPU when installed, torch on CUDA), "
+                            "torch, onnx, or onnx-int8 (also measures int8 sketch agreement on the built index) "
+                            "[SKETCHLVM_RUNTIME; default auto]")
     defaults = IndexConfig()
     build.add_argument("--exact-max", type=_non_negative_int, default=defaults.exact_max,
                        help=f"above this many photos build an approximate HNSW index (default: {defaults.exact_max})")
@@ -69,7 +75,7 @@ def _build(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"gallery folder {str(gallery)!r} does not exist or is not a folder")
     config = replace(IndexConfig(), exact_max=args.exact_max, batch_size=args.batch_size,
                      decode_workers=args.workers, commit_every=args.commit_every)
-    model = create_sketchlvm(args.model, args.pretrained, args.checkpoint, args.device)
+    model = create_sketchlvm(args.model, args.pretrained, args.checkpoint, args.device, runtime=args.runtime)
     for key, value in model.describe().items():
         print(f"{key:>18}: {value}")
     cache = args.cache or default_cache_dir(gallery)
@@ -80,6 +86,10 @@ def _build(args: argparse.Namespace) -> int:
     print(f"indexed {len(index)} photos in {time.perf_counter() - t0:.1f} s: {r.added} added, {r.updated} updated, "
           f"{r.removed} removed, {r.unchanged} unchanged, {len(r.skipped)} skipped")
     _print_skipped(r.skipped, index.cache_dir)
+    if model.runtime.name == "onnx-int8" and len(index):
+        from .quantize import check_int8
+
+        print(check_int8(model, index))  # raises Int8RefusedError below the threshold
     return 0
 
 
@@ -121,7 +131,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 KNOWN_ERRORS = ("WeightsUnavailableError", "StaleIndexError", "ShardIdentityError", "CheckpointMismatchError",
-                "HubUnavailableError")
+                "HubUnavailableError", "Int8RefusedError")
 
 
 def run_command(args: argparse.Namespace, interrupted_hint: str) -> None:

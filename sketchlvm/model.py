@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from .checkpoint import Checkpoint, apply_state, check_fits, load_checkpoint, preprocess_from_metadata
-from .config import MODES, ModelConfig, PreprocessConfig
-from .device import autocast, resolve_device
+from .config import MODES, ModelConfig, PreprocessConfig, RuntimeConfig
+from .device import resolve_device
 from .encoder import PromptedVisionEncoder
 from .hub import resolve_file
 from .prompts import VisualPrompts
@@ -62,6 +62,16 @@ class SketchLVM:
         self.image_size = next(iter(encoders.values())).image_size
         self.sketch_transform = SketchTransform(self.image_size, preprocess)
         self.photo_transform = PhotoTransform(self.image_size, preprocess)
+        self.use_runtime("torch")  # create_sketchlvm then picks the requested one
+
+    def use_runtime(self, runtime: str | None = "auto", config: RuntimeConfig | None = None,
+                    cache_dir: str | Path | None = None, check_images: list | None = None) -> SketchLVM:
+        """Encode through torch or ONNX Runtime (see ``sketchlvm.runtime``); ``check_images`` are the real
+        images exported graphs must reproduce torch on (default: the example sketches)."""
+        from .runtime import Runtime
+
+        self.runtime = Runtime(self, runtime, config, cache_dir, check_images)
+        return self
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -84,6 +94,7 @@ class SketchLVM:
                 f"{self.checkpoint.path.name} ({', '.join(self.checkpoint.modes)})" if self.checkpoint else ZERO_SHOT_LABEL
             ),
             "device": str(self.device),
+            "runtime": self.runtime.describe(),
             **{f"mode {m}": self.mode_label(m) for m in self.modes},
         }
 
@@ -99,6 +110,9 @@ class SketchLVM:
             "image_size": self.image_size,
             "photo_mean": list(self.preprocess.photo_mean),
             "photo_std": list(self.preprocess.photo_std),
+            # How photo vectors are computed (fp32, within stated tolerances of torch): runtimes that
+            # would disagree beyond them get another identity, so one index never mixes them.
+            "photo_encoder": self.runtime.photo_identity(),
         }
 
     @torch.no_grad()
@@ -106,10 +120,7 @@ class SketchLVM:
         """(B, 3, S, S) normalised images -> (B, D) float32 unit vectors."""
         if mode not in self.encoders:
             raise ValueError(f"unknown mode {mode!r}; choose one of {self.modes}")
-        encoder = self.encoders[mode]
-        with autocast(self.device):
-            features = encoder(batch.to(self.device), modality)
-        return features.float().cpu().numpy()
+        return self.runtime.encode(batch, modality, mode)
 
     def encode_sketches(self, sketches: Sequence[Any], mode: str) -> np.ndarray:
         """Canvas values or sketch images -> (N, D). Raises ``EmptySketchError`` for a blank drawing."""
@@ -151,6 +162,9 @@ def create_sketchlvm(
     device: str | torch.device = "auto",
     preprocess: PreprocessConfig | None = None,
     text: bool = False,
+    runtime: str | None = None,
+    runtime_config: RuntimeConfig | None = None,
+    check_images: list | None = None,
 ) -> SketchLVM:
     """Load the backbone (honestly: see ``weights.load_clip``) and any learned state.
 
@@ -161,6 +175,9 @@ def create_sketchlvm(
     so the app, the evaluator and the gallery index feed the encoder what it was trained on.
     ``checkpoint`` may be ``hf://USER/REPO/FILE.safetensors`` (see ``sketchlvm.hub``). ``text=True`` keeps
     CLIP's text tower (same weights) for word queries; without it the tower is dropped to save memory.
+    ``runtime``
+    ("auto" | "torch" | "onnx" | "onnx-int8", default ``$SKETCHLVM_RUNTIME`` else "auto") picks what
+    encodes at inference; see ``sketchlvm.runtime``.
     """
     defaults = ModelConfig()
     loaded = load_checkpoint(resolve_file(checkpoint)) if checkpoint else None  # hf:// -> the HF cache
@@ -186,7 +203,8 @@ def create_sketchlvm(
         encoders[mode] = encoder.eval().requires_grad_(False)
     text_tower = _text_tower(clip_model, arch, weights, device) if text else None
     del clip_model  # without text=True, the text tower is only needed for training
-    return SketchLVM(encoders, arch, weights, loaded, preprocess or PreprocessConfig(), device, text_tower)
+    model = SketchLVM(encoders, arch, weights, loaded, preprocess or PreprocessConfig(), device, text_tower)
+    return model.use_runtime(runtime, runtime_config, check_images=check_images)
 
 
 def _text_tower(clip_model: torch.nn.Module, arch: str, weights: WeightsSource, device: torch.device) -> TextTower:

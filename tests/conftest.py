@@ -37,3 +37,10 @@ def sketchy_root() -> Path:
 def quickdraw_root() -> Path:
     """Real Quick, Draw! strokes: <word>.ndjson."""
     return _require(SHARED_DATA / "quickdraw")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache_in_tmp(tmp_path_factory):
+    """Exported ONNX graphs of the tests' random-weight models go to pytest's temp folder, not ~/.cache."""
+    if not os.environ.get("SKETCHLVM_ONNX_CACHE"):
+        os.environ["SKETCHLVM_ONNX_CACHE"] = str(tmp_path_factory.mktemp("onnx"))

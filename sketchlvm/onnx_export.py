@@ -1,0 +1,241 @@
+"""One prompted encoder path -> an ONNX graph on disk, checked against torch before anyone uses it.
+
+A *graph* is what one (mode, modality) pair computes, with the prompts that modality uses baked in as
+constants: images (B, 3, S, S) in, unit vectors (B, D) out, B dynamic. Pairs that compute the same
+function share one graph: category mode has a sketch graph and a photo graph, fine-grained mode one
+shared graph, and every mode without trained prompts the plain tower.
+
+Cache: one folder (``default_cache_dir``: ``$SKETCHLVM_ONNX_CACHE``, else ``~/.cache/sketchlvm/onnx``),
+outside the repository. A graph is ``<name>-<key>.onnx`` with ``<name>-<key>.json`` beside it, where
+``<key>`` hashes the graph's full identity (architecture, weights, checkpoint hash, prompt set, image
+size, preprocessing, and the torch / open_clip / opset versions that wrote it): any change is a new
+file, never a stale reuse. Both files are written under a temporary name and renamed (graph first,
+sidecar last), so a reader never sees half a graph. The check against torch runs every time a graph is
+loaded, on this machine's ONNX Runtime kernels, not only when it was written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+EXPORT_FORMAT = 1  # bump when the exported function changes (e.g. the graph wrapper below)
+CACHE_ENV = "SKETCHLVM_ONNX_CACHE"
+
+
+class GraphRefusedError(RuntimeError):
+    """An exported graph cannot be used (export failed, or it disagrees with torch); the message says why."""
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "sketchlvm" / "onnx"
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """Which graph a (mode, modality) pair runs: ``name`` says what it is, ``identity`` everything in it."""
+
+    name: str  # "plain", "category-sketch", "category-photo", "fine_grained-shared"
+    mode: str  # a mode whose encoder computes it
+    modality: str  # the modality whose prompts are baked in
+    identity: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
+
+    def path(self, cache_dir: Path, suffix: str = "") -> Path:
+        return cache_dir / f"{self.name}-{self.key}{suffix}.onnx"
+
+
+def graph_spec(model: Any, mode: str, modality: str) -> GraphSpec:
+    """The graph ``model`` (a ``SketchLVM``) runs for ``mode`` and ``modality``."""
+    import open_clip
+
+    from .prompts import PROMPT_SETS
+
+    encoder = model.encoders[mode]
+    trained = encoder.prompts is not None or mode in model.trained_modes()
+    prefix = "sketch" if modality == "sketch" else "photo"
+    identity = {
+        "format": EXPORT_FORMAT,
+        "opset": OPSET,
+        "torch": torch.__version__,
+        "open_clip": open_clip.__version__,
+        "arch": model.arch,
+        "weights": model.weights.identity(),
+        "image_size": model.image_size,
+        # The graph takes normalised tensors; the normalisation that made them is part of what it means.
+        "mean": list(getattr(model.preprocess, f"{prefix}_mean")),
+        "std": list(getattr(model.preprocess, f"{prefix}_std")),
+    }
+    if not trained:
+        return GraphSpec("plain", mode, modality, identity)
+    prompt_set = PROMPT_SETS[mode][modality]
+    identity.update(
+        mode=mode,
+        prompt_set=prompt_set,
+        n_prompts=encoder.prompts.n_prompts if encoder.prompts is not None else 0,
+        checkpoint_sha256=model.checkpoint.sha256 if model.checkpoint else None,
+        # The learned tensors themselves, for models built in memory (no checkpoint file to hash).
+        state_sha256=_state_digest(encoder),
+    )
+    return GraphSpec(f"{mode}-{prompt_set}", mode, modality, identity)
+
+
+def _state_digest(encoder: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(encoder.state_dict().items()):
+        if name.startswith("prompts.") or "ln" in name or "norm" in name:
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class _Graph(nn.Module):
+    """One modality's path through a prompted encoder, as a function of the images alone (what ONNX traces)."""
+
+    def __init__(self, encoder: nn.Module, modality: str):
+        super().__init__()
+        self.encoder = encoder
+        self.modality = modality
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images, self.modality)  # (B, D) unit vectors
+
+
+def _atomic_replace(tmp: Path, path: Path) -> None:
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; a shared cache should be readable
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _temp_path(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def export_graph(encoder: nn.Module, modality: str, image_size: int, path: Path) -> None:
+    """Trace ``encoder`` for ``modality`` into ``path`` (atomically), with a dynamic batch axis."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    graph = _Graph(encoder, modality).eval()
+    example = torch.zeros(2, 3, image_size, image_size)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    try:
+        # The fused attention kernel that a frozen tower takes in eval mode has no ONNX form: trace the
+        # plain MultiheadAttention maths instead (same function).
+        torch.backends.mha.set_fastpath_enabled(False)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's tracer warnings are about code we do not run
+            torch.onnx.export(
+                graph, (example,), str(tmp), input_names=["images"], output_names=["embeddings"],
+                dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
+                opset_version=OPSET, dynamo=False,
+            )
+        _atomic_replace(tmp, path)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        tmp.unlink(missing_ok=True)
+
+
+def write_sidecar(path: Path, record: dict) -> None:
+    tmp = _temp_path(path)
+    try:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+        _atomic_replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_sidecar(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How closely two encoders agree on the same images: worst cosine and largest component difference."""
+
+    min_cosine: float
+    max_abs_diff: float
+    n_images: int
+
+    def within(self, min_cosine: float, max_abs_diff: float) -> bool:
+        return self.min_cosine >= min_cosine and self.max_abs_diff <= max_abs_diff
+
+    def __str__(self) -> str:
+        return f"cosine >= {self.min_cosine:.6f}, max abs diff {self.max_abs_diff:.1e} on {self.n_images} images"
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
+    """(N, D) unit vectors from two encoders of the same N images -> their worst agreement."""
+    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    if reference.shape != candidate.shape:
+        return Agreement(-1.0, float("inf"), len(reference))
+    cosines = (reference * candidate).sum(1) / (
+        np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1) + 1e-12)
+    return Agreement(float(cosines.min()), float(np.abs(reference - candidate).max()), len(reference))
+
+
+def ensure_graph(spec: GraphSpec, encoder: nn.Module, image_size: int, cache_dir: Path) -> tuple[Path, bool]:
+    """The cached graph for ``spec``, exported first when missing. Returns (path, exported_now).
+
+    Raises ``GraphRefusedError`` when the export fails.
+    """
+    path = spec.path(cache_dir)
+    sidecar = path.with_suffix(".json")
+    record = read_sidecar(sidecar)
+    if path.is_file() and record and record.get("identity") == spec.identity and record.get("bytes") == path.stat().st_size:
+        log.info("ONNX graph %s: reusing %s", spec.name, path)
+        return path, False
+    log.info("ONNX graph %s: exporting to %s (once per model identity)", spec.name, path)
+    try:
+        export_graph(encoder, spec.modality, image_size, path)
+    except Exception as error:  # the exporter raises many types; all mean "no graph"
+        raise GraphRefusedError(f"export of the {spec.name} graph failed: {type(error).__name__}: {error}") from error
+    write_sidecar(sidecar, {"identity": spec.identity, "bytes": path.stat().st_size, "name": spec.name})
+    return path, True
+
+
+def ensure_int8_graph(spec: GraphSpec, fp32_path: Path, cache_dir: Path) -> Path:
+    """Dynamic int8 (QInt8 weights, activations quantised on the fly) of a cached fp32 graph, cached beside it."""
+    path = spec.path(cache_dir, "-int8")
+    sidecar = path.with_suffix(".json")
+    record = read_sidecar(sidecar)
+    if path.is_file() and record and record.get("identity") == spec.identity and record.get("bytes") == path.stat().st_size:
+        return path
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        tmp = _temp_path(path)
+        try:
+            quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QInt8)
+            _atomic_replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except Exception as error:
+        raise GraphRefusedError(f"int8 quantisation of the {spec.name} graph failed: {type(error).__name__}: {error}") from error
+    write_sidecar(sidecar, {"identity": spec.identity, "bytes": path.stat().st_size, "name": spec.name, "int8": True})
+    return path

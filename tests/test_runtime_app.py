@@ -1,0 +1,94 @@
+"""The app on each runtime: parsed from the command line (or SKETCHLVM_RUNTIME), prepared with a real
+gallery, answering a real Sketchy sketch, and saying in its status which runtime runs.
+
+(The served app itself is exercised by test_app.py, on the default runtime.)
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("onnxruntime")
+
+import app as app_module  # noqa: E402
+from sketchlvm.config import TINY_ARCH  # noqa: E402
+
+CLASSES = ("airplane", "cat", "fish", "umbrella")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKETCHLVM_ONNX_CACHE", str(tmp_path / "onnx"))
+    monkeypatch.setenv("SKETCHLVM_GALLERIES_DIR", str(tmp_path / "galleries"))
+    monkeypatch.delenv("SKETCHLVM_RUNTIME", raising=False)
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory, sketchy_root) -> Path:
+    root = tmp_path_factory.mktemp("runtime-app") / "gallery"
+    for c in CLASSES:
+        (root / c).mkdir(parents=True)
+        for photo in sorted((sketchy_root / "photo" / c).glob("*.jpg"))[:4]:
+            shutil.copy2(photo, root / c / photo.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def sketch(sketchy_root) -> Image.Image:
+    return Image.open(sorted((sketchy_root / "sketch" / "cat").glob("*.png"))[0]).convert("RGB")
+
+
+def prepared(gallery: Path, *flags: str):
+    args = app_module.build_parser().parse_args(
+        ["--gallery", str(gallery), "--model", TINY_ARCH, "--pretrained", "none", "--device", "cpu", *flags])
+    return app_module.prepare(args)
+
+
+def ranking(state, sketch, mode="category", k=5) -> list[str]:
+    return [r.relpath for r in state.searcher.search(sketch, mode, k)]
+
+
+def test_the_app_answers_on_each_runtime_and_says_which(gallery, sketch, capsys):
+    reference = None
+    for runtime, says in (("torch", "torch fp32 on cpu"), ("onnx", "onnx: ONNX Runtime"),
+                          ("onnx-int8", "onnx-int8: ONNX Runtime")):
+        state = prepared(gallery, "--runtime", runtime)
+        assert state.searcher.model.runtime.name == runtime
+        items, message = app_module.run_search(state, sketch, "category", 5, live=False)
+        assert len(items) == 5 and "5 best matches" in message
+        status = app_module.status_markdown(state)
+        assert f"- **Runtime:** {says}" in status
+        if runtime == "onnx-int8":
+            assert "int8: top-10 agreement" in status  # measured on the gallery at start
+            assert "int8: top-10 agreement" in capsys.readouterr().out
+        # torch and fp32 ONNX agree within 1e-4, so they rank the gallery the same.
+        if runtime == "torch":
+            reference = ranking(state, sketch)
+        elif runtime == "onnx":
+            assert ranking(state, sketch) == reference
+        # One index serves every runtime: nothing is re-embedded after the first start.
+        assert state.searcher.index.report.unchanged == (0 if runtime == "torch" else 16)
+
+
+def test_runtime_comes_from_the_environment_and_the_flag_wins(monkeypatch):
+    monkeypatch.setenv("SKETCHLVM_RUNTIME", "torch")
+    assert app_module.build_parser().parse_args([]).runtime == "torch"
+    assert app_module.build_parser().parse_args(["--runtime", "onnx"]).runtime == "onnx"
+    monkeypatch.setenv("SKETCHLVM_RUNTIME", "tensorrt")
+    with pytest.raises(SystemExit):
+        app_module.build_parser().parse_args([])
+
+
+def test_int8_refusal_stops_the_app_with_how_to_run_without(gallery, monkeypatch, capsys):
+    from sketchlvm.config import RuntimeConfig
+
+    monkeypatch.setattr("sketchlvm.runtime.RuntimeConfig", lambda: RuntimeConfig(int8_min_agreement=1.01))
+    code = app_module.main(["--gallery", str(gallery), "--model", TINY_ARCH, "--pretrained", "none",
+                            "--device", "cpu", "--runtime", "onnx-int8"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "int8: top-10 agreement" in err and "--runtime onnx" in err
