@@ -8,6 +8,7 @@ Cache folder layout (one per gallery; default ``galleries/<folder>-<hash>/``)::
     chunk-<key>-g<gen>.npy      vectors committed by a build that has not finished yet
     hnsw-<key>-g<gen>.faiss     approximate index, only above ``IndexConfig.exact_max`` photos
     build.lock                  flock held by the running build
+    thumbnails/<digest>.webp    small copy of each photo for the results (sketchlvm/thumbnails.py)
 
 ``<key>`` names one embedding: modes whose model identity is equal apart from ``mode`` (zero-shot
 CLIP has no prompts) share it, so each photo is encoded once. ``<gen>`` is the manifest generation
@@ -44,6 +45,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .config import PACKAGE_DIR, IndexConfig
+from .thumbnails import sync_thumbnails
 from .transforms import ImageLoadError, load_photo
 
 if TYPE_CHECKING:
@@ -961,6 +963,9 @@ class _Build:
                     log.exception("could not save progress; the last saved index is untouched")
             raise
         manifest = self._commit(complete=True)
+        # --- thumbnails (sketchlvm/thumbnails.py): make missing ones, drop those of removed photos ---
+        sync_thumbnails(self.cache, manifest, workers=max(1, self.config.decode_workers))
+        # --- end thumbnails ---
         final = set(manifest["photos"]["relpath"])
         self.report.removed = len(self.prev_indexed - final)
         self.report.skipped = [(s["relpath"], s["reason"]) for s in manifest["skipped"]]
