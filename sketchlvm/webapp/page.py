@@ -137,8 +137,8 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
                 message = gr.Markdown(DRAW_HINT, elem_id="sketchlvm-message")
                 results = gr.Gallery(
                     label="Matches (category · similarity · file) — click one to see the original",
-                    columns=3,
-                    height=640,
+                    columns=4,  # 12 results in 3 rows, no scrolling
+                    height=560,
                     object_fit="contain",
                     allow_preview=False,
                     elem_id="sketchlvm-results",
