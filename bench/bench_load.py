@@ -23,6 +23,7 @@ client threads and server do not share a GIL; ``--in-process`` runs it in this p
 tests/test_load.py does).
 
     python -m bench.bench_load --users 16 --seconds 60
+    python -m bench.bench_load --users 16 --seconds 60 --model ViT-B-32   # the issue's target model
     python -m bench.bench_load --users 4 --seconds 10 --baseline-seconds 5     # quick check
 """
 
@@ -393,6 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-threads", type=int, default=None,
                         help="torch threads in the server (OMP_NUM_THREADS); default: torch's own, as app.py runs")
     parser.add_argument("--server-timeout", type=float, default=180, help="seconds to wait for app.py to start")
+    parser.add_argument("--model", metavar="ARCH", default=None,
+                        help="an open_clip architecture with random weights and no checkpoint, e.g. ViT-B-32 (the "
+                        "load target's model; both modes are then zero-shot, so only cross-talk between users and "
+                        "drawing steps is checked); default: the tiny test tower with a perturbed checkpoint")
     args = parser.parse_args(argv)
     if not (args.data / "photo").is_dir():
         print(f"error: no Sketchy data at {args.data} (--data or SKETCHLVM_SHARED_DATA)", file=sys.stderr)
@@ -407,7 +412,12 @@ def main(argv: list[str] | None = None) -> int:
     server = demo = None
     try:
         workload = prepare(work, args.data, args.classes, args.per_class, args.users)
-        model = load_model(workload.checkpoint)
+        if args.model:
+            from sketchlvm.model import create_sketchlvm
+
+            model = create_sketchlvm(arch=args.model, pretrained="none", device="cpu")
+        else:
+            model = load_model(workload.checkpoint)
         index = build_gallery_index(workload.gallery, model, cache_dir=workload.cache, show_progress_bar=False)
         k = len(index)  # the whole gallery, ranked: the strictest check
         searcher = Searcher(model, index, default_k=k)
@@ -431,13 +441,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.server_threads:
                 env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.server_threads)
             cmd = [sys.executable, str(ROOT / "app.py"), "--gallery", str(workload.gallery), "--model",
-                   model.arch, "--pretrained", "none", "--checkpoint", str(workload.checkpoint), "--device", "cpu",
-                   "--port", str(port), "--top-k", str(k)]
+                   model.arch, "--pretrained", "none", "--device", "cpu", "--port", str(port), "--top-k", str(k)]
+            if not args.model:
+                cmd += ["--checkpoint", str(workload.checkpoint)]
             server = subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       text=True)
             wait_for_server(url, server, timeout_s=args.server_timeout)
         print(f"{args.users} users x {len(scripts[0])} requests per script ({args.stages} drawing stages x "
-              f"{len(MODES)} modes on /search + {len(MODES)} uploads); gallery {len(index)} photos, k={k}; "
+              f"{len(MODES)} modes on /search + {len(MODES)} uploads); model {model.arch}; gallery {len(index)} photos, k={k}; "
               f"server {'in this process' if args.in_process else 'app.py in its own process'}, torch threads "
               f"{args.server_threads or 'default'}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
 
