@@ -76,13 +76,19 @@ def app_url(tmp_path_factory, sketchy_root, sync_playwright):
 
 
 @pytest.fixture(scope="module")
-def page(sync_playwright):
+def browser(sync_playwright):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1300})
-        page.set_default_timeout(30_000)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    page.set_default_timeout(30_000)
+    yield page
+    page.close()
 
 
 def drawing(quickdraw_root: Path, min_strokes: int = 3) -> list:
@@ -214,3 +220,33 @@ def test_an_example_loads_into_the_canvas_as_strokes(app_url, page):
     page.mouse.move(box["x"] + 60, box["y"] + 40)
     page.mouse.up()
     wait_for_new_results(page, before)
+
+
+def test_drawing_with_a_finger_searches_and_does_not_scroll(app_url, browser):
+    """On a phone-sized touch screen the canvas fits the width, and a touch stroke draws instead of scrolling."""
+    url, state = app_url
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(url)
+        canvas = page.locator("#sketchlvm-canvas canvas").first
+        canvas.wait_for(state="visible")
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        assert box["width"] <= 390 and abs(box["width"] - box["height"]) < 2  # square, within the screen
+        scrolled = page.evaluate("() => window.scrollY")
+        cdp = context.new_cdp_session(page)
+        points = [(box["x"] + 30 + i * 10, box["y"] + 40 + i * 12) for i in range(20)]  # a diagonal swipe
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": points[0][0], "y": points[0][1]}]})
+        for x, y in points[1:]:
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        page.locator("#sketchlvm-results img").nth(K - 1).wait_for(state="attached")
+        assert "best matches" in page.locator("#sketchlvm-message").inner_text()
+        assert page.evaluate("() => window.scrollY") == scrolled  # the swipe drew; the page did not move
+        # CDP touch events do not start the browser's own pan gesture, so the line above cannot see a page
+        # that would scroll; what stops a real finger from scrolling is this style:
+        assert canvas.evaluate("c => getComputedStyle(c).touchAction") == "none"
+    finally:
+        context.close()

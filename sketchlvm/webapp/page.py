@@ -98,7 +98,7 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
 
     with gr.Blocks(title="SketchLVM: search photos by sketch") as demo:
         banner = gr.Markdown(banner_markdown(state), elem_id="sketchlvm-banner")
-        gr.Markdown("# SketchLVM\nDraw something; the photos of your gallery that match it appear on the right.")
+        gr.Markdown("# SketchLVM\nDraw something; the photos of your gallery that match it appear next to the canvas.")
         shown = gr.State([])  # relpaths of the results on screen, for the preview
         with gr.Row():
             with gr.Column(scale=1):
