@@ -31,7 +31,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -78,7 +77,8 @@ PAGE_PROBE = """
     const tick = () => {
       const imgs = [...document.querySelectorAll('#sketchlvm-results img')];
       const done = text().includes('best match');
-      if (done && snapshot() !== before && imgs.length && imgs.every(i => (i.complete && i.naturalWidth > 0) || !visible(i))) {
+      const loaded = imgs.every(i => (i.complete && i.naturalWidth > 0) || !visible(i));
+      if (done && snapshot() !== before && imgs.length && loaded) {
         state.shown = performance.now();
         state.srcs = imgs.map(i => i.src);
 

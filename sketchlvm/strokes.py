@@ -474,7 +474,9 @@ def parse_strokes(payload: str | bytes | list | dict | None) -> list[list[list[f
         return []
     if isinstance(payload, (bytes, bytearray)):
         if len(payload) > MAX_STROKE_BYTES:
-            raise StrokeFormatError(f"the stroke data is {len(payload):,} bytes; at most {MAX_STROKE_BYTES:,} are accepted")
+            raise StrokeFormatError(
+                f"the stroke data is {len(payload):,} bytes; at most {MAX_STROKE_BYTES:,} are accepted"
+            )
         try:
             payload = bytes(payload).decode("utf-8")
         except UnicodeDecodeError as e:
@@ -511,7 +513,8 @@ def parse_strokes(payload: str | bytes | list | dict | None) -> list[list[list[f
             raise StrokeFormatError(f"stroke {i} must be [xs, ys] or [xs, ys, ts]")
         columns = [_numbers(col, f"stroke {i} {name}") for col, name in zip(stroke, ("xs", "ys", "ts"))]
         if len({len(col) for col in columns}) != 1:
-            raise StrokeFormatError(f"stroke {i} has lists of different lengths ({', '.join(str(len(c)) for c in columns)})")
+            lengths = ", ".join(str(len(c)) for c in columns)
+            raise StrokeFormatError(f"stroke {i} has lists of different lengths ({lengths})")
         for col in columns:  # already-parsed payloads did not pass through _finite_float
             for v in col:
                 if not math.isfinite(v) or abs(v) > MAX_COORDINATE:

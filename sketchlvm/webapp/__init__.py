@@ -3,7 +3,15 @@
 Imports gradio; nothing else in ``sketchlvm`` imports this package.
 """
 
-from .handlers import MAX_SKETCH_PIXELS, fit_to_canvas, load_example, load_upload, render_examples, run_search, search_strokes
+from .handlers import (
+    MAX_SKETCH_PIXELS,
+    fit_to_canvas,
+    load_example,
+    load_upload,
+    render_examples,
+    run_search,
+    search_strokes,
+)
 from .page import DEFAULT_TOP_K, MAX_TOP_K, build_demo, launch, launch_kwargs
 from .results import caption, gallery_item
 from .state import DRAW_HINT, NO_GALLERY_HELP, UPLOAD_HINT, AppState, banner_markdown, status_markdown
