@@ -1,9 +1,9 @@
 """Load: many people drawing and searching at once, each with their own sketch, in both modes.
 
 Each simulated user is one gradio_client session (its own ``Client``, so its own Gradio session) that
-"draws" its own real Sketchy sketch: the ink is revealed in ``--stages`` steps from top to bottom, as
-strokes would add it, and every step is searched in both modes through ``/search`` with the canvas
-value the browser sends; then the finished sketch is uploaded through ``/upload_sketch`` in both modes.
+draws its own real Quick, Draw! drawing: its strokes arrive in ``--stages`` steps, and every step is
+searched in both modes through ``/search`` with the stroke JSON the browser's canvas sends on pen-up;
+then the finished drawing, rendered to a PNG, is uploaded through ``/upload_sketch`` in both modes.
 Users loop over their script until the time is up (bounded in time and in request count).
 
 Every answer is checked against the ranking computed beforehand in this process with the same model
@@ -23,6 +23,7 @@ client threads and server do not share a GIL; ``--in-process`` runs it in this p
 tests/test_load.py does).
 
     python -m bench.bench_load --users 16 --seconds 60
+    python -m bench.bench_load --users 16 --seconds 60 --model ViT-B-32   # the issue's target model
     python -m bench.bench_load --users 4 --seconds 10 --baseline-seconds 5     # quick check
 """
 
@@ -36,6 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import json  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -48,7 +50,6 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -70,8 +71,8 @@ UNTIMED = ("connect", "warmup")  # failures before the timed loop: counted as fa
 class Op:
     """One request of a user's script and the answer it must get."""
 
-    kind: str  # "search" (canvas value) or "upload" (the upload button)
-    path: Path  # the PNG sent
+    kind: str  # "search" (canvas strokes) or "upload" (the upload button)
+    path: Path  # the stroke JSON (search) or PNG (upload) sent
     mode: str
     k: int
     expected: tuple[str, ...]  # result captions in rank order: "category · 0.123 · file.jpg"
@@ -82,7 +83,7 @@ class Workload:
     gallery: Path
     cache: Path
     checkpoint: Path
-    sketches: list[Path]  # one per user, all different
+    sketches: list[Path]  # one drawing per user (a Quick, Draw! record as JSON), all different
     scripts: list[list[Op]] = field(default_factory=list)  # one per user
 
 
@@ -120,86 +121,65 @@ def make_checkpoint(path: Path, scale: float = 1.0, n_prompts: int = 3) -> Path:
     return save_checkpoint(path, states, metadata)
 
 
-def pick_sketches(all_sketches: list[Path], users: int) -> list[Path]:
-    """One sketch per user, classes in turn, each of a different photo (Sketchy: ``<photo>-<n>.png``)."""
-    by_class: dict[str, list[Path]] = {}
-    for path in all_sketches:
-        by_class.setdefault(path.parent.name, []).append(path)
-    per_class: dict[str, list[Path]] = {}
-    for name, paths in by_class.items():
-        seen: set[str] = set()
-        for path in sorted(paths):
-            photo = path.stem.rsplit("-", 1)[0]
-            if photo not in seen:
-                seen.add(photo)
-                per_class.setdefault(name, []).append(path)
-    names = sorted(per_class)
+def pick_drawings(quickdraw: Path, users: int, out_dir: Path, min_strokes: int = 8) -> list[Path]:
+    """One real Quick, Draw! drawing per user, each of another word, saved as ``user<N>.json``."""
+    from sketchlvm.strokes import load_ndjson
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    words = sorted(quickdraw.glob("*.ndjson"))
     chosen = []
-    for user in range(users):
-        options = per_class[names[user % len(names)]]
-        if user // len(names) >= len(options):
-            raise ValueError(f"not enough different sketches for {users} users; use more classes")
-        chosen.append(options[user // len(names)])
-    return chosen
+    for path in words:
+        record = next((r for r in load_ndjson(path, limit=100) if len(r["drawing"]) >= min_strokes), None)
+        if record is None:
+            continue
+        out = out_dir / f"user{len(chosen):02d}-{path.stem.replace(' ', '_')}.json"
+        out.write_text(json.dumps(record))
+        chosen.append(out)
+        if len(chosen) == users:
+            return chosen
+    raise ValueError(f"only {len(chosen)} Quick, Draw! words in {quickdraw} have a drawing of {min_strokes}+ strokes")
 
 
-def drawing_stages(sketch: Image.Image, stages: int, threshold: int = 24) -> list[Image.Image]:
-    """The sketch as it looks part-way through drawing: ink revealed top to bottom in ``stages`` steps."""
-    rgb = np.asarray(sketch.convert("RGB"))
-    rows = np.flatnonzero((rgb.min(axis=2) < 255 - threshold).any(axis=1))
-    if rows.size == 0:
-        raise ValueError("the sketch has no ink")
-    top, bottom = int(rows[0]), int(rows[-1]) + 1
-    out = []
-    for stage in range(1, stages + 1):
-        cut = top + int(np.ceil((bottom - top) * stage / stages))
-        partial = rgb.copy()
-        partial[cut:] = 255
-        out.append(Image.fromarray(partial))
-    return out
-
-
-def editor_value(path: Path) -> dict:
-    """What the browser's ImageEditor sends, as gradio_client takes it (shared/NOTES.md)."""
-    from gradio_client import handle_file
-
-    return {"background": None, "layers": [handle_file(str(path))], "composite": handle_file(str(path))}
+def drawing_stages(strokes: list, stages: int) -> list[list]:
+    """The drawing as it grows: its first ceil(n * s / stages) strokes for s = 1..stages."""
+    n = len(strokes)
+    return [strokes[: max(1, -(-n * stage // stages))] for stage in range(1, stages + 1)]
 
 
 def expected_captions(searcher, op_kind: str, path: Path, mode: str, k: int) -> tuple[str, ...]:
     """The captions the app must answer with, computed in-process as its handlers would."""
-    import app as app_module
     from sketchlvm.transforms import load_photo
+    from sketchlvm.webapp import AppState, caption, fit_to_canvas
+    from sketchlvm.webapp.handlers import strokes_to_sketch
 
     if op_kind == "upload":
-        query = app_module.fit_to_canvas(load_photo(path))  # what load_upload puts on the canvas
+        query = fit_to_canvas(load_photo(path))  # what load_upload searches with
     else:
-        with Image.open(path) as image:
-            image = image.convert("RGBA")  # the editor's image_mode
-            query = {"background": None, "layers": [image], "composite": image}
-    return tuple(app_module.caption(r) for r in searcher.search(query, mode, k))
+        query = strokes_to_sketch(AppState(searcher), path.read_text())
+    return tuple(caption(r) for r in searcher.search(query, mode, k))
 
 
 def build_scripts(searcher, sketches: list[Path], out_dir: Path, stages: int, k: int) -> list[list[Op]]:
-    """Per user: every drawing stage in both modes, then the finished sketch uploaded in both modes.
+    """Per user: every drawing stage in both modes, then the finished drawing uploaded in both modes.
 
     Raises if two requests of different users (or the two modes, or two stages) would get the same
     answer: the cross-talk check would not be able to tell them apart.
     """
+    from sketchlvm.strokes import render_strokes
+
     scripts = []
     for user, sketch in enumerate(sketches):
         folder = out_dir / f"user{user:02d}"
         folder.mkdir(parents=True, exist_ok=True)
-        with Image.open(sketch) as image:
-            partials = drawing_stages(image, stages)
+        strokes = json.loads(sketch.read_text())["drawing"]
         ops = []
-        for stage, partial in enumerate(partials, 1):
-            path = folder / f"stage{stage}.png"
-            partial.save(path)
+        for stage, partial in enumerate(drawing_stages(strokes, stages), 1):
+            path = folder / f"stage{stage}.json"
+            path.write_text(json.dumps(partial, separators=(",", ":")))
             for mode in MODES:
                 ops.append(Op("search", path, mode, k, expected_captions(searcher, "search", path, mode, k)))
-        upload = folder / sketch.name
-        shutil.copy(sketch, upload)
+        upload = folder / f"{sketch.stem}.png"
+        render_strokes(strokes, size=512).save(upload)
         for mode in MODES:
             ops.append(Op("upload", upload, mode, k, expected_captions(searcher, "upload", upload, mode, k)))
         scripts.append(ops)
@@ -214,10 +194,12 @@ def build_scripts(searcher, sketches: list[Path], out_dir: Path, stages: int, k:
 
 
 def prepare(work: Path, data: Path, classes: int, per_class: int, users: int) -> Workload:
-    """Gallery (first ``classes`` Sketchy classes x ``per_class`` photos), checkpoint, one sketch per user."""
-    all_sketches = make_gallery(data, classes, per_class, work / "gallery")
+    """Gallery (first ``classes`` Sketchy classes x ``per_class`` photos), checkpoint, one drawing per user
+    (Quick, Draw!, from ``data/../quickdraw``)."""
+    make_gallery(data, classes, per_class, work / "gallery")
     checkpoint = make_checkpoint(work / "load-test.safetensors")
-    return Workload(work / "gallery", work / "cache", checkpoint, pick_sketches(all_sketches, users))
+    drawings = pick_drawings(Path(data).parent / "quickdraw", users, work / "drawings")
+    return Workload(work / "gallery", work / "cache", checkpoint, drawings)
 
 
 @contextlib.contextmanager
@@ -262,11 +244,11 @@ def _answer(client, op: Op, timeout_s: float) -> tuple[str, ...]:
     from gradio_client import handle_file
 
     if op.kind == "search":
-        job = client.submit(editor_value(op.path), op.mode, op.k, api_name="/search")
+        job = client.submit(op.path.read_text(), op.mode, op.k, api_name="/search")
         gallery, _message = job.result(timeout=timeout_s)
     else:
         job = client.submit(handle_file(str(op.path)), op.mode, op.k, api_name="/upload_sketch")
-        _canvas, gallery, _message = job.result(timeout=timeout_s)
+        _shown, gallery, _message = job.result(timeout=timeout_s)
     return tuple(item["caption"] for item in gallery)
 
 
@@ -412,6 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-threads", type=int, default=None,
                         help="torch threads in the server (OMP_NUM_THREADS); default: torch's own, as app.py runs")
     parser.add_argument("--server-timeout", type=float, default=180, help="seconds to wait for app.py to start")
+    parser.add_argument("--model", metavar="ARCH", default=None,
+                        help="an open_clip architecture with random weights and no checkpoint, e.g. ViT-B-32 (the "
+                        "load target's model; both modes are then zero-shot, so only cross-talk between users and "
+                        "drawing steps is checked); default: the tiny test tower with a perturbed checkpoint")
     args = parser.parse_args(argv)
     if not (args.data / "photo").is_dir():
         print(f"error: no Sketchy data at {args.data} (--data or SKETCHLVM_SHARED_DATA)", file=sys.stderr)
@@ -426,7 +412,12 @@ def main(argv: list[str] | None = None) -> int:
     server = demo = None
     try:
         workload = prepare(work, args.data, args.classes, args.per_class, args.users)
-        model = load_model(workload.checkpoint)
+        if args.model:
+            from sketchlvm.model import create_sketchlvm
+
+            model = create_sketchlvm(arch=args.model, pretrained="none", device="cpu")
+        else:
+            model = load_model(workload.checkpoint)
         index = build_gallery_index(workload.gallery, model, cache_dir=workload.cache, show_progress_bar=False)
         k = len(index)  # the whole gallery, ranked: the strictest check
         searcher = Searcher(model, index, default_k=k)
@@ -450,13 +441,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.server_threads:
                 env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.server_threads)
             cmd = [sys.executable, str(ROOT / "app.py"), "--gallery", str(workload.gallery), "--model",
-                   model.arch, "--pretrained", "none", "--checkpoint", str(workload.checkpoint), "--device", "cpu",
-                   "--port", str(port), "--top-k", str(k)]
+                   model.arch, "--pretrained", "none", "--device", "cpu", "--port", str(port), "--top-k", str(k)]
+            if not args.model:
+                cmd += ["--checkpoint", str(workload.checkpoint)]
             server = subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       text=True)
             wait_for_server(url, server, timeout_s=args.server_timeout)
         print(f"{args.users} users x {len(scripts[0])} requests per script ({args.stages} drawing stages x "
-              f"{len(MODES)} modes on /search + {len(MODES)} uploads); gallery {len(index)} photos, k={k}; "
+              f"{len(MODES)} modes on /search + {len(MODES)} uploads); model {model.arch}; gallery {len(index)} photos, k={k}; "
               f"server {'in this process' if args.in_process else 'app.py in its own process'}, torch threads "
               f"{args.server_threads or 'default'}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
 

@@ -28,6 +28,7 @@ from .gallery import _Entry, default_cache_dir, scan_gallery
 from .gallery_index import GalleryIndex
 from .index_state import BuildState
 from .index_store import _GATHER_BLOCK, _build_lock, _remove_unreferenced, _store_vectors
+from .thumbnails import sync_thumbnails
 from .transforms import ImageLoadError, load_photo
 
 if TYPE_CHECKING:
@@ -295,6 +296,8 @@ class _Build:
                     log.exception("could not save progress; the last saved index is untouched")
             raise
         manifest = self._commit(complete=True)
+        # Thumbnails (sketchlvm/thumbnails.py): make missing ones, drop those of removed photos.
+        sync_thumbnails(self.cache, manifest, workers=max(1, self.config.decode_workers))
         final = set(manifest["photos"]["relpath"])
         self.report.removed = len(self.prev_indexed - final)
         self.report.skipped = [(s["relpath"], s["reason"]) for s in manifest["skipped"]]

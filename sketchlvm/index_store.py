@@ -8,6 +8,7 @@ Cache folder layout (one per gallery; default ``galleries/<folder>-<hash>/``)::
     chunk-<key>-g<gen>.npy      vectors committed by a build that has not finished yet
     hnsw-<key>-g<gen>.faiss     approximate index, only above ``IndexConfig.exact_max`` photos
     build.lock                  flock held by the running build
+    thumbnails/<digest>.webp    small copy of each photo for the results (sketchlvm/thumbnails.py)
 
 ``<key>`` names one embedding: modes whose model identity is equal apart from ``mode`` (zero-shot
 CLIP has no prompts) share it, so each photo is encoded once. ``<gen>`` is the manifest generation

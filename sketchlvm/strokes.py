@@ -1,5 +1,9 @@
 """Canvas values and stroke lists -> one PIL sketch (black ink on white). No torch here.
 
+Stroke JSON from the network (the app's canvas, API clients) is parsed strictly by
+:func:`parse_strokes` first: it bounds size, nesting, counts and coordinates, so whatever arrives,
+rendering costs no more than a drawing of ``MAX_POINTS`` points.
+
 Two inputs meet in one path: what the Gradio canvas sends (a PIL image, a numpy array, a file path
 or the ImageEditor dict ``{"background", "layers", "composite"}``) goes through
 :func:`canvas_to_image`; Quick, Draw! stroke lists go through :func:`render_strokes`. Either way
@@ -14,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
@@ -36,6 +42,19 @@ _RESCALE_ABOVE = 1e150
 
 class EmptySketchError(ValueError):
     """Nothing was drawn: no ink on the canvas, or no finite point in the strokes."""
+
+
+class StrokeFormatError(ValueError):
+    """Stroke JSON that is malformed or over a limit. The message is written for the person sending it."""
+
+
+# Limits on stroke JSON from the network (parse_strokes). A Quick, Draw! drawing has ~5-30 strokes
+# and a few hundred points; a long careful canvas drawing a few thousand.
+MAX_STROKE_BYTES = 1_000_000
+MAX_STROKES = 1_000
+MAX_POINTS = 100_000
+MAX_COORDINATE = 1e6  # canvas units (the app's canvas is 0..CANVAS_UNITS); Quick, Draw! raw is < 1e4
+MAX_NESTING = 8  # [[[1]]] is 3 deep; a {"drawing": ...} record 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,3 +416,111 @@ def load_ndjson(path: str | PathLike, limit: int | None = None) -> list[dict]:
             records.append(record)
     return records
 
+
+
+# --------------------------------------------------------------------------------------------
+# Stroke JSON from the network -> validated stroke list
+
+
+def _json_depth_ok(text: str, limit: int) -> bool:
+    """True when brackets nest at most ``limit`` deep (outside strings): checked before json.loads, so
+    deeply nested junk costs one linear scan instead of a RecursionError deep inside the parser."""
+    depth = 0
+    for match in _BRACKETS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif token in "]}":
+            depth -= 1
+    return True
+
+
+_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _reject_constant(name: str) -> float:
+    raise StrokeFormatError(f"coordinates must be finite numbers; got {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or abs(value) > MAX_COORDINATE:
+        raise StrokeFormatError(f"coordinate {text[:20]} is out of range (at most {MAX_COORDINATE:g} in size)")
+    return value
+
+
+def _numbers(values: Any, what: str) -> list[float]:
+    if not isinstance(values, list) or not values:
+        raise StrokeFormatError(f"{what} must be a non-empty list of numbers")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise StrokeFormatError(f"{what} must hold numbers only; found {type(v).__name__}")
+    return [float(v) for v in values]
+
+
+def parse_strokes(payload: str | bytes | list | dict | None) -> list[list[list[float]]]:
+    """Stroke JSON (Quick, Draw! raw format) -> ``[[xs, ys, ts], ...]`` of floats, or StrokeFormatError.
+
+    ``payload``: a JSON text (or already-parsed list / dict) holding a list of strokes, each
+    ``[xs, ys]`` or ``[xs, ys, ts]`` of equal-length number lists, or a Quick, Draw! record
+    ``{"drawing": [...]}``. Strict where :func:`render_strokes` is lenient, because this is what the
+    network sends: no NaN/Infinity, no coordinate beyond ``MAX_COORDINATE``, at most ``MAX_STROKES``
+    strokes, ``MAX_POINTS`` points, ``MAX_STROKE_BYTES`` bytes and ``MAX_NESTING`` levels. Empty
+    input (None, "", "[]") is an empty list: "nothing drawn" is the caller's call.
+    """
+    if payload is None:
+        return []
+    if isinstance(payload, (bytes, bytearray)):
+        if len(payload) > MAX_STROKE_BYTES:
+            raise StrokeFormatError(
+                f"the stroke data is {len(payload):,} bytes; at most {MAX_STROKE_BYTES:,} are accepted"
+            )
+        try:
+            payload = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise StrokeFormatError("the stroke data is not UTF-8 text") from e
+    if isinstance(payload, str):
+        if len(payload) > MAX_STROKE_BYTES or len(payload.encode("utf-8", "surrogatepass")) > MAX_STROKE_BYTES:
+            raise StrokeFormatError(
+                f"the stroke data is over {MAX_STROKE_BYTES:,} bytes; draw fewer strokes or simplify them"
+            )
+        if not payload.strip():
+            return []
+        if not _json_depth_ok(payload, MAX_NESTING):
+            raise StrokeFormatError(f"the stroke data is nested more than {MAX_NESTING} levels deep")
+        try:
+            data = json.loads(payload, parse_constant=_reject_constant, parse_float=_finite_float,
+                              parse_int=_finite_float)
+        except StrokeFormatError:
+            raise
+        except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+            raise StrokeFormatError(f"the stroke data is not valid JSON ({str(e)[:120]})") from None
+    else:
+        data = payload
+    if isinstance(data, dict):
+        if "drawing" not in data:
+            raise StrokeFormatError('expected a list of strokes or a Quick, Draw! record with a "drawing" key')
+        data = data["drawing"]
+    if not isinstance(data, list):
+        raise StrokeFormatError(f"expected a list of strokes [[xs, ys, ts], ...]; got {type(data).__name__}")
+    if len(data) > MAX_STROKES:
+        raise StrokeFormatError(f"{len(data):,} strokes sent; at most {MAX_STROKES:,} are accepted")
+    strokes, points = [], 0
+    for i, stroke in enumerate(data):
+        if not isinstance(stroke, list) or len(stroke) not in (2, 3):
+            raise StrokeFormatError(f"stroke {i} must be [xs, ys] or [xs, ys, ts]")
+        columns = [_numbers(col, f"stroke {i} {name}") for col, name in zip(stroke, ("xs", "ys", "ts"))]
+        if len({len(col) for col in columns}) != 1:
+            lengths = ", ".join(str(len(c)) for c in columns)
+            raise StrokeFormatError(f"stroke {i} has lists of different lengths ({lengths})")
+        for col in columns:  # already-parsed payloads did not pass through _finite_float
+            for v in col:
+                if not math.isfinite(v) or abs(v) > MAX_COORDINATE:
+                    raise StrokeFormatError(f"stroke {i} has a coordinate out of range ({v!r})")
+        points += len(columns[0])
+        if points > MAX_POINTS:
+            raise StrokeFormatError(f"more than {MAX_POINTS:,} points sent; simplify the drawing")
+        strokes.append(columns)
+    return strokes

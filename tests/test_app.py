@@ -1,13 +1,14 @@
 """The app end to end: the real Gradio server in-process, driven through gradio_client and HTTP.
 
 A tiny random-weight model (SketchLVM-Tiny) and a 4 x 4 gallery of real Sketchy photos keep this
-offline and quick; rankings are meaningless with random weights, so the tests check the plumbing
-(ranked, captioned, descending scores, the same ranking as the library, friendly messages, file
-access), not retrieval quality.
+offline and quick; the canvas endpoint gets real Quick, Draw! strokes. Rankings are meaningless with
+random weights, so the tests check the plumbing (ranked, captioned, descending scores, the same
+ranking as the library, thumbnails, friendly messages, file access), not retrieval quality.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -21,11 +22,14 @@ gradio_client = pytest.importorskip("gradio_client")
 httpx = pytest.importorskip("httpx")
 
 import app as app_module  # noqa: E402
+import gradio  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from sketchlvm.index import build_gallery_index  # noqa: E402
 from sketchlvm.model import create_sketchlvm  # noqa: E402
 from sketchlvm.search import EmptyGalleryError, Searcher  # noqa: E402
-from sketchlvm.strokes import EmptySketchError  # noqa: E402
+from sketchlvm.strokes import EmptySketchError, load_ndjson, render_strokes  # noqa: E402
+from sketchlvm.thumbnails import THUMBNAIL_DIR, THUMBNAIL_SIDE  # noqa: E402
+from sketchlvm.webapp import handlers, results  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(  # pandas 3 deprecations inside gradio's queue
     "ignore:.*no_silent_downcasting:Warning", "ignore:The copy keyword:Warning"
@@ -43,11 +47,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def editor_value(path: Path | None) -> dict:
-    """What the browser's ImageEditor sends, as gradio_client takes it (shared/NOTES.md)."""
-    if path is None:
-        return {"background": None, "layers": [], "composite": None}
-    return {"background": None, "layers": [handle_file(str(path))], "composite": handle_file(str(path))}
+def strokes_json(record: dict) -> str:
+    """What the browser's canvas sends: the stroke list as JSON (Quick, Draw! raw format)."""
+    return json.dumps(record["drawing"])
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +70,12 @@ def gallery(tmp_path_factory, sketchy_root) -> Path:
 @pytest.fixture(scope="module")
 def sketches(sketchy_root) -> dict[str, Path]:
     return {name: sorted((sketchy_root / "sketch" / name).glob("*.png"))[0] for name in CLASSES}
+
+
+@pytest.fixture(scope="module")
+def drawings(quickdraw_root) -> dict[str, dict]:
+    """One real Quick, Draw! drawing per class."""
+    return {name: load_ndjson(quickdraw_root / f"{name}.ndjson", limit=1)[0] for name in CLASSES}
 
 
 @pytest.fixture(scope="module")
@@ -157,9 +165,9 @@ def test_api_lists_a_stable_search_endpoint(client):
 
 
 @pytest.mark.parametrize("mode", ["category", "fine_grained"])
-def test_search_returns_ranked_captioned_results(client, running, sketches, mode):
+def test_search_returns_ranked_captioned_results(client, running, drawings, mode):
     _, state = running
-    gallery, message = client.predict(editor_value(sketches["fish"]), mode, K, api_name="/search")
+    gallery, message = client.predict(strokes_json(drawings["fish"]), mode, K, api_name="/search")
     rows = parse_gallery(gallery)
     assert len(rows) == K
     scores = [r["score"] for r in rows]
@@ -167,16 +175,17 @@ def test_search_returns_ranked_captioned_results(client, running, sketches, mode
     assert all(-1.0 <= s <= 1.0 for s in scores)
     assert all(r["label"] in CLASSES for r in rows)
     assert all((state.gallery_dir / r["label"] / r["name"]).is_file() for r in rows)  # category = its folder
-    assert all(Path(item["image"]).is_file() for item in gallery)  # the photos were served
+    assert all(Path(item["image"]).is_file() for item in gallery)  # the thumbnails were served
     assert f"{K} best matches" in message
-    # The same ranking as the library gives for the same pixels.
-    expected = state.searcher.search(Image.open(sketches["fish"]), mode, K)
+    # The same ranking as the library gives for the strokes rendered by the dataset renderer.
+    sketch = render_strokes(drawings["fish"]["drawing"], size=state.searcher.model.image_size)
+    expected = state.searcher.search(sketch, mode, K)
     assert [r["name"] for r in rows] == [Path(r.relpath).name for r in expected]
 
 
-def test_mode_switch_and_top_k_reuse_the_embedding(client, running, sketches):
+def test_mode_switch_and_top_k_reuse_the_embedding(client, running, drawings):
     _, state = running
-    sketch = editor_value(sketches["umbrella"])
+    sketch = strokes_json(drawings["umbrella"])
     client.predict(sketch, "category", K, api_name="/search")
     before = state.searcher.encode_calls
     gallery, _ = client.predict(sketch, "category", 3, api_name="/search")
@@ -187,13 +196,42 @@ def test_mode_switch_and_top_k_reuse_the_embedding(client, running, sketches):
     assert state.searcher.encode_calls == before + 1  # only the first fine-grained search encoded
 
 
-def test_empty_sketch_gives_a_friendly_message(client, tmp_path):
-    blank = tmp_path / "blank.png"
-    Image.new("RGB", (512, 512), "white").save(blank)
-    for value in (editor_value(blank), editor_value(None)):
+def test_empty_sketch_gives_a_friendly_message(client):
+    for value in ("", "[]", "  ", '{"drawing": []}'):
         gallery, message = client.predict(value, "category", K, api_name="/search")
         assert gallery == []
         assert message == app_module.DRAW_HINT
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    ("[[[1, 2", "not valid JSON"),
+    ('{"strokes": []}', '"drawing"'),
+    ("[[[1, 2], [3]]]", "different lengths"),
+    ('[[["a"], [1]]]', "numbers only"),
+    ("[[[NaN], [1]]]", "finite"),
+    ("[[[1e300], [1]]]", "out of range"),
+    ("[" * 50 + "]" * 50, "nested"),
+    (json.dumps([[[1], [1]]] * 1001), "1,000"),
+])
+def test_bad_strokes_get_a_clear_message(client, payload, reason):
+    gallery, message = client.predict(payload, "category", K, api_name="/search")
+    assert gallery == []
+    assert message.startswith("**Those strokes could not be used:**") and reason in message, message
+    assert "Traceback" not in message
+
+
+def test_results_are_thumbnails_and_the_preview_is_the_original(client, running, drawings):
+    _, state = running
+    gallery, _ = client.predict(strokes_json(drawings["cat"]), "category", K, api_name="/search")
+    thumbs = Path(state.cache_dir) / THUMBNAIL_DIR
+    for item in gallery:
+        path = Path(item["image"])
+        with Image.open(path) as image:
+            assert image.format == "WEBP" and max(image.size) <= THUMBNAIL_SIDE
+    served = {Path(p).name for p in (item["image"] for item in gallery)}
+    assert served <= {p.name for p in thumbs.iterdir()}  # what was sent: the cache's thumbnails
+    relpath = next(iter(state.searcher.index.photos)).relpath
+    assert results.original(state, relpath) == str(state.gallery_dir / relpath)  # the preview: the original file
 
 
 def test_bad_upload_gives_a_friendly_message(client, tmp_path):
@@ -210,12 +248,12 @@ def test_blank_upload_is_refused_and_a_good_one_searches(client, tmp_path, sketc
     Image.new("L", (64, 64), 255).save(blank)
     _, _, message = client.predict(handle_file(str(blank)), "category", K, api_name="/upload_sketch")
     assert "no dark lines" in message
-    canvas, gallery, message = client.predict(
+    shown, gallery, message = client.predict(
         handle_file(str(sketches["cat"])), "category", K, api_name="/upload_sketch"
     )
     assert len(parse_gallery(gallery)) == K
     assert message.startswith("Uploaded **") and f"{K} best matches" in message
-    assert canvas["composite"] is not None  # the sketch is put on the canvas to draw on
+    assert shown is not None  # the sketch as searched is shown beside the canvas
 
 
 def test_status_says_what_is_loaded(client, running):
@@ -238,9 +276,13 @@ def test_only_gallery_photos_are_served(running, tmp_path_factory):
     shutil.copy(next(state.gallery_dir.rglob("*.jpg")), outside)
     cache_file = next(Path(state.cache_dir).glob("*.json"))  # the index cache: beside, not inside, the gallery
     photo = next(state.gallery_dir.rglob("*.jpg"))
+    thumbnail = next((Path(state.cache_dir) / THUMBNAIL_DIR).glob("*.webp"))
+    manifest = Path(state.cache_dir) / "manifest.json"
     with httpx.Client(timeout=10) as http:
         assert http.get(f"{url}/gradio_api/file={photo}").status_code == 200
-        for path in ("/etc/passwd", str(outside), str(cache_file), str(Path(app_module.__file__).resolve())):
+        assert http.get(f"{url}/gradio_api/file={thumbnail}").status_code == 200
+        for path in ("/etc/passwd", str(outside), str(cache_file), str(manifest), f"{thumbnail.parent}/../manifest.json",
+                     str(Path(app_module.__file__).resolve())):
             response = http.get(f"{url}/gradio_api/file={path}")
             assert response.status_code in (403, 404), path
             assert b"root:" not in response.content
@@ -287,7 +329,7 @@ def test_missing_weights_exit_cleanly(capsys, tmp_path):
     assert err.startswith("error: ") and "does not exist" in err and "Traceback" not in err
 
 
-def test_main_without_a_gallery_shows_the_empty_state(monkeypatch, tmp_path, sketches):
+def test_main_without_a_gallery_shows_the_empty_state(monkeypatch, tmp_path, drawings):
     monkeypatch.delenv("SKETCHLVM_GALLERY", raising=False)
     monkeypatch.setenv("SKETCHLVM_GALLERIES_DIR", str(tmp_path / "no-galleries"))  # latest_gallery() -> None
     launched = {}
@@ -295,7 +337,7 @@ def test_main_without_a_gallery_shows_the_empty_state(monkeypatch, tmp_path, ske
     def launch_in_background(demo, **kwargs):
         launched["demo"] = demo
         launched["kwargs"] = kwargs
-        return app_module.gr.Blocks.launch(demo.queue(), **kwargs, prevent_thread_lock=True, quiet=True)
+        return gradio.Blocks.launch(demo.queue(), **kwargs, prevent_thread_lock=True, quiet=True)
 
     monkeypatch.setattr(app_module, "launch", launch_in_background)
     port = free_port()
@@ -308,7 +350,7 @@ def test_main_without_a_gallery_shows_the_empty_state(monkeypatch, tmp_path, ske
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False)
         status = client.predict(api_name="/status")
         assert "No gallery loaded yet" in status and "--gallery" in status
-        gallery, message = client.predict(editor_value(sketches["fish"]), "category", K, api_name="/search")
+        gallery, message = client.predict(strokes_json(drawings["fish"]), "category", K, api_name="/search")
         assert gallery == [] and "No gallery loaded yet" in message
         config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=10).json()
         banner = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "sketchlvm-banner"]
@@ -321,16 +363,17 @@ def test_caption_and_fit_helpers():
     from sketchlvm.search import SearchResult
 
     result = SearchResult(Path("/g/cat/a.jpg"), "cat/a.jpg", "cat", 0.25, 1)
-    assert app_module.caption(result) == "cat · 0.250 · a.jpg"
+    assert results.caption(result) == "cat · 0.250 · a.jpg"
     uncategorised = SearchResult(Path("/g/a.jpg"), "a.jpg", None, -0.5, 2)
-    assert app_module.caption(uncategorised) == "no category · -0.500 · a.jpg"
-    fitted = app_module.fit_to_canvas(Image.new("RGB", (100, 50), "black"))
-    assert fitted.size == (app_module.CANVAS_SIZE, app_module.CANVAS_SIZE)
+    assert results.caption(uncategorised) == "no category · -0.500 · a.jpg"
+    fitted = handlers.fit_to_canvas(Image.new("RGB", (100, 50), "black"))
+    assert fitted.size == (handlers.UPLOAD_SIDE, handlers.UPLOAD_SIDE)
     assert np.asarray(fitted)[0, 0].tolist() == [255, 255, 255]  # padded with white
 
 
-def test_symlinks_out_of_the_gallery_are_sent_as_pixels(tmp_path, model, sketchy_root):
-    """Gradio refuses files whose real path is outside allowed_paths; such a photo is sent as an image."""
+def test_symlinks_out_of_the_gallery_are_shown_as_thumbnails(tmp_path, model, sketchy_root):
+    """Gradio refuses files whose real path is outside allowed_paths; such a photo shows as its thumbnail
+    (a copy in the cache), and its preview as pixels, never as the file it points to."""
     from sketchlvm.search import SearchResult
 
     photo = next((sketchy_root / "photo" / "cat").glob("*.jpg"))
@@ -338,10 +381,13 @@ def test_symlinks_out_of_the_gallery_are_sent_as_pixels(tmp_path, model, sketchy
     (root / "cat").mkdir(parents=True)
     shutil.copy(photo, root / "cat" / "inside.jpg")
     (root / "cat" / "link.jpg").symlink_to(photo)  # points into ../shared/data, outside the gallery
-    state = app_module.AppState(Searcher(model, None), gallery_dir=root)
-    inside = SearchResult(root / "cat" / "inside.jpg", "cat/inside.jpg", "cat", 0.5, 1)
-    link = SearchResult(root / "cat" / "link.jpg", "cat/link.jpg", "cat", 0.4, 2)
-    assert app_module.gallery_item(state, inside) == (str(root / "cat" / "inside.jpg"), "cat · 0.500 · inside.jpg")
-    image, caption = app_module.gallery_item(state, link)
-    assert isinstance(image, Image.Image) and caption == "cat · 0.400 · link.jpg"
-    assert max(image.size) <= app_module.THUMBNAIL_SIZE
+    index = build_gallery_index(root, model, cache_dir=tmp_path / "cache", show_progress_bar=False)
+    state = app_module.AppState(Searcher(model, index), gallery_dir=root, cache_dir=index.cache_dir)
+    thumbs = (tmp_path / "cache" / THUMBNAIL_DIR).resolve()
+    for name, score in (("inside.jpg", 0.5), ("link.jpg", 0.4)):
+        item = results.gallery_item(state, SearchResult(root / "cat" / name, f"cat/{name}", "cat", score, 1))
+        assert Path(item[0]).resolve().parent == thumbs and item[1] == f"cat · {score:.3f} · {name}"
+    assert results.original(state, "cat/inside.jpg") == str(root / "cat" / "inside.jpg")
+    preview = results.original(state, "cat/link.jpg")
+    assert isinstance(preview, Image.Image)
+    assert [str(p) for p in results.served_folders(state)] == [str(root.resolve()), str(thumbs)]

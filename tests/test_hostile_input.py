@@ -9,18 +9,17 @@ Already covered elsewhere, not repeated here: ``load_photo``'s refusals of each 
 (tests/test_app.py), random canvases and stroke lists (tests/test_preprocess_properties.py), broken
 photos in a gallery (tests/test_index.py).
 
-Two endpoints take images: ``/upload_sketch`` (the upload button: the file reaches the app's own
-``load_photo``, which checks the declared size before decoding) and ``/search`` (the canvas value: Gradio's
-``ImageEditor`` decodes every image in full before the handler runs). An ordinary browser only ever
-sends 512 x 512 canvas PNGs to the second, but any API client can send anything, so the app's canvas
-component checks the image header before Gradio decodes it. The size-guard tests send a cheap probe
-first, so a regression fails without sending payloads that would cost gigabytes of memory here.
+Two endpoints take sketches: ``/upload_sketch`` (the upload button: the file reaches the app's own
+``load_photo``, which checks the declared size before decoding) and ``/search`` (the canvas value: stroke
+JSON, text, which ``sketchlvm.strokes.parse_strokes`` bounds in bytes, nesting, strokes, points and
+coordinates before anything is rendered). Any API client can send anything to either.
 """
 
 from __future__ import annotations
 
 import http.client
 import io
+import json
 import os
 import re
 import shutil
@@ -48,6 +47,7 @@ import app as app_module  # noqa: E402
 from sketchlvm.index import build_gallery_index  # noqa: E402
 from sketchlvm.model import create_sketchlvm  # noqa: E402
 from sketchlvm.search import Searcher  # noqa: E402
+from sketchlvm.thumbnails import THUMBNAIL_SIDE  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(  # pandas 3 deprecations inside gradio's queue
     "ignore:.*no_silent_downcasting:Warning", "ignore:The copy keyword:Warning"
@@ -216,18 +216,15 @@ def client(running, sketchy_root) -> Client:
     # Warm up both endpoints first (lazy imports, thread pools), so memory growth below is the request's own.
     sketch = min((sketchy_root / "sketch" / "fish").glob("*.png"))
     client.predict(handle_file(str(sketch)), "category", K, api_name="/upload_sketch")
-    client.predict(editor_value(sketch), "category", K, api_name="/search")
+    client.predict(CAT_STROKES, "category", K, api_name="/search")
     return client
 
 
-def editor_value(path: Path) -> dict:
-    """What the browser's ImageEditor sends, as gradio_client takes it (shared/NOTES.md)."""
-    return {"background": None, "layers": [handle_file(str(path))], "composite": handle_file(str(path))}
+CAT_STROKES = json.dumps([[[10, 60, 110, 60, 10], [60, 10, 60, 110, 60]], [[40, 80], [50, 50]]])
 
 
 def assert_still_serving(client: Client, sketchy_root: Path) -> None:
-    sketch = sorted((sketchy_root / "sketch" / "cat").glob("*.png"))[1]
-    gallery, message = client.predict(editor_value(sketch), "fine_grained", K, api_name="/search")
+    gallery, message = client.predict(CAT_STROKES, "fine_grained", K, api_name="/search")
     assert gallery and "best match" in message
 
 
@@ -291,54 +288,78 @@ def test_upload_over_the_max_file_size_is_refused(running, client, tmp_path, ske
 
 
 # --------------------------------------------------------------------------------------------
-# The canvas value: /search (Gradio's ImageEditor decodes before the handler runs)
+# The canvas value: /search takes stroke JSON (text); sketchlvm.strokes.parse_strokes bounds it
 
 
-def _search(client: Client, path: Path) -> str:
+def _search(client: Client, payload) -> str:
     """The message a canvas value gets: the handler's message, or the error text the client is given."""
     try:
-        _gallery, message = client.predict(editor_value(path), "category", K, api_name="/search")
+        _gallery, message = client.predict(payload, "category", K, api_name="/search")
     except AppError as error:
         return f"error: {error}"
     return message
 
 
-@pytest.mark.parametrize("name", ["truncated.png", "random.png", "archive.png", "bomb-header-only.png"])
-def test_unreadable_canvas_value_leaks_nothing_and_costs_nothing(client, hostile_files, sketchy_root, name):
+def _hostile_strokes() -> dict[str, tuple[object, str]]:
+    """name -> (payload, what the message must say). Each is at most a few MB on the wire."""
+    one = [[0.0, 10.0], [0.0, 10.0], [0, 16]]
+    return {
+        "not JSON": ("{{{{ not json", "not valid JSON"),
+        "binary junk": (np.random.default_rng(2).bytes(4096).decode("latin-1"), "not valid JSON|nested"),
+        "wrong shape": (json.dumps({"drawing": "a cat"}), "expected a list of strokes"),
+        "a number": ("42", "expected a list of strokes"),
+        "strings as coordinates": (json.dumps([[["1"], ["2"]]]), "numbers only"),
+        "booleans as coordinates": (json.dumps([[[True], [False]]]), "numbers only"),
+        "NaN": ("[[[NaN, 1], [1, 2]]]", "finite"),
+        "Infinity": ("[[[-Infinity], [1]]]", "finite"),
+        "overflowing float": ("[[[1e999], [1]]]", "out of range"),
+        "huge float": ("[[[1e300, 0], [0, 1]]]", "out of range"),
+        "huge integer": ("[[[" + "9" * 50_000 + "], [1]]]", "out of range"),
+        "deeply nested (500k levels)": ("[" * 500_000 + "]" * 500_000, "nested"),
+        "nested objects": ('{"drawing":' * 2000 + "[]" + "}" * 2000, "nested"),
+        "too many strokes": (json.dumps([one] * 5_000), "strokes sent"),
+        "too many points": (json.dumps([[[1] * 55_000, [2] * 55_000]] * 2, separators=(",", ":")), "points"),
+        "over 1 MB": (json.dumps([[[123456.789] * 80_000, [123456.789] * 80_000]]), "bytes"),
+        "several MB": ("[" + "0," * 2_500_000 + "0]", "bytes"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_hostile_strokes()))
+def test_hostile_strokes_get_a_clear_message_cheaply(client, sketchy_root, name):
+    payload, reason = _hostile_strokes()[name]
     with PeakRSS() as rss:
-        message = _search(client, hostile_files[name])
+        started = time.perf_counter()
+        message = _search(client, payload)
+        elapsed = time.perf_counter() - started
+    assert message.startswith("**Those strokes could not be used:**"), message[:300]
+    assert re.search(reason, message), message[:300]
     assert_no_internals(message)
-    assert rss.growth_mb < RSS_BUDGET_MB
+    assert len(message) < 500  # the payload is not echoed back
+    assert rss.growth_mb < RSS_BUDGET_MB, f"{name}: resident memory grew {rss.growth_mb:.0f} MB"
+    assert elapsed < TIME_BUDGET_S, f"{name}: {elapsed:.1f} s"
     assert_still_serving(client, sketchy_root)
 
 
-@pytest.mark.parametrize("name", ["truncated.png", "random.png", "archive.png", "bomb-header-only.png"])
-def test_unreadable_canvas_value_gets_a_friendly_message(client, hostile_files, name):
-    message = _search(client, hostile_files[name])
-    if GENERIC_ERROR in message:
-        pytest.fail("the canvas endpoint answers an unreadable image with Gradio's generic error: "
-                     "preprocessing fails before the handler; needs the SketchCanvas change (see report)")
-    assert re.search(r"could not be read|too large|not an image", message, re.IGNORECASE), message
+def test_strokes_at_the_limits_are_accepted_and_cost_little(client, sketchy_root):
+    """The largest drawing the limits allow (1,000 strokes, 100,000 points, far-off coordinates) still
+    searches: the renderer's cost depends on the point count and image size, not on coordinates."""
+    from sketchlvm.strokes import MAX_COORDINATE, MAX_POINTS, MAX_STROKES
 
-
-def test_oversized_canvas_value_is_refused_before_decoding(client, hostile_files, tmp_path, sketchy_root):
-    """A valid image far bigger than any canvas must not be decoded: 9000 x 9000 costs ~2.2 GB unguarded."""
-    probe = _search(client, hostile_files["bomb-header-only.png"])  # Pillow refuses this one at open: cheap
-    if GENERIC_ERROR in probe:
-        pytest.fail("the canvas endpoint has no size guard of its own (Gradio decodes any image under Pillow's "
-                     "178 M-pixel limit in full: 9000 x 9000 -> +2.2 GB, 12000 x 12000 -> +4 GB measured); the "
-                     "big image is not sent here. Needs the SketchCanvas change (see report)")
-    limit = getattr(app_module, "MAX_SKETCH_PIXELS", None) or 64_000_000
-    side = int(limit**0.5) + 16
-    over = tmp_path / "over.png"
-    over.write_bytes(white_with_a_line(side))
+    rng = np.random.default_rng(3)
+    per = MAX_POINTS // MAX_STROKES
+    strokes = []
+    for _ in range(MAX_STROKES):  # one-digit coordinates (the byte limit binds first otherwise), ends far off
+        xs, ys = rng.integers(0, 10, per).tolist(), rng.integers(0, 10, per).tolist()
+        xs[0], xs[-1] = -int(MAX_COORDINATE), int(MAX_COORDINATE)
+        strokes.append([xs, ys])
+    payload = json.dumps(strokes, separators=(",", ":"))
+    assert len(payload) < 1_000_000
     with PeakRSS() as rss:
         started = time.perf_counter()
-        message = _search(client, over)
+        message = _search(client, payload)
         elapsed = time.perf_counter() - started
-    assert re.search(r"too large", message, re.IGNORECASE), message
-    assert_no_internals(message)
-    assert rss.growth_mb < RSS_BUDGET_MB, f"resident memory grew {rss.growth_mb:.0f} MB"
+    assert "best match" in message, message
+    assert rss.growth_mb < RSS_BUDGET_MB
     assert elapsed < TIME_BUDGET_S
     assert_still_serving(client, sketchy_root)
 
@@ -404,13 +425,12 @@ def test_file_route_serves_nothing_outside_the_gallery(running, layout):
     assert not served, served
 
 
-def test_symlinked_photo_is_shown_as_pixels_not_served_by_path(running, client, layout, sketchy_root):
-    """Decision: a symlink in the gallery pointing out of it is never served as a file; the app sends a
-    thumbnail of it instead (app.gallery_item), so its result still shows, and nothing else leaks."""
+def test_symlinked_photo_is_shown_as_a_thumbnail_not_served_by_path(running, client, layout, sketchy_root):
+    """Decision: a symlink in the gallery pointing out of it is never served as a file; the app sends its
+    thumbnail (a re-encoded copy in the cache) instead, so its result still shows, and nothing else leaks."""
     url, state, _ = running
     assert any(photo.relpath == "cat/link.jpg" for photo in state.searcher.index.photos)  # indexed
-    sketch = min((sketchy_root / "sketch" / "cat").glob("*.png"))
-    gallery, _ = client.predict(editor_value(sketch), "category", K, api_name="/search")
+    gallery, _ = client.predict(CAT_STROKES, "category", K, api_name="/search")
     by_name = {item["caption"].rsplit(" · ", 1)[-1]: item["image"] for item in gallery}
     assert "link.jpg" in by_name and len(by_name) == len(state.searcher)
     link = by_name["link.jpg"]
@@ -421,6 +441,6 @@ def test_symlinked_photo_is_shown_as_pixels_not_served_by_path(running, client, 
                             f"{url}/gradio_api/file={link_path}")
         assert response.status_code == 200 and SECRET not in response.content
         with Image.open(io.BytesIO(response.content)) as thumbnail:
-            assert max(thumbnail.size) <= app_module.THUMBNAIL_SIZE
+            assert max(thumbnail.size) <= THUMBNAIL_SIDE
         direct = http.get(f"{url}/gradio_api/file={layout['gallery'] / 'cat' / 'link.jpg'}")
         assert direct.status_code == 403 and SECRET not in direct.content

@@ -357,7 +357,7 @@ def test_kill_9_during_build_then_restart_gives_a_complete_consistent_index(mode
     _assert_same_index(reopened, fresh)
     referenced = {f for e in reopened.manifest["embeddings"].values() for f in e["files"]}
     referenced |= {m["index"]["file"] for m in reopened.manifest["modes"].values() if m["index"]["file"]}
-    assert {p.name for p in cache.iterdir()} == referenced | {"manifest.json", "skipped.json", "build.lock"}
+    assert {p.name for p in cache.iterdir()} == referenced | {"manifest.json", "skipped.json", "build.lock", "thumbnails"}
 
 
 def test_model_change_forces_rebuild_of_that_mode(model, sketchy_root, tmp_path, monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from pathlib import Path
 
@@ -335,3 +337,153 @@ def test_load_ndjson_names_the_bad_line(tmp_path: Path):
     path.write_text('{"word": "a"}\n')
     with pytest.raises(ValueError, match="drawing"):
         load_ndjson(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# parse_strokes: stroke JSON from the network (the app's canvas, API clients)
+
+import json  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from sketchlvm.strokes import (  # noqa: E402
+    MAX_COORDINATE,
+    MAX_NESTING,
+    MAX_POINTS,
+    MAX_STROKE_BYTES,
+    MAX_STROKES,
+    StrokeFormatError,
+    parse_strokes,
+)
+
+PROPERTY = settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_parse_strokes_accepts_the_canvas_and_quickdraw_formats(quickdraw_root):
+    record = load_ndjson(quickdraw_root / "cat.ndjson", limit=1)[0]
+    for payload in (json.dumps(record["drawing"]), json.dumps(record), record["drawing"], json.dumps(record).encode()):
+        strokes = parse_strokes(payload)
+        assert len(strokes) == len(record["drawing"])
+        assert strokes[0][0] == [float(x) for x in record["drawing"][0][0]]
+    canvas = '[[[10.5, 20, 30], [40, 50.25, 60], [0, 16, 33]], [[100], [100], [80]]]'  # what canvas.js sends
+    assert parse_strokes(canvas) == [[[10.5, 20.0, 30.0], [40.0, 50.25, 60.0], [0.0, 16.0, 33.0]],
+                                     [[100.0], [100.0], [80.0]]]
+    for empty in (None, "", "  \n", "[]", '{"drawing": []}', []):
+        assert parse_strokes(empty) == []
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    ("[[[1, 2]", "not valid JSON"),
+    ("[[[NaN], [1]]]", "finite"),
+    ("[[[1], [Infinity]]]", "finite"),
+    ("[[[1e309], [1]]]", "out of range"),
+    (f"[[[{MAX_COORDINATE * 2}], [1]]]", "out of range"),
+    ("[[[" + "1" * 5000 + "], [1]]]", "out of range"),  # beyond Python's int-from-text digit limit too
+    ("[[[true], [1]]]", "numbers only"),
+    ("[[[null], [1]]]", "numbers only"),
+    ('[[["1"], [1]]]', "numbers only"),
+    ("[[[], []]]", "non-empty"),
+    ("[[[1, 2], [1]]]", "different lengths"),
+    ("[[[1], [2], [3], [4]]]", "[xs, ys] or [xs, ys, ts]"),
+    ("[[1, 2]]", "xs must be a non-empty list of numbers"),
+    ('"strokes"', "expected a list of strokes"),
+    ('{"word": "cat"}', '"drawing"'),
+    ("[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1), "nested"),
+    (json.dumps([[[1], [1]]] * (MAX_STROKES + 1)), "strokes sent"),
+    (json.dumps([[[1] * (MAX_POINTS // 2 + 1), [1] * (MAX_POINTS // 2 + 1)]] * 2, separators=(",", ":")), "points"),
+    ("[" + " " * MAX_STROKE_BYTES + "]", "bytes"),
+    ("[[[1], [1]]]".encode("utf-16"), "UTF-8"),
+    (42, "expected a list of strokes"),
+])
+def test_parse_strokes_refuses_with_a_message(payload, reason):
+    with pytest.raises(StrokeFormatError, match=re.escape(reason)):
+        parse_strokes(payload)
+
+
+def test_parse_strokes_refuses_huge_payloads_quickly():
+    for payload in ("[" * 2_000_000, "[" + "1," * 600_000 + "1]", '{"a":' * 400_000):
+        started = time.perf_counter()
+        with pytest.raises(StrokeFormatError):
+            parse_strokes(payload)
+        assert time.perf_counter() - started < 2.0
+
+
+finite_coordinate = st.floats(-MAX_COORDINATE, MAX_COORDINATE, allow_nan=False)
+
+
+@st.composite
+def valid_strokes(draw, max_strokes=8, max_points=20):
+    strokes = []
+    for _ in range(draw(st.integers(0, max_strokes))):
+        n = draw(st.integers(1, max_points))
+        columns = [draw(st.lists(finite_coordinate, min_size=n, max_size=n)) for _ in range(2)]
+        if draw(st.booleans()):
+            columns.append(draw(st.lists(st.integers(0, 10**6), min_size=n, max_size=n)))
+        strokes.append(columns)
+    return strokes
+
+
+@PROPERTY
+@given(valid_strokes())
+def test_parse_strokes_round_trips_valid_drawings(strokes):
+    parsed = parse_strokes(json.dumps(strokes))
+    assert parsed == [[[float(v) for v in col] for col in s] for s in strokes]
+
+
+json_junk = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=30,
+)
+
+
+def _valid_result(strokes) -> None:
+    assert isinstance(strokes, list) and len(strokes) <= MAX_STROKES
+    assert sum(len(s[0]) for s in strokes) <= MAX_POINTS
+    for s in strokes:
+        assert len(s) in (2, 3) and len({len(c) for c in s}) == 1 and len(s[0]) >= 1
+        assert all(isinstance(v, float) and math.isfinite(v) and abs(v) <= MAX_COORDINATE for c in s for v in c)
+
+
+@PROPERTY
+@given(st.one_of(json_junk.map(lambda v: json.dumps(v)), json_junk, st.text(max_size=200),
+                 valid_strokes().map(json.dumps).map(lambda t: t[: len(t) // 2])))
+def test_parse_strokes_returns_valid_strokes_or_a_format_error(payload):
+    """Whatever arrives: a valid stroke list, or StrokeFormatError. No other exception."""
+    try:
+        strokes = parse_strokes(payload)
+    except StrokeFormatError as error:
+        assert str(error)
+        return
+    _valid_result(strokes)
+
+
+@PROPERTY
+@given(valid_strokes(max_strokes=5, max_points=10).filter(bool), st.sampled_from([32, 64, 224]))
+def test_parsed_strokes_always_render_some_ink(strokes, size):
+    """Every accepted non-empty drawing renders to a size x size sketch with ink on it (no EmptySketchError)."""
+    image = render_strokes(parse_strokes(json.dumps(strokes)), size=size)
+    assert image.size == (size, size) and image.mode == "RGB"
+    assert ink_bbox(image) is not None
+
+
+@PROPERTY
+@given(valid_strokes(max_strokes=4, max_points=8).filter(bool), st.integers(-6, 6), st.floats(-1000, 1000))
+def test_rendering_ignores_where_and_how_large_a_drawing_is(strokes, power, shift):
+    """Canvas units are arbitrary: scaling by a power of two and shifting renders (almost) the same sketch."""
+    strokes = [[[v / 1000.0 for v in c] for c in s[:2]] for s in strokes]  # keep the shifted values exact-ish
+    moved = [[[v * 2.0**power + shift for v in s[0]], [v * 2.0**power + shift for v in s[1]]] for s in strokes]
+    a = np.asarray(render_strokes(strokes, size=64), dtype=np.int16)
+    b = np.asarray(render_strokes(moved, size=64), dtype=np.int16)
+    assert np.mean(np.abs(a - b) > 64) < 0.01
+
+
+def test_canvas_brush_matches_the_renderer():
+    """The canvas draws lines line_width_ratio() of the drawing's extent wide: what the renderer draws."""
+    from sketchlvm.webapp.canvas import line_width_ratio
+
+    image = render_strokes([[[0, 400], [0, 0]]], size=512, supersample=8)  # one horizontal line
+    left, top, right, bottom = ink_bbox(image)
+    width, length = bottom - top, right - left  # the line's thickness and its extent (round caps included)
+    assert width / (length - width) == pytest.approx(line_width_ratio(), rel=0.15)

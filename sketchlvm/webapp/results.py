@@ -1,0 +1,95 @@
+"""Search results as the page shows them: thumbnails with captions, and the original on click.
+
+Results are sent as the gallery's thumbnails (``sketchlvm.thumbnails``, 320 px WebP in the cache
+folder), so 12 results cost a few hundred kB whatever the photos weigh. Only the gallery folder and the
+cache's thumbnail folder are served (``launch_kwargs``); a photo whose real path lies outside the
+gallery (a symlink) is shown through its thumbnail or as pixels, never served by its path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from PIL import Image
+
+from ..search import SearchResult
+from ..thumbnails import THUMBNAIL_DIR, THUMBNAIL_SIDE, ensure_thumbnail, thumbnail_lookup
+from ..transforms import ImageLoadError, load_photo
+from .state import AppState
+
+log = logging.getLogger(__name__)
+
+PREVIEW_SIDE = 2048  # a photo out of the gallery (symlink) is previewed as pixels up to this size
+
+_lookups: dict[int, dict[str, tuple[int, int]]] = {}  # id(manifest) -> relpath -> (size, mtime_ns)
+_lookups_lock = threading.Lock()
+
+
+def caption(result: SearchResult) -> str:
+    """Category, similarity and file name, as shown under each result."""
+    category = result.label or "no category"
+    # Category and score first: a thumbnail caption is cut short at the tile's width.
+    return f"{category} · {result.score:.3f} · {Path(result.relpath).name}"
+
+
+def served_folders(state: AppState) -> list[Path]:
+    """What the server may read from disk: the gallery and its thumbnails, nothing else."""
+    folders = []
+    if state.gallery_dir is not None:
+        folders.append(state.gallery_dir.resolve())
+    if state.cache_dir is not None:
+        folders.append((Path(state.cache_dir) / THUMBNAIL_DIR).resolve())
+    return folders
+
+
+def _version(state: AppState, relpath: str) -> tuple[int, int] | None:
+    index = state.searcher.index
+    manifest = getattr(index, "manifest", None)
+    if not manifest:
+        return None
+    with _lookups_lock:
+        lookup = _lookups.get(id(manifest))
+        if lookup is None:
+            _lookups.clear()  # one index at a time: a rebuilt one replaces the old lookup
+            lookup = _lookups[id(manifest)] = thumbnail_lookup(manifest)
+    return lookup.get(relpath)
+
+
+def thumbnail_of(state: AppState, result: SearchResult) -> Path | None:
+    """The result's thumbnail in the cache, made now if the index predates thumbnails."""
+    version = _version(state, result.relpath)
+    if version is None or state.cache_dir is None or state.gallery_dir is None:
+        return None
+    return ensure_thumbnail(state.cache_dir, state.gallery_dir, result.relpath, *version)
+
+
+def _pixels(path: Path, side: int) -> Image.Image | None:
+    try:
+        image = load_photo(path)
+    except ImageLoadError as error:
+        log.warning("cannot show %s: %s", path, error)
+        return None
+    image.thumbnail((side, side))
+    return image
+
+
+def gallery_item(state: AppState, result: SearchResult) -> tuple[str | Image.Image, str] | None:
+    """(image, caption) for the results gallery: the thumbnail's path, or pixels when there is none."""
+    thumbnail = thumbnail_of(state, result)
+    if thumbnail is not None:
+        return str(thumbnail), caption(result)
+    image = _pixels(result.path, THUMBNAIL_SIDE)
+    return None if image is None else (image, caption(result))
+
+
+def original(state: AppState, relpath: str) -> str | Image.Image | None:
+    """The photo at full size for the preview: its path when it lies in the gallery, else pixels."""
+    if state.gallery_dir is None:
+        return None
+    root = state.gallery_dir.resolve()
+    path = state.gallery_dir / relpath
+    if path.resolve().is_relative_to(root) and path.is_file():
+        return str(path)
+    return _pixels(path, PREVIEW_SIDE)
