@@ -14,12 +14,15 @@ import gradio as gr
 from PIL import Image, ImageOps
 
 from ..config import PACKAGE_DIR
-from ..search import EmptyGalleryError
+from ..search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
+from ..text import TextQueryError
 from ..strokes import EmptySketchError, StrokeFormatError, crop_to_ink, parse_strokes, render_strokes
 from ..transforms import ImageLoadError, load_photo
 from .canvas import CANVAS_UNITS, fit_strokes
 from .results import gallery_item
-from .state import DRAW_HINT, MODE_HINTS, MODE_LABELS, NO_GALLERY_HELP, UPLOAD_HINT, AppState, gallery_problem
+from .state import (
+    DRAW_HINT, MODE_HINTS, MODE_LABELS, NO_GALLERY_HELP, UPLOAD_HINT, AppState, coverage_note, gallery_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,33 +31,47 @@ MAX_SKETCH_PIXELS = 4096 * 4096  # uploaded sketch images
 UPLOAD_SIDE = 512  # an uploaded sketch is searched as it would show on a 512 x 512 canvas
 
 
-def run_search(state: AppState, sketch: Any, mode: str, k: float, *, live: bool) -> tuple[list, str, list[str]]:
-    """Sketch image -> (gallery value, message, relpaths shown). Never raises for user mistakes.
+def run_search(state: AppState, sketch: Any, mode: str, k: float, *, live: bool, text: str | None = None,
+               text_weight: float = DEFAULT_TEXT_WEIGHT) -> tuple[list, str, list[str]]:
+    """Sketch image and/or words -> (gallery value, message, relpaths shown). Never raises for user mistakes.
 
     ``live``: a search fired by a stroke, a mode switch or the slider; a blank sketch is then a quiet
-    hint rather than a warning pop-up.
+    hint rather than a warning pop-up. ``text`` None: the sketch alone (the words box is not involved).
     """
     started = time.perf_counter()
+    words = text if isinstance(text, str) and text.strip() else None
     try:
-        results = state.searcher.search(sketch, mode, int(k))
+        results = state.searcher.search(sketch, mode, int(k), text=text, text_weight=text_weight)
+        note = state.searcher.text_query(words).note() if words is not None else None
     except EmptySketchError:
         if not live:
-            gr.Warning("The canvas is empty: draw something first.")
+            gr.Warning("Nothing to search for: draw something or type a few words.")
         return [], DRAW_HINT, []
     except EmptyGalleryError:
         if not live:
-            gr.Warning("There is no photo to search: add a gallery first.")
+            gr.Warning("There is no photo to search yet.")
         return [], gallery_problem(state) or NO_GALLERY_HELP, []
-    except (ValueError, TypeError) as error:  # an unknown mode, an unreadable image
+    except TextQueryError as error:  # too long, or no text tower
+        return [], f"**Those words could not be used:** {error}", []
+    except (ValueError, TypeError) as error:  # an unknown mode, an unreadable image, a bad weight
         log.info("search refused: %s", error)
         return [], f"**That search could not be run:** {error}", []
     elapsed_ms = (time.perf_counter() - started) * 1000
+    return present(state, results, mode, elapsed_ms, extra=note)
+
+
+def present(state: AppState, results: list, mode: str, elapsed_ms: float, *, extra: str | None = None) -> tuple[list, str, list[str]]:
+    """Search results -> (gallery value, message, relpaths shown); the message says how much of the
+    gallery was searched while it is still being indexed."""
     shown = [(r, item) for r, item in ((r, gallery_item(state, r)) for r in results) if item is not None]
     label = MODE_LABELS.get(mode, mode)
     message = (
         f"**{len(results)} best match{'es' if len(results) != 1 else ''}** · {label} mode "
         f"({MODE_HINTS.get(mode, '')}) · {elapsed_ms:.0f} ms"
     )
+    for line in (extra, coverage_note(state)):
+        if line:
+            message += f"\n\n{line}"
     return [item for _, item in shown], message, [r.relpath for r, _ in shown]
 
 
@@ -69,17 +86,18 @@ def strokes_to_sketch(state: AppState, strokes_json: Any) -> Image.Image:
     return render_strokes(strokes, size=state.searcher.model.image_size)
 
 
-def search_strokes(state: AppState, strokes_json: Any, mode: str, k: float, *, live: bool) -> tuple[list, str, list]:
-    """Canvas value (stroke JSON) -> (gallery value, message, relpaths shown)."""
+def search_strokes(state: AppState, strokes_json: Any, mode: str, k: float, *, live: bool, text: str | None = None,
+                   text_weight: float = DEFAULT_TEXT_WEIGHT) -> tuple[list, str, list]:
+    """Canvas value (stroke JSON) and words -> (gallery value, message, relpaths shown)."""
     try:
         sketch = strokes_to_sketch(state, strokes_json)
     except StrokeFormatError as error:
         if not live:
             gr.Warning(f"Those strokes could not be used: {error}")
         return [], f"**Those strokes could not be used:** {error}.", []
-    except EmptySketchError:
-        return run_search(state, None, mode, k, live=live)  # the empty-canvas message, from one place
-    return run_search(state, sketch, mode, k, live=live)
+    except EmptySketchError:  # the words alone, or the empty-canvas message, from one place
+        return run_search(state, None, mode, k, live=live, text=text, text_weight=text_weight)
+    return run_search(state, sketch, mode, k, live=live, text=text, text_weight=text_weight)
 
 
 def fit_to_canvas(image: Image.Image, size: int = UPLOAD_SIDE) -> Image.Image:

@@ -16,10 +16,13 @@ from ..search import Searcher
 from .canvas import STATIC_DIR, StrokeCanvas
 from .handlers import load_example, load_upload, render_examples, run_search, search_strokes
 from .results import original, served_folders
-from .state import DRAW_HINT, MODE_LABELS, NO_GALLERY_HELP, AppState, banner_markdown, status_markdown
+from .state import (
+    DRAW_HINT, MODE_LABELS, NO_GALLERY_HELP, AppState, banner_markdown, progress_markdown, status_markdown,
+)
 
 DEFAULT_TOP_K = 12
 MAX_TOP_K = 60
+PROGRESS_POLL_S = 1.0  # how often an open page asks how far indexing is, while it runs
 SEARCH_CONCURRENCY = 2  # model calls at once; more only adds contention on a small CPU
 QUEUE_MAX_SIZE = 64
 MAX_UPLOAD_SIZE = "10mb"  # Gradio answers bigger uploads with HTTP 413 before any handler runs
@@ -70,35 +73,32 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         photo = original(state, shown[evt.index])
         return gr.update(value=photo, visible=photo is not None, label=f"{shown[evt.index]} (original)")
 
-    def rebuild(progress=gr.Progress()):
-        if state.gallery_dir is None:
+    def rebuild():
+        """Index what changed in the gallery folder, in the background (the page shows the progress)."""
+        indexer = state.ensure_indexer()
+        if indexer is None:
             gr.Warning("No gallery to index: start the app with --gallery DIR.")
-            return status_markdown(state), NO_GALLERY_HELP, banner_markdown(state)
-        from ..index import build_gallery_index
-
-        progress(0, desc="Indexing photos")
+            return status_markdown(state), NO_GALLERY_HELP, banner_markdown(state), "", gr.Timer(active=False)
         try:
-            index = build_gallery_index(
-                state.gallery_dir,
-                state.searcher.model,
-                cache_dir=state.cache_dir,
-                progress=lambda done, total: progress((done, total), desc="Indexing photos", unit="photos"),
-                show_progress_bar=False,
-            )
-        except (OSError, ValueError, RuntimeError) as error:
+            indexer.rebuild()
+        except (OSError, ValueError) as error:  # the folder is gone
             gr.Warning(f"Could not rebuild the index: {error}")
-            return status_markdown(state), f"**Could not rebuild the index:** {error}", banner_markdown(state)
-        state.searcher.set_index(index)
-        report = index.report
-        message = (
-            f"Index rebuilt: {len(index)} photos ({report.added} added, {report.updated} updated, "
-            f"{report.removed} removed, {report.unchanged} unchanged, {len(report.skipped)} skipped)."
-        )
-        return status_markdown(state), message, banner_markdown(state)
+            message = f"**Could not rebuild the index:** {error}"
+            return status_markdown(state), message, banner_markdown(state), "", gr.Timer(active=False)
+        message = "Rebuilding the index in the background: search keeps working meanwhile."
+        return status_markdown(state), message, banner_markdown(state), progress_markdown(state), gr.Timer(active=True)
+
+    def poll_progress():
+        progress = state.progress()
+        running = progress is not None and progress.running
+        return progress_markdown(state), status_markdown(state), banner_markdown(state), gr.Timer(active=running)
 
     with gr.Blocks(title="SketchLVM: search photos by sketch") as demo:
         banner = gr.Markdown(banner_markdown(state), elem_id="sketchlvm-banner")
         gr.Markdown("# SketchLVM\nDraw something; the photos of your gallery that match it appear next to the canvas.")
+        progress_line = gr.Markdown(progress_markdown(state), elem_id="sketchlvm-progress")
+        # Polls the background build while it runs; its tick switches it off when the build is over.
+        progress_timer = gr.Timer(PROGRESS_POLL_S, active=state.indexer is not None)
         shown = gr.State([])  # relpaths of the results on screen, for the preview
         with gr.Row():
             with gr.Column(scale=1):
@@ -167,8 +167,13 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
             api_visibility="private", show_progress="minimal", **search_events,
         )
         results.select(result_selected, shown, preview, api_visibility="private", show_progress="minimal")
-        rebuild_button.click(rebuild, None, [status, message, banner], api_name="rebuild_index", concurrency_limit=1)
+        rebuild_button.click(rebuild, None, [status, message, banner, progress_line, progress_timer],
+                             api_name="rebuild_index", concurrency_limit=1)
+        progress_timer.tick(poll_progress, None, [progress_line, status, banner, progress_timer],
+                            api_visibility="private", show_progress="hidden", queue=False)
         demo.load(lambda: status_markdown(state), None, status, api_name="status", queue=False)
+        demo.load(poll_progress, None, [progress_line, status, banner, progress_timer], api_visibility="private",
+                  queue=False)
     return demo
 
 
