@@ -136,3 +136,40 @@ def test_prepare_starts_the_page_before_the_index(sketchy_root, tmp_path, monkey
     finally:
         gate.open()
         state.indexer.stop(10)
+
+
+@pytest.mark.browser
+def test_progress_is_visible_in_a_real_browser_and_advances(model, sketchy_root, tmp_path, monkeypatch):
+    """Headless Chromium: the page shows 'Indexing: N of 15 photos searchable', the timer's polls move it
+    on as batches commit, and it disappears when the gallery is complete. Screenshots in tmp_path."""
+    from test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    playwright = pytest.importorskip("playwright.sync_api")
+    gallery = _make_gallery(sketchy_root, tmp_path / "gallery", n_classes=N_CLASSES, per_class=PER_CLASS)
+    demo, url, state, gate = launch_gated(model, gallery, tmp_path / "cache", monkeypatch)
+    try:
+        gate.allow()  # one batch: 2 photos searchable
+        _until(lambda: state.indexer.snapshot().searchable == 2, "the first commit")
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
+            page.goto(url)
+            line = page.locator("#sketchlvm-progress")
+            line.get_by_text(re.compile(r"Indexing: 2 of 15 photos searchable · 2/15 embedded")).wait_for()
+            page.screenshot(path=str(tmp_path / "progress-2.png"))
+            gate.allow(2)  # two more batches: 6 searchable; the page has to poll to show it
+            line.get_by_text(re.compile(r"Indexing: 6 of 15 photos searchable · 6/15 embedded")).wait_for()
+            page.screenshot(path=str(tmp_path / "progress-6.png"))
+            gate.open()
+            page.wait_for_function(
+                "() => !document.querySelector('#sketchlvm-progress').innerText.includes('Indexing')")
+            page.screenshot(path=str(tmp_path / "progress-done.png"))
+            browser.close()
+    finally:
+        gate.open()
+        demo.close()
+        state.indexer.stop(10)
+    print(f"screenshots in {tmp_path}")

@@ -111,7 +111,7 @@ def progress_markdown(state: AppState) -> str:
     progress = state.progress()
     if progress is None or (not progress.running and progress.complete and progress.state != "failed"):
         return ""
-    return f"⏳ {progress.summary()}" if progress.running else progress.summary()
+    return progress.summary()
 
 
 def coverage_note(state: AppState) -> str | None:
