@@ -75,6 +75,45 @@ def present(state: AppState, results: list, mode: str, elapsed_ms: float, *, ext
     return [item for _, item in shown], message, [r.relpath for r, _ in shown]
 
 
+def search_like(state: AppState, relpath: str | None, mode: str, k: float) -> tuple[list, str, list[str]]:
+    """"Search with this photo": the gallery photo at ``relpath`` as the query, from its stored vector
+    (nothing is encoded); it comes first. -> (gallery value, message, relpaths shown)."""
+    if not relpath:
+        return [], "Click a result first, then *Search with this photo*.", []
+    started = time.perf_counter()
+    try:
+        results = state.searcher.search_like(relpath, mode, int(k))
+    except EmptyGalleryError:
+        return [], gallery_problem(state) or NO_GALLERY_HELP, []
+    except KeyError:  # gone after a rebuild
+        return [], f"**{Path(relpath).name} is no longer in the gallery index** (it changed or was removed).", []
+    except (ValueError, TypeError) as error:
+        return [], f"**That search could not be run:** {error}", []
+    gallery, message, shown = present(state, results, mode, (time.perf_counter() - started) * 1000)
+    return gallery, f"More like **{Path(relpath).name}** · {message}", shown
+
+
+def search_with_photo(state: AppState, path: str | None, mode: str, k: float) -> tuple[Any, str, Any]:
+    """An uploaded photo as the query, encoded as the gallery's photos are. -> (gallery value, message,
+    relpaths shown); a file that is not a usable image leaves the results as they were and says why."""
+    if not path:
+        return gr.skip(), DRAW_HINT, gr.skip()
+    name = Path(path).name
+    started = time.perf_counter()
+    try:
+        results = state.searcher.search_photo(path, mode, int(k))
+    except EmptyGalleryError:
+        return [], gallery_problem(state) or NO_GALLERY_HELP, []
+    except ImageLoadError as error:
+        gr.Warning("That file is not a photo we can read. Upload a JPEG, PNG or WebP photo.")
+        reason = str(error).replace(str(path), name)  # no server paths in the UI
+        return gr.skip(), f"**Photo refused:** {reason}.", gr.skip()
+    except (ValueError, TypeError) as error:
+        return gr.skip(), f"**That search could not be run:** {error}", gr.skip()
+    gallery, message, shown = present(state, results, mode, (time.perf_counter() - started) * 1000)
+    return gallery, f"Photo **{name}** · {message}", shown
+
+
 def strokes_to_sketch(state: AppState, strokes_json: Any) -> Image.Image:
     """Stroke JSON -> the sketch image the model sees, through the renderer dataset strokes use.
 
@@ -105,7 +144,8 @@ def fit_to_canvas(image: Image.Image, size: int = UPLOAD_SIDE) -> Image.Image:
     return ImageOps.pad(image, (size, size), method=Image.Resampling.LANCZOS, color="white")
 
 
-def load_upload(state: AppState, path: str | None, mode: str, k: float) -> tuple[Any, Any, Any, Any]:
+def load_upload(state: AppState, path: str | None, mode: str, k: float, text: str | None = None,
+                text_weight: float = DEFAULT_TEXT_WEIGHT) -> tuple[Any, Any, Any, Any]:
     """An uploaded sketch image -> (sketch shown, gallery value, message, relpaths shown).
 
     A file that is not a readable image, or a blank page, leaves the results as they were and says why.
@@ -125,7 +165,7 @@ def load_upload(state: AppState, path: str | None, mode: str, k: float) -> tuple
         gr.Warning("That image is blank: no lines found.")
         return gr.skip(), gr.skip(), f"**Upload refused:** {name} has no dark lines on it. {UPLOAD_HINT}", gr.skip()
     fitted = fit_to_canvas(image)
-    gallery, message, shown = run_search(state, fitted, mode, k, live=False)
+    gallery, message, shown = run_search(state, fitted, mode, k, live=False, text=text, text_weight=text_weight)
     if gallery:
         message = f"Uploaded **{name}** · {message}"
     return gr.update(value=fitted, visible=True), gallery, message, shown
@@ -137,11 +177,12 @@ def example_strokes(path: Path) -> str:
     return json.dumps(fit_strokes(parse_strokes(record), CANVAS_UNITS), separators=(",", ":"))
 
 
-def load_example(state: AppState, index: int, mode: str, k: float) -> tuple[str, list, str, list]:
+def load_example(state: AppState, index: int, mode: str, k: float, text: str | None = None,
+                 text_weight: float = DEFAULT_TEXT_WEIGHT) -> tuple[str, list, str, list]:
     """Example ``index`` -> (canvas value, gallery value, message, relpaths shown)."""
     source = EXAMPLES_DIR / f"{state.examples[index].stem}.json"
     strokes = example_strokes(source)
-    gallery, message, shown = search_strokes(state, strokes, mode, k, live=False)
+    gallery, message, shown = search_strokes(state, strokes, mode, k, live=False, text=text, text_weight=text_weight)
     return strokes, gallery, f"Example **{source.stem}** · {message}", shown
 
 
