@@ -130,3 +130,39 @@ def test_an_uploaded_photo_is_a_query(running, tmp_path):
     bad.write_text("not an image")
     _, message = client.predict(handle_file(str(bad)), "category", K, api_name="/search_photo")
     assert "Photo refused" in message and str(tmp_path) not in message
+
+
+@pytest.mark.browser
+def test_words_and_search_with_this_photo_in_a_real_browser(running, tmp_path):
+    """Headless Chromium: words typed beside a blank canvas search (Enter), clicking a result offers
+    "Search with this photo", which puts that photo first. Screenshots in tmp_path."""
+    from test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    playwright = pytest.importorskip("playwright.sync_api")
+    client, state = running
+    captions = "#sketchlvm-results .caption-label"
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        page.set_default_timeout(30_000)
+        page.goto(client.src)
+        page.locator("#sketchlvm-words textarea, #sketchlvm-words input").first.fill("a red mug")
+        page.locator("#sketchlvm-words textarea, #sketchlvm-words input").first.press("Enter")
+        page.wait_for_function(f"() => document.querySelectorAll('{captions}').length === {K}")
+        words_only = library(state.searcher.search(None, "category", K, text="a red mug"))
+        shown = [c.split(" · ")[-1] for c in page.locator(captions).all_inner_texts()]
+        assert shown == words_only
+        page.screenshot(path=str(tmp_path / "words.png"))
+        page.locator("#sketchlvm-results .thumbnail-item").nth(2).click()
+        like = page.locator("#sketchlvm-like")
+        like.wait_for(state="visible")
+        like.click()
+        page.get_by_text(f"More like {words_only[2]}").wait_for()
+        shown = [c.split(" · ")[-1] for c in page.locator(captions).all_inner_texts()]
+        relpath = next(p.relpath for p in state.searcher.index.photos if p.relpath.endswith("/" + words_only[2]))
+        assert shown == library(state.searcher.search_like(relpath, "category", K)) and shown[0] == words_only[2]
+        page.screenshot(path=str(tmp_path / "more-like-this.png"))
+        browser.close()
+    print(f"screenshots in {tmp_path}")
