@@ -4,9 +4,9 @@
     python app.py --help
 
 This file is the command line: it parses flags, loads weights, starts indexing the gallery in the
-background and launches the page that ``sketchlvm.webapp`` builds (``build_demo(searcher_or_state)``; tests build it with a tiny
-random model). Every flag can also be set by an environment variable (for Hugging Face Spaces, where
-there are no flags); a flag wins over its variable.
+background and launches the page that ``sketchlvm.webapp`` builds (``build_demo(searcher_or_state)``;
+tests build it with a tiny random model). Every flag can also be set by an environment variable (for
+Hugging Face Spaces, where there are no flags); a flag wins over its variable.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from sketchlvm.cli_types import device as _device  # noqa: E402
-from sketchlvm.cli_types import runtime as _runtime  # noqa: E402
 from sketchlvm.cli_types import port as _port  # noqa: E402
 from sketchlvm.cli_types import positive_int as _positive_int  # noqa: E402
+from sketchlvm.cli_types import runtime as _runtime  # noqa: E402
 from sketchlvm.config import ModelConfig  # noqa: E402
 from sketchlvm.search import Searcher  # noqa: E402
 from sketchlvm.webapp import (  # noqa: E402,F401  (re-exported: the app's public names)

@@ -70,11 +70,11 @@ def test_page_answers_during_a_build_and_search_covers_what_is_indexed(model, sk
         assert results == [] and "being indexed" in message, message
 
         seen = []
-        for batches in (1, 2):
+        for _ in range(2):
             gate.allow()
             before = seen[-1][0] if seen else 0
-            now = _until(lambda: (c := counts(client.predict(api_name="/status"))) and c[0] > before and c,
-                         f"the status to show more than {before} searchable")
+            now = _until(lambda before=before: (c := counts(client.predict(api_name="/status"))) and c[0] > before
+                         and c, f"the status to show more than {before} searchable")
             seen.append(now)
             results, message = client.predict(TRIANGLE, "category", 20, api_name="/search")
             names = {CAPTION.match(r["caption"])["name"] for r in results}

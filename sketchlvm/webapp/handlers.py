@@ -15,13 +15,20 @@ from PIL import Image, ImageOps
 
 from ..config import PACKAGE_DIR
 from ..search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
-from ..text import TextQueryError
 from ..strokes import EmptySketchError, StrokeFormatError, crop_to_ink, parse_strokes, render_strokes
+from ..text import TextQueryError
 from ..transforms import ImageLoadError, load_photo
 from .canvas import CANVAS_UNITS, fit_strokes
 from .results import gallery_item
 from .state import (
-    DRAW_HINT, MODE_HINTS, MODE_LABELS, NO_GALLERY_HELP, UPLOAD_HINT, AppState, coverage_note, gallery_problem,
+    DRAW_HINT,
+    MODE_HINTS,
+    MODE_LABELS,
+    NO_GALLERY_HELP,
+    UPLOAD_HINT,
+    AppState,
+    coverage_note,
+    gallery_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -60,7 +67,8 @@ def run_search(state: AppState, sketch: Any, mode: str, k: float, *, live: bool,
     return present(state, results, mode, elapsed_ms, extra=note)
 
 
-def present(state: AppState, results: list, mode: str, elapsed_ms: float, *, extra: str | None = None) -> tuple[list, str, list[str]]:
+def present(state: AppState, results: list, mode: str, elapsed_ms: float, *,
+            extra: str | None = None) -> tuple[list, str, list[str]]:
     """Search results -> (gallery value, message, relpaths shown); the message says how much of the
     gallery was searched while it is still being indexed."""
     shown = [(r, item) for r, item in ((r, gallery_item(state, r)) for r in results) if item is not None]

@@ -12,16 +12,27 @@ from typing import Any
 
 import gradio as gr
 
-from ..search import Searcher
-from .canvas import STATIC_DIR, StrokeCanvas
-from ..search import DEFAULT_TEXT_WEIGHT
+from ..search import DEFAULT_TEXT_WEIGHT, Searcher
 from ..text import MAX_TEXT_CHARS, TEXT_TEMPLATE
+from .canvas import STATIC_DIR, StrokeCanvas
 from .handlers import (
-    load_example, load_upload, render_examples, run_search, search_like, search_strokes, search_with_photo,
+    load_example,
+    load_upload,
+    render_examples,
+    run_search,
+    search_like,
+    search_strokes,
+    search_with_photo,
 )
 from .results import original, served_folders
 from .state import (
-    DRAW_HINT, MODE_LABELS, NO_GALLERY_HELP, AppState, banner_markdown, progress_markdown, status_markdown,
+    DRAW_HINT,
+    MODE_LABELS,
+    NO_GALLERY_HELP,
+    AppState,
+    banner_markdown,
+    progress_markdown,
+    status_markdown,
 )
 
 DEFAULT_TOP_K = 12
@@ -79,7 +90,8 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         relpath = shown[evt.index]
         photo = original(state, relpath)
         preview_update = gr.update(value=photo, visible=photo is not None, label=f"{relpath} (original)")
-        return preview_update, relpath, gr.update(visible=True, value=f"Search with this photo ({relpath.rsplit('/', 1)[-1]})")
+        name = relpath.rsplit("/", 1)[-1]
+        return preview_update, relpath, gr.update(visible=True, value=f"Search with this photo ({name})")
 
     def like(relpath, mode, k):
         """More like this: a gallery photo (its path in the gallery, as in the captions' folder/file) as the
