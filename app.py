@@ -126,19 +126,19 @@ def prepare(args: argparse.Namespace) -> AppState:
     from sketchlvm.index_background import BackgroundIndexer
     from sketchlvm.model import create_sketchlvm
 
+    gallery = resolve_folder(args.gallery) if args.gallery else latest_gallery()  # an hf:// one fails fast
+    if gallery is not None and not gallery.is_dir():
+        raise FileNotFoundError(f"gallery folder {str(gallery)!r} does not exist (--gallery / SKETCHLVM_GALLERY)")
     model = create_sketchlvm(
         arch=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, device=args.device,
         runtime=args.runtime, text=True,  # the text tower: sketch + words and words-only search
     )
     for key, value in model.describe().items():
         print(f"{key:>18}: {value}")
-    gallery = resolve_folder(args.gallery) if args.gallery else latest_gallery()
     searcher = Searcher(model, None, default_k=args.top_k)
     if gallery is None:
         print("No gallery: the app starts empty. " + NO_GALLERY_HELP.replace("**", "").replace("`", ""))
         return AppState(searcher)
-    if not gallery.is_dir():
-        raise FileNotFoundError(f"gallery folder {str(gallery)!r} does not exist (--gallery / SKETCHLVM_GALLERY)")
     gallery = gallery.resolve()
     indexer = BackgroundIndexer(gallery, model, on_index=searcher.set_index)
     state = AppState(searcher, gallery_dir=gallery, cache_dir=indexer.cache_dir, indexer=indexer)

@@ -117,7 +117,11 @@ def progress_markdown(state: AppState) -> str:
 def coverage_note(state: AppState) -> str | None:
     """How much of the gallery results come from, while it is still being indexed; None when all of it."""
     progress = state.progress()
-    return None if progress is None else progress.coverage_note()
+    if progress is None or progress.complete:
+        return None
+    if progress.running:
+        return progress.coverage_note()
+    return f"Results from the {progress.searchable:,} photos indexed before indexing stopped: {progress.summary()}"
 
 
 def gallery_problem(state: AppState) -> str:
