@@ -181,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     demo = build_demo(state)
-    launch(demo, **launch_kwargs(state, args.host, args.port, args.share))
+    try:
+        launch(demo, **launch_kwargs(state, args.host, args.port, args.share))
+    finally:
+        if state.indexer is not None:  # save the batch in flight (a kill loses at most one commit's work)
+            state.indexer.stop(timeout=5)
     return 0
 
 
