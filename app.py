@@ -3,10 +3,10 @@
     python app.py --gallery path/to/photos            # one subfolder per category, or a flat folder
     python app.py --help
 
-This file is the command line: it parses flags, loads weights, indexes the gallery and launches the
-page that ``sketchlvm.webapp`` builds (``build_demo(searcher_or_state)``; tests build it with a tiny
-random model). Every flag can also be set by an environment variable (for Hugging Face Spaces, where
-there are no flags); a flag wins over its variable.
+This file is the command line: it parses flags, loads weights, starts indexing the gallery in the
+background and launches the page that ``sketchlvm.webapp`` builds (``build_demo(searcher_or_state)``;
+tests build it with a tiny random model). Every flag can also be set by an environment variable (for
+Hugging Face Spaces, where there are no flags); a flag wins over its variable.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from sketchlvm.cli_types import device as _device  # noqa: E402
-from sketchlvm.cli_types import runtime as _runtime  # noqa: E402
 from sketchlvm.cli_types import port as _port  # noqa: E402
 from sketchlvm.cli_types import positive_int as _positive_int  # noqa: E402
+from sketchlvm.cli_types import runtime as _runtime  # noqa: E402
 from sketchlvm.config import ModelConfig  # noqa: E402
 from sketchlvm.search import Searcher  # noqa: E402
 from sketchlvm.webapp import (  # noqa: E402,F401  (re-exported: the app's public names)
@@ -64,9 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--gallery", metavar="DIR", default=_env("SKETCHLVM_GALLERY"),
-        help="folder of photos to search (one subfolder per category gives each photo its category); "
-        "indexed on start, only changed photos are re-embedded. Without it the gallery indexed most recently "
+        "--gallery", metavar="DIR|hf://datasets/USER/REPO[/SUBDIR]", default=_env("SKETCHLVM_GALLERY"),
+        help="folder of photos to search (one subfolder per category gives each photo its category), or a "
+        "Hugging Face dataset (downloaded once into the Hugging Face cache, then used offline from it); "
+        "indexed in the background on start (the page shows the progress; search covers what is indexed), "
+        "only changed photos are re-embedded. Without it the gallery indexed most recently "
         "(indexes live in galleries/, or $SKETCHLVM_GALLERIES_DIR) is used; with none, the app starts empty "
         "and says how to add one [SKETCHLVM_GALLERY]",
     )
@@ -117,39 +118,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def prepare(args: argparse.Namespace) -> AppState:
-    """Load the model and index the gallery (terminal progress bar). Raises WeightsUnavailableError."""
-    from sketchlvm.index import build_gallery_index, latest_gallery
+    """Load the model and start indexing the gallery in the background: the page comes up at once and
+    shows the progress, search covers what is indexed so far. Raises WeightsUnavailableError,
+    HubUnavailableError, FileNotFoundError (no such gallery)."""
+    from sketchlvm.hub import resolve_folder
+    from sketchlvm.index import latest_gallery
+    from sketchlvm.index_background import BackgroundIndexer
     from sketchlvm.model import create_sketchlvm
 
+    gallery = resolve_folder(args.gallery) if args.gallery else latest_gallery()  # an hf:// one fails fast
+    if gallery is not None and not gallery.is_dir():
+        raise FileNotFoundError(f"gallery folder {str(gallery)!r} does not exist (--gallery / SKETCHLVM_GALLERY)")
     model = create_sketchlvm(
         arch=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, device=args.device,
-        runtime=args.runtime,
+        runtime=args.runtime, text=True,  # the text tower: sketch + words and words-only search
     )
     for key, value in model.describe().items():
         print(f"{key:>18}: {value}")
-    gallery = Path(args.gallery).expanduser() if args.gallery else latest_gallery()
-    index = None
-    if gallery is not None:
-        if not gallery.is_dir():
-            raise FileNotFoundError(f"gallery folder {str(gallery)!r} does not exist (--gallery / SKETCHLVM_GALLERY)")
-        gallery = gallery.resolve()
-        print(f"Indexing gallery {gallery} …")
-        index = build_gallery_index(gallery, model, show_progress_bar=True)
-        report = index.report
-        print(
-            f"Gallery: {len(index)} photos ({report.added} added, {report.updated} updated, {report.removed} removed, "
-            f"{report.unchanged} unchanged, {len(report.skipped)} skipped)"
-        )
-        for relpath, reason in report.skipped[:10]:
-            print(f"  skipped {relpath}: {reason}")
-        if model.runtime.name == "onnx-int8" and len(index):
+    searcher = Searcher(model, None, default_k=args.top_k)
+    if gallery is None:
+        print("No gallery: the app starts empty. " + NO_GALLERY_HELP.replace("**", "").replace("`", ""))
+        return AppState(searcher)
+    gallery = gallery.resolve()
+    indexer = BackgroundIndexer(gallery, model, on_index=searcher.set_index)
+    state = AppState(searcher, gallery_dir=gallery, cache_dir=indexer.cache_dir, indexer=indexer)
+    print(f"Indexing gallery {gallery} in the background (the page shows the progress) …")
+    indexer.start()
+    if model.runtime.name == "onnx-int8":
+        # The int8 check needs the whole gallery: with --runtime onnx-int8 the start waits for the index.
+        progress = indexer.wait()
+        print(progress.summary())
+        if progress.state == "failed":
+            from sketchlvm.runtime import Int8RefusedError
+
+            raise Int8RefusedError(f"indexing {gallery} failed ({progress.error}), so int8 cannot be checked; "
+                                   "fix that, or start with --runtime onnx for fp32")
+        if len(searcher):
             from sketchlvm.quantize import check_int8
 
-            print(check_int8(model, index))  # raises Int8RefusedError (how to run without int8) when too low
-    else:
-        print("No gallery: the app starts empty. " + NO_GALLERY_HELP.replace("**", "").replace("`", ""))
-    searcher = Searcher(model, index, default_k=args.top_k)
-    return AppState(searcher, gallery_dir=gallery, cache_dir=Path(index.cache_dir) if index is not None else None)
+            line = check_int8(model, searcher.index)  # raises Int8RefusedError (how to run without int8)
+            print(line)
+            state.notes.append(f"**int8 check:** {line}")
+    return state
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,20 +167,25 @@ def main(argv: list[str] | None = None) -> int:
     # Our own progress at INFO; other libraries (open_clip logs on the root logger, faiss, httpx) warnings only.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("sketchlvm").setLevel(logging.INFO)
+    from sketchlvm.hub import HubUnavailableError
     from sketchlvm.index import StaleIndexError
     from sketchlvm.runtime import Int8RefusedError
     from sketchlvm.weights import WeightsUnavailableError
 
     try:
         state = prepare(args)
-    except (WeightsUnavailableError, StaleIndexError, Int8RefusedError) as error:
+    except (WeightsUnavailableError, HubUnavailableError, StaleIndexError, Int8RefusedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     demo = build_demo(state)
-    launch(demo, **launch_kwargs(state, args.host, args.port, args.share))
+    try:
+        launch(demo, **launch_kwargs(state, args.host, args.port, args.share))
+    finally:
+        if state.indexer is not None:  # save the batch in flight (a kill loses at most one commit's work)
+            state.indexer.stop(timeout=5)
     return 0
 
 

@@ -167,6 +167,11 @@ class _Build:
 
     def _commit(self, complete: bool) -> dict:
         manifest = self.state.commit(complete)
+        if not complete:  # thumbnails of this commit's photos before search can show them (none removed yet)
+            try:
+                sync_thumbnails(self.cache, manifest, workers=max(1, self.config.decode_workers), remove=False)
+            except OSError as error:  # results fall back to making them on demand
+                log.warning("thumbnails for the partial index: %s", error)
         self.monitor.committed(manifest)
         return manifest
 

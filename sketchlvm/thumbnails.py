@@ -80,10 +80,12 @@ def _photos(manifest: dict) -> Iterable[tuple[str, int, int]]:
     return zip(cols.get("relpath", []), cols.get("size", []), cols.get("mtime_ns", []))
 
 
-def sync_thumbnails(cache_dir: str | Path, manifest: dict, workers: int = 2) -> tuple[int, int]:
+def sync_thumbnails(cache_dir: str | Path, manifest: dict, workers: int = 2, remove: bool = True) -> tuple[int, int]:
     """Make the missing thumbnails of the photos in ``manifest``, delete those of photos no longer in it.
 
-    Called by the index build after each complete commit. Returns (made, removed). Decoding runs in
+    Called by the index build after each commit: with ``remove=False`` after a partial one (its manifest
+    does not list the photos still to embed, whose old thumbnails must stay), so results found while a
+    background build runs already have their thumbnails. Returns (made, removed). Decoding runs in
     ``workers`` threads (Pillow releases the GIL while decoding).
     """
     cache = Path(cache_dir)
@@ -94,7 +96,7 @@ def sync_thumbnails(cache_dir: str | Path, manifest: dict, workers: int = 2) -> 
     wanted = {thumbnail_name(r, s, m): (r, s, m) for r, s, m in _photos(manifest)}
     existing = {p.name for p in folder.iterdir()}
     removed = 0
-    for name in existing - set(wanted):
+    for name in (existing - set(wanted)) if remove else ():
         if name.endswith(SUFFIX) or name.endswith(".tmp"):
             with contextlib.suppress(OSError):
                 (folder / name).unlink()

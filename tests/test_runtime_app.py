@@ -15,9 +15,8 @@ from PIL import Image
 pytest.importorskip("onnxruntime")
 
 import app as app_module  # noqa: E402
-from sketchlvm.webapp.handlers import run_search  # noqa: E402
-from sketchlvm.webapp.state import status_markdown  # noqa: E402
 from sketchlvm.config import TINY_ARCH  # noqa: E402
+from sketchlvm import webapp  # noqa: E402
 
 CLASSES = ("airplane", "cat", "fish", "umbrella")
 
@@ -47,7 +46,9 @@ def sketch(sketchy_root) -> Image.Image:
 def prepared(gallery: Path, *flags: str):
     args = app_module.build_parser().parse_args(
         ["--gallery", str(gallery), "--model", TINY_ARCH, "--pretrained", "none", "--device", "cpu", *flags])
-    return app_module.prepare(args)
+    state = app_module.prepare(args)
+    assert state.indexer.wait(60).state == "done"  # the gallery is indexed in the background
+    return state
 
 
 def ranking(state, sketch, mode="category", k=5) -> list[str]:
@@ -60,9 +61,9 @@ def test_the_app_answers_on_each_runtime_and_says_which(gallery, sketch, capsys)
                           ("onnx-int8", "onnx-int8: ONNX Runtime")):
         state = prepared(gallery, "--runtime", runtime)
         assert state.searcher.model.runtime.name == runtime
-        items, message, _ = run_search(state, sketch, "category", 5, live=False)
+        items, message, _ = webapp.run_search(state, sketch, "category", 5, live=False)
         assert len(items) == 5 and "5 best matches" in message
-        status = status_markdown(state)
+        status = webapp.status_markdown(state)
         assert f"- **Runtime:** {says}" in status
         if runtime == "onnx-int8":
             assert "int8: top-10 agreement" in status  # measured on the gallery at start

@@ -12,14 +12,32 @@ from typing import Any
 
 import gradio as gr
 
-from ..search import Searcher
+from ..search import DEFAULT_TEXT_WEIGHT, Searcher
+from ..text import MAX_TEXT_CHARS, TEXT_TEMPLATE
 from .canvas import STATIC_DIR, StrokeCanvas
-from .handlers import load_example, load_upload, render_examples, run_search, search_strokes
+from .handlers import (
+    load_example,
+    load_upload,
+    render_examples,
+    run_search,
+    search_like,
+    search_strokes,
+    search_with_photo,
+)
 from .results import original, served_folders
-from .state import DRAW_HINT, MODE_LABELS, NO_GALLERY_HELP, AppState, banner_markdown, status_markdown
+from .state import (
+    DRAW_HINT,
+    MODE_LABELS,
+    NO_GALLERY_HELP,
+    AppState,
+    banner_markdown,
+    progress_markdown,
+    status_markdown,
+)
 
 DEFAULT_TOP_K = 12
 MAX_TOP_K = 60
+PROGRESS_POLL_S = 1.0  # how often an open page asks how far indexing is, while it runs
 SEARCH_CONCURRENCY = 2  # model calls at once; more only adds contention on a small CPU
 QUEUE_MAX_SIZE = 64
 MAX_UPLOAD_SIZE = "10mb"  # Gradio answers bigger uploads with HTTP 413 before any handler runs
@@ -39,73 +57,101 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
     default_k = max(1, state.searcher.default_k)
     max_k = max(MAX_TOP_K, default_k)
 
-    def search(strokes, mode, k):
-        """Search the gallery with a drawing: strokes as JSON in the Quick, Draw! raw format
-        ([[xs, ys, ts], ...]), a mode ("category" or "fine_grained") and how many results."""
-        gallery, message, _ = search_strokes(state, strokes, mode, k, live=False)
+    def search(strokes, mode, k, text="", text_weight=DEFAULT_TEXT_WEIGHT):
+        """Search the gallery with a drawing and/or words: strokes as JSON in the Quick, Draw! raw format
+        ([[xs, ys, ts], ...]; "[]" for none), a mode ("category" or "fine_grained"), how many results,
+        optional words ("" for none) and the words' weight (0 = the sketch only, 1 = the words only)."""
+        gallery, message, _ = search_strokes(state, strokes, mode, k, live=False, text=text, text_weight=text_weight)
         return gallery, message
 
-    def search_live(strokes, uploaded, mode, k):
-        # The query is the canvas, unless a sketch was uploaded since the last stroke.
+    def search_live(strokes, uploaded, mode, k, text, text_weight):
+        # The query is the canvas, unless a sketch was uploaded since the last stroke; plus the words.
         if uploaded is not None:
-            return run_search(state, uploaded, mode, k, live=True)
-        return search_strokes(state, strokes, mode, k, live=True)
+            return run_search(state, uploaded, mode, k, live=True, text=text, text_weight=text_weight)
+        return search_strokes(state, strokes, mode, k, live=True, text=text, text_weight=text_weight)
 
-    def stroke_drawn(strokes, mode, k):
-        gallery, message, shown = search_strokes(state, strokes, mode, k, live=True)
+    def stroke_drawn(strokes, mode, k, text, text_weight):
+        gallery, message, shown = search_strokes(state, strokes, mode, k, live=True, text=text,
+                                                 text_weight=text_weight)
         return gallery, message, shown, gr.update(value=None, visible=False)
 
-    def uploaded(path, mode, k):
-        """Search the gallery with a sketch image (PNG/JPEG, dark lines on white), a mode and how many
-        results. Returns (the sketch as searched, results, message)."""
-        return load_upload(state, path, mode, k)
+    def uploaded(path, mode, k, text, text_weight):
+        """Search the gallery with a sketch image (PNG/JPEG, dark lines on white), a mode, how many
+        results and optional words with their weight. Returns (the sketch as searched, results, message)."""
+        return load_upload(state, path, mode, k, text, text_weight)
 
-    def example_selected(mode, k, evt: gr.SelectData):
-        strokes, gallery, message, shown = load_example(state, evt.index, mode, k)
+    def example_selected(mode, k, text, text_weight, evt: gr.SelectData):
+        strokes, gallery, message, shown = load_example(state, evt.index, mode, k, text, text_weight)
         return strokes, gallery, message, shown, gr.update(value=None, visible=False)
 
     def result_selected(shown, evt: gr.SelectData):
         if not shown or not 0 <= evt.index < len(shown):
-            return gr.skip()
-        photo = original(state, shown[evt.index])
-        return gr.update(value=photo, visible=photo is not None, label=f"{shown[evt.index]} (original)")
+            return gr.skip(), gr.skip(), gr.skip()
+        relpath = shown[evt.index]
+        photo = original(state, relpath)
+        preview_update = gr.update(value=photo, visible=photo is not None, label=f"{relpath} (original)")
+        name = relpath.rsplit("/", 1)[-1]
+        return preview_update, relpath, gr.update(visible=True, value=f"Search with this photo ({name})")
 
-    def rebuild(progress=gr.Progress()):
-        if state.gallery_dir is None:
+    def like(relpath, mode, k):
+        """More like this: a gallery photo (its path in the gallery, as in the captions' folder/file) as the
+        query, from its stored vector; the photo itself comes first. Returns (results, message)."""
+        return search_like(state, relpath, mode, k)
+
+    def photo_query(path, mode, k):
+        """Search the gallery with a photo (JPEG/PNG/WebP), a mode and how many results."""
+        return search_with_photo(state, path, mode, k)
+
+    def rebuild():
+        """Index what changed in the gallery folder, in the background (the page shows the progress)."""
+        indexer = state.ensure_indexer()
+        if indexer is None:
             gr.Warning("No gallery to index: start the app with --gallery DIR.")
-            return status_markdown(state), NO_GALLERY_HELP, banner_markdown(state)
-        from ..index import build_gallery_index
-
-        progress(0, desc="Indexing photos")
+            return status_markdown(state), NO_GALLERY_HELP, banner_markdown(state), "", gr.Timer(active=False)
         try:
-            index = build_gallery_index(
-                state.gallery_dir,
-                state.searcher.model,
-                cache_dir=state.cache_dir,
-                progress=lambda done, total: progress((done, total), desc="Indexing photos", unit="photos"),
-                show_progress_bar=False,
-            )
-        except (OSError, ValueError, RuntimeError) as error:
+            indexer.rebuild()
+        except (OSError, ValueError) as error:  # the folder is gone
             gr.Warning(f"Could not rebuild the index: {error}")
-            return status_markdown(state), f"**Could not rebuild the index:** {error}", banner_markdown(state)
-        state.searcher.set_index(index)
-        report = index.report
-        message = (
-            f"Index rebuilt: {len(index)} photos ({report.added} added, {report.updated} updated, "
-            f"{report.removed} removed, {report.unchanged} unchanged, {len(report.skipped)} skipped)."
-        )
-        return status_markdown(state), message, banner_markdown(state)
+            message = f"**Could not rebuild the index:** {error}"
+            return status_markdown(state), message, banner_markdown(state), "", gr.Timer(active=False)
+        message = "Rebuilding the index in the background: search keeps working meanwhile."
+        return status_markdown(state), message, banner_markdown(state), progress_markdown(state), gr.Timer(active=True)
+
+    def poll_progress():
+        progress = state.progress()
+        running = progress is not None and progress.running
+        return progress_markdown(state), status_markdown(state), banner_markdown(state), gr.Timer(active=running)
 
     with gr.Blocks(title="SketchLVM: search photos by sketch") as demo:
         banner = gr.Markdown(banner_markdown(state), elem_id="sketchlvm-banner")
         gr.Markdown("# SketchLVM\nDraw something; the photos of your gallery that match it appear next to the canvas.")
+        progress_line = gr.Markdown(progress_markdown(state), elem_id="sketchlvm-progress")
+        # Polls the background build while it runs; its tick switches it off when the build is over.
+        progress_timer = gr.Timer(PROGRESS_POLL_S, active=state.indexer is not None)
         shown = gr.State([])  # relpaths of the results on screen, for the preview
         with gr.Row():
             with gr.Column(scale=1):
                 canvas = StrokeCanvas(elem_id="sketchlvm-canvas")
                 with gr.Row():
+                    words = gr.Textbox(
+                        value="", label="Words (optional): what a drawing cannot show",
+                        placeholder="red, on a beach, leather",
+                        info=f"Searched as “{TEXT_TEMPLATE.format('…')}”, up to {MAX_TEXT_CHARS} characters; "
+                        "press Enter. Words alone search too.",
+                        lines=1, max_lines=1, scale=3, elem_id="sketchlvm-words",
+                    )
+                    text_weight = gr.Slider(
+                        0, 1, value=DEFAULT_TEXT_WEIGHT, step=0.05, label="Words ↔ sketch",
+                        info=f"0 = the sketch only, 1 = the words only; {DEFAULT_TEXT_WEIGHT} (default) counts both "
+                        "equally", scale=2, elem_id="sketchlvm-text-weight",
+                    )
+                with gr.Row():
                     upload_button = gr.UploadButton(
                         "Upload a sketch image", file_types=["image"], type="filepath", size="md"
+                    )
+                    photo_button = gr.UploadButton(
+                        "Search with a photo", file_types=["image"], type="filepath", size="md",
+                        elem_id="sketchlvm-photo-query",
                     )
                 uploaded_view = gr.Image(
                     label="Uploaded sketch (searched until you draw again)", type="pil", interactive=False,
@@ -143,32 +189,48 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
                     allow_preview=False,
                     elem_id="sketchlvm-results",
                 )
+                selected = gr.Textbox(visible=False)  # the relpath of the result clicked last
+                like_button = gr.Button("Search with this photo", visible=False, elem_id="sketchlvm-like")
                 preview = gr.Image(label="Original", interactive=False, visible=False, elem_id="sketchlvm-preview")
 
         search_events = dict(concurrency_limit=SEARCH_CONCURRENCY, concurrency_id="search")
         # The public endpoint (gradio_client, curl, apps): strokes JSON + mode + k -> results. An event of
         # its own (on a hidden button) so that its inputs and outputs are exactly those three and two.
         api_trigger = gr.Button(visible=False)
-        api_trigger.click(search, [canvas, mode, top_k], [results, message], api_name="search", **search_events)
+        api_trigger.click(search, [canvas, mode, top_k, words, text_weight], [results, message], api_name="search",
+                          **search_events)
         # Live search: the canvas fires .input once per pen-up, undo, redo and clear; always_last drops
         # events queued behind a newer one, so a fast drawer gets the latest drawing's results.
         live = dict(trigger_mode="always_last", show_progress="hidden", api_visibility="private", **search_events)
-        canvas.input(stroke_drawn, [canvas, mode, top_k], [results, message, shown, uploaded_view], **live)
-        for control in (mode, top_k):  # re-ranks from the cached embedding
-            control.change(search_live, [canvas, uploaded_view, mode, top_k], [results, message, shown], **live)
+        query = [mode, top_k, words, text_weight]
+        canvas.input(stroke_drawn, [canvas, *query], [results, message, shown, uploaded_view], **live)
+        # Re-ranks from the cached embeddings (sketch per drawing, words per prompt).
+        for event in (mode.change, top_k.change, words.submit, words.blur, text_weight.release):
+            event(search_live, [canvas, uploaded_view, *query], [results, message, shown], **live)
         # Public too: (sketch image, mode, k) -> (the sketch as searched, results, message); the State
         # output is not part of the API.
         upload_button.upload(
-            uploaded, [upload_button, mode, top_k], [uploaded_view, results, message, shown],
+            uploaded, [upload_button, *query], [uploaded_view, results, message, shown],
             api_name="upload_sketch", show_progress="minimal", **search_events,
         )
         examples.select(
-            example_selected, [mode, top_k], [canvas, results, message, shown, uploaded_view],
+            example_selected, query, [canvas, results, message, shown, uploaded_view],
             api_visibility="private", show_progress="minimal", **search_events,
         )
-        results.select(result_selected, shown, preview, api_visibility="private", show_progress="minimal")
-        rebuild_button.click(rebuild, None, [status, message, banner], api_name="rebuild_index", concurrency_limit=1)
+        results.select(result_selected, shown, [preview, selected, like_button], api_visibility="private",
+                       show_progress="minimal")
+        # Public: (relpath, mode, k) -> (results, message), and (photo file, mode, k) -> (results, message).
+        like_button.click(like, [selected, mode, top_k], [results, message, shown], api_name="search_like",
+                          show_progress="minimal", **search_events)
+        photo_button.upload(photo_query, [photo_button, mode, top_k], [results, message, shown],
+                            api_name="search_photo", show_progress="minimal", **search_events)
+        rebuild_button.click(rebuild, None, [status, message, banner, progress_line, progress_timer],
+                             api_name="rebuild_index", concurrency_limit=1)
+        progress_timer.tick(poll_progress, None, [progress_line, status, banner, progress_timer],
+                            api_visibility="private", show_progress="hidden", queue=False)
         demo.load(lambda: status_markdown(state), None, status, api_name="status", queue=False)
+        demo.load(poll_progress, None, [progress_line, status, banner, progress_timer], api_visibility="private",
+                  queue=False)
     return demo
 
 

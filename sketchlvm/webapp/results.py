@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..hub import serving_root
 from ..search import SearchResult
 from ..thumbnails import THUMBNAIL_DIR, THUMBNAIL_SIDE, ensure_thumbnail, thumbnail_lookup
 from ..transforms import ImageLoadError, load_photo
@@ -38,7 +39,7 @@ def served_folders(state: AppState) -> list[Path]:
     """What the server may read from disk: the gallery and its thumbnails, nothing else."""
     folders = []
     if state.gallery_dir is not None:
-        folders.append(state.gallery_dir.resolve())
+        folders.append(serving_root(state.gallery_dir).resolve())  # an hf:// snapshot: its repo's blobs too
     if state.cache_dir is not None:
         folders.append((Path(state.cache_dir) / THUMBNAIL_DIR).resolve())
     return folders
@@ -88,7 +89,7 @@ def original(state: AppState, relpath: str) -> str | Image.Image | None:
     """The photo at full size for the preview: its path when it lies in the gallery, else pixels."""
     if state.gallery_dir is None:
         return None
-    root = state.gallery_dir.resolve()
+    root = serving_root(state.gallery_dir).resolve()
     path = state.gallery_dir / relpath
     if path.resolve().is_relative_to(root) and path.is_file():
         return str(path)

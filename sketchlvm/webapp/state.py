@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..search import Searcher
 
@@ -19,17 +20,39 @@ NO_GALLERY_HELP = (
 )
 RANDOM_WEIGHTS_WARNING = "⚠️ **Random weights — for testing only.** Rankings are meaningless."
 UPLOAD_HINT = "Upload a PNG or JPEG of a sketch (dark lines on white)."
-DRAW_HINT = "Draw something on the canvas (or upload a sketch, or click an example) to search."
+DRAW_HINT = (
+    "Draw something on the canvas (or type a few words, upload a sketch or a photo, or click an example) to search."
+)
 
 
 @dataclass
 class AppState:
-    """What the app runs on: the searcher, where its gallery lives, and how to rebuild its index."""
+    """What the app runs on: the searcher, where its gallery lives, and how to rebuild its index.
+
+    ``indexer``: the ``BackgroundIndexer`` building the gallery's index (None without a gallery, or
+    when the caller indexed it itself; "Rebuild index" then makes one). ``notes``: lines for the
+    status panel (the int8 check).
+    """
 
     searcher: Searcher
     gallery_dir: Path | None = None
     cache_dir: Path | None = None
     examples: list[Path] = field(default_factory=list)
+    indexer: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    def ensure_indexer(self):
+        """The background indexer of the gallery, made on first use; None without a gallery."""
+        if self.indexer is None and self.gallery_dir is not None:
+            from ..index_background import BackgroundIndexer
+
+            self.indexer = BackgroundIndexer(self.gallery_dir, self.searcher.model, cache_dir=self.cache_dir,
+                                             on_index=self.searcher.set_index)
+        return self.indexer
+
+    def progress(self):
+        """The indexer's IndexProgress, or None when there is no background build."""
+        return None if self.indexer is None else self.indexer.snapshot()
 
     @classmethod
     def wrap(cls, searcher_or_state: Searcher | AppState) -> AppState:
@@ -66,6 +89,9 @@ def status_markdown(state: AppState) -> str:
     else:
         size = len(index) if index is not None else 0
         lines.append(f"- **Gallery:** `{state.gallery_dir}` ({size} photo{'s' if size != 1 else ''})")
+        progress = state.progress()
+        if progress is not None:
+            lines.append(f"- **Index:** {progress.summary()}")
         report = getattr(index, "report", None)
         skipped = list(getattr(report, "skipped", []) or [])
         lines.append(f"- **Skipped files:** {len(skipped)}")
@@ -73,15 +99,38 @@ def status_markdown(state: AppState) -> str:
             lines.append(f"    - `{relpath}`: {reason}")
         if len(skipped) > 5:
             lines.append(f"    - … and {len(skipped) - 5} more (see the terminal log)")
+    lines += [f"- {note}" for note in state.notes]
     if state.random_weights:
         lines.insert(0, f"> {RANDOM_WEIGHTS_WARNING}\n")
     return "\n".join(lines)
+
+
+def progress_markdown(state: AppState) -> str:
+    """The indexing line under the title (photos searchable, done/total, rate, time left); "" when idle
+    and complete, so a finished gallery shows nothing there."""
+    progress = state.progress()
+    if progress is None or (not progress.running and progress.complete and progress.state != "failed"):
+        return ""
+    return progress.summary()
+
+
+def coverage_note(state: AppState) -> str | None:
+    """How much of the gallery results come from, while it is still being indexed; None when all of it."""
+    progress = state.progress()
+    if progress is None or progress.complete:
+        return None
+    if progress.running:
+        return progress.coverage_note()
+    return f"Results from the {progress.searchable:,} photos indexed before indexing stopped: {progress.summary()}"
 
 
 def gallery_problem(state: AppState) -> str:
     """Why there is nothing to search, or "" when there is."""
     if state.gallery_dir is None:
         return NO_GALLERY_HELP
+    progress = state.progress()
+    if len(state.searcher) == 0 and progress is not None and progress.running:
+        return f"**The gallery is being indexed; search starts with the first photos.** {progress.summary()}"
     if len(state.searcher) == 0:
         return (
             f"**The gallery `{state.gallery_dir}` has no usable photos.** Add .jpg/.png/.webp photos to it "
