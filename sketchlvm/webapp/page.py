@@ -15,7 +15,7 @@ import gradio as gr
 from ..search import Searcher
 from .canvas import STATIC_DIR, StrokeCanvas
 from .handlers import load_example, load_upload, render_examples, run_search, search_strokes
-from .results import original, served_folders
+from .results import original, serve_thumbnails_in_place, served_folders
 from .state import DRAW_HINT, MODE_LABELS, NO_GALLERY_HELP, AppState, banner_markdown, status_markdown
 
 DEFAULT_TOP_K = 12
@@ -180,6 +180,7 @@ def launch(demo: gr.Blocks, **kwargs: Any):
 
 def launch_kwargs(state: AppState, host: str, port: int, share: bool = False) -> dict[str, Any]:
     """Serve the gallery's photos and thumbnails and nothing else on disk (plus Gradio's own upload folder)."""
+    serve_thumbnails_in_place(state)
     return dict(
         server_name=host,
         server_port=port,
