@@ -13,7 +13,15 @@ wrong. The workload is arranged so that this check has teeth: the 16 sketches an
 different rankings (asserted), which a random-weight model only does with distinct per-mode weights,
 so a checkpoint with strongly perturbed per-mode state is written first (``make_checkpoint``).
 
-Printed: p50 / p95 latency, requests/s, failed (exception or timeout) and wrong requests, and the ratio
+Two load phases (``--pacing``, both by default, one after the other against the same server):
+*closed loop*, each user sending again the moment it is answered (16 people who never draw: on 2 cores
+this is a stress test, and its p50 ratio is at least 8x whatever the server does), and *paced*, each
+user sending at the real pen-up times of its drawing (the Quick, Draw! ``ts`` of the strokes a request
+adds, counted from the previous send, since a person keeps drawing while a search runs; the other-mode
+search and the uploads follow at once). The paced phase is the one the issue's target is judged on.
+
+Printed per phase: p50 / p95 latency, requests/s, failed (exception or timeout) and wrong requests, the
+server's CPU per request, and the ratio
 of the p50 under load to the p50 of a single user measured in the same run against the same server
 (that single user walks through all the users' scripts in turn, so its cache-hit rate matches the load
 phase's: ~every request runs the encoder, as new strokes would).
