@@ -16,6 +16,8 @@ pytest.importorskip("onnxruntime")
 
 import app as app_module  # noqa: E402
 from sketchlvm.config import TINY_ARCH  # noqa: E402
+from sketchlvm.webapp.handlers import run_search  # noqa: E402
+from sketchlvm.webapp.state import status_markdown  # noqa: E402
 
 CLASSES = ("airplane", "cat", "fish", "umbrella")
 
@@ -58,9 +60,9 @@ def test_the_app_answers_on_each_runtime_and_says_which(gallery, sketch, capsys)
                           ("onnx-int8", "onnx-int8: ONNX Runtime")):
         state = prepared(gallery, "--runtime", runtime)
         assert state.searcher.model.runtime.name == runtime
-        items, message = app_module.run_search(state, sketch, "category", 5, live=False)
+        items, message, _shown = run_search(state, sketch, "category", 5, live=False)
         assert len(items) == 5 and "5 best matches" in message
-        status = app_module.status_markdown(state)
+        status = status_markdown(state)
         assert f"- **Runtime:** {says}" in status
         if runtime == "onnx-int8":
             assert "int8: top-10 agreement" in status  # measured on the gallery at start
