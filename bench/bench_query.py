@@ -14,14 +14,16 @@ sketches (the same check the app runs at start).
 The HTTP rows drive ``python app.py`` started in its own process (the real CLI, indexing the same gallery).
 
     http no-op     gradio_client round trip to a trivial endpoint (/status): the protocol's own cost
-    http cold      gradio_client -> the running app's /search endpoint, a new drawing each time
-    http warm      the same drawing again (upload + preprocessing + re-rank, no encoder)
-    http + files   http cold, then the client also downloads the k result photos
+    http cold      gradio_client -> the running app's /search endpoint, a new drawing each time: real
+                   Quick, Draw! strokes as JSON (../shared/data/quickdraw), as the canvas sends on pen-up
+    http warm      the same strokes again (rendering + re-rank from the cached embedding, no encoder)
+    http + files   http cold, then the client also downloads the k result thumbnails
 
 The http rows stop when the ranked list (captions + photo URLs) arrives, as a browser would see it; a
 browser then fetches the thumbnails in parallel, which the last row adds serially.
 
-Real Sketchy sketches and photos from ../shared/data (read in place, photos copied into a temp gallery).
+Real Sketchy sketches and photos from ../shared/data (read in place, photos copied into a temp gallery);
+every HTTP /search answer must hold k results, else the run stops with the app's message.
 Tiny random-weight model by default; ``--model ViT-B-32-quickgelu --pretrained none`` for the real tower's
 cost with random weights (no download).
 
@@ -39,6 +41,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -54,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_DATA = Path(os.environ.get("SKETCHLVM_SHARED_DATA", ROOT.parent / "shared" / "data")) / "sketchy"
+DEFAULT_QUICKDRAW = DEFAULT_DATA.parent / "quickdraw"
 
 
 def percentiles(samples_s: list[float]) -> tuple[float, float]:
@@ -116,6 +120,23 @@ def make_gallery(data: Path, classes: int, per_class: int, dest: Path) -> list[P
     return sketches
 
 
+def quickdraw_strokes(folder: Path, n: int) -> list[str]:
+    """n real Quick, Draw! drawings (raw format, with timestamps) as the stroke JSON /search takes, taken
+    word by word across the folder so that consecutive queries differ."""
+    from sketchlvm.strokes import load_ndjson
+
+    words = sorted(folder.glob("*.ndjson"))
+    if not words:
+        raise FileNotFoundError(f"no Quick, Draw! .ndjson files in {folder} (--quickdraw)")
+    per_word = -(-n // len(words))
+    records = [load_ndjson(path, limit=per_word) for path in words]
+    drawings = [json.dumps(r[j]["drawing"], separators=(",", ":")) for j in range(per_word) for r in records
+                if j < len(r)]
+    if len(drawings) < n:
+        raise ValueError(f"{len(drawings)} Quick, Draw! drawings in {folder}, need {n}")
+    return drawings[:n]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="SketchLVM-Tiny", help="open_clip architecture (default: SketchLVM-Tiny)")
@@ -133,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="library rows to measure, comma-separated (default: torch,onnx,onnx-int8)")
     parser.add_argument("--http-runtime", default="auto", help="--runtime of the app.py server (default: auto)")
     parser.add_argument("--server-timeout", type=float, default=180, help="seconds to wait for app.py to start")
+    parser.add_argument("--quickdraw", type=Path, default=DEFAULT_QUICKDRAW,
+                        help="Quick, Draw! .ndjson folder: the drawings the HTTP rows send as stroke JSON")
     args = parser.parse_args(argv)
     if not (args.data / "photo").is_dir():
         print(f"error: no Sketchy data at {args.data} (--data or SKETCHLVM_SHARED_DATA)", file=sys.stderr)
@@ -217,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         rows["library warm (cached embedding)"] = timed(lib_warm, args.queries, args.warmup)
 
         if not args.no_http:
-            from gradio_client import Client, handle_file
+            from gradio_client import Client
 
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", 0))
@@ -236,27 +259,32 @@ def main(argv: list[str] | None = None) -> int:
                 client = Client(url, verbose=False, download_files=False, analytics_enabled=False)
                 downloading = Client(url, verbose=False, analytics_enabled=False,
                                      download_files=str(work / "downloads"))
-                offset = args.queries + args.warmup  # sketches the library rows did not see
+                # What the canvas sends on pen-up: real Quick, Draw! drawings as stroke JSON.
+                drawings = quickdraw_strokes(args.quickdraw, 2 * (args.queries + args.warmup) + 1)
+                expected = min(args.top_k, len(index))
 
-                def value(path: Path) -> dict:
-                    return {"background": None, "layers": [handle_file(str(path))], "composite": handle_file(str(path))}
+                def search(c, i: int) -> None:
+                    gallery, message = c.predict(drawings[i], args.mode, args.top_k, api_name="/search")
+                    if len(gallery) != expected:  # an error message instead of results: fail loudly
+                        raise RuntimeError(f"/search answered {len(gallery)} results, not {expected}: {message}")
+
+                offset = 1  # drawings[0] is the warm row's
 
                 def http_cold(i: int) -> None:
-                    gallery, _ = client.predict(value(sketches[offset + i]), args.mode, args.top_k, api_name="/search")
-                    assert len(gallery) == min(args.top_k, len(index)), gallery
+                    search(client, offset + i)
 
                 def http_warm(i: int) -> None:
-                    client.predict(value(sketches[0]), args.mode, args.top_k, api_name="/search")
+                    search(client, 0)
 
                 def http_files(i: int) -> None:
-                    downloading.predict(value(sketches[offset + i]), args.mode, args.top_k, api_name="/search")
+                    search(downloading, offset + i)
 
                 rows["http no-op (/status round trip)"] = timed(lambda i: client.predict(api_name="/status"),
                                                                 args.queries, args.warmup)
                 rows["http cold (gradio_client /search)"] = timed(http_cold, args.queries, args.warmup)
                 rows["http warm (cached embedding)"] = timed(http_warm, args.queries, args.warmup)
                 offset += args.queries + args.warmup
-                rows["http + files (k photos downloaded)"] = timed(http_files, args.queries, args.warmup)
+                rows["http + files (k thumbnails fetched)"] = timed(http_files, args.queries, args.warmup)
             finally:
                 server.terminate()
                 try:

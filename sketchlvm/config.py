@@ -171,11 +171,17 @@ class RuntimeConfig:
     # this fraction of their photos with the fp32 queries' top-k.
     int8_top_k: int = 10
     int8_min_agreement: float = 0.9
-    # ONNX Runtime intra-op threads; 0 = one per CPU core. Queries (batch 1) want every core and busy-waiting
-    # threads for latency; indexing (batch 32) also uses every core but without busy-waiting, so the
-    # photo-decoding threads get the CPU whenever the encoder waits (see runtime.session_options).
+    # ONNX Runtime intra-op threads; 0 = one per CPU core. Queries (batch 1) and indexing (batch 32) both use
+    # every core; indexing without busy-waiting, so the photo-decoding threads get the CPU whenever the
+    # encoder waits (see runtime.session_options).
     query_threads: int = 0
     index_threads: int = 0
+    # Busy-waiting query threads. Off: the app runs two searches at once (webapp.page.SEARCH_CONCURRENCY)
+    # beside Gradio's own threads, and spinning workers burn the cores those need. Measured on the shared
+    # 2-core machine, ViT-B/32 fp32 batch 1: spinning 344 ms and 240 ms CPU per call (two callers: 3.2
+    # calls/s), not spinning 146 ms and 143 ms CPU (two callers: 7.4 calls/s). On an idle machine spinning
+    # saves a few ms per query at most.
+    query_spinning: bool = False
 
 
 @dataclass

@@ -11,9 +11,10 @@ torch on CUDA; ``torch``; ``onnx`` (fp32, exact within ``RuntimeConfig`` toleran
 Whatever fails (onnxruntime missing, an export error, a graph that disagrees with torch) falls back to
 torch for what it affects, logged with the reason, and ``describe()`` says so.
 
-Threads: query sessions (sketch graphs, batch 1) use every core with busy-waiting workers, the lowest
-latency; index sessions (photo graphs, batches of 32) use every core without busy-waiting, so the
-index build's photo-decoding threads get the CPU while an operator waits (``session_options``).
+Threads: query sessions (sketch graphs, batch 1) and index sessions (photo graphs, batches of 32) use
+every core, without busy-waiting by default: the app's concurrent searches and Gradio's threads, or the
+index build's photo-decoding threads, get the CPU while an operator waits (``session_options``,
+``RuntimeConfig.query_spinning``).
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def session_options(ort: Any, role: str, config: RuntimeConfig) -> Any:
     opts.intra_op_num_threads = threads or cpu_threads()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if role == "query" else "0")
+    spinning = role == "query" and config.query_spinning
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     opts.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise here
     return opts
 

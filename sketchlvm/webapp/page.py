@@ -24,7 +24,7 @@ from .handlers import (
     search_strokes,
     search_with_photo,
 )
-from .results import original, served_folders
+from .results import original, serve_thumbnails_in_place, served_folders
 from .state import (
     DRAW_HINT,
     MODE_LABELS,
@@ -242,6 +242,7 @@ def launch(demo: gr.Blocks, **kwargs: Any):
 
 def launch_kwargs(state: AppState, host: str, port: int, share: bool = False) -> dict[str, Any]:
     """Serve the gallery's photos and thumbnails and nothing else on disk (plus Gradio's own upload folder)."""
+    serve_thumbnails_in_place(state)
     return dict(
         server_name=host,
         server_port=port,
