@@ -45,11 +45,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.bench_load import free_port  # noqa: E402
-from bench.bench_query import DEFAULT_DATA, wait_for_server  # noqa: E402
+from bench.bench_query import DEFAULT_DATA, wait_for_complete_index, wait_for_server  # noqa: E402
 
 CHROMIUM = Path(os.environ.get("SKETCHLVM_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 TARGET_RATIO_TORCH = 3.0
+TARGET_RATIO_FAST = 2.0  # with the fast CPU runtime (ONNX Runtime, the default on CPU; issue 10)
 TARGET_MOVE_MS = 25.0
 TARGET_RESULT_BYTES = 400_000
 RESULTS_TIMEOUT_MS = 30_000
@@ -194,9 +195,13 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://127.0.0.1:{port}/"
         started = time.perf_counter()
         wait_for_server(url, server, timeout_s=args.server_timeout)
-        print(f"app.py (ViT-B-32, random weights) indexed and started in {time.perf_counter() - started:.0f} s")
+        print(f"app.py (ViT-B-32, random weights) answering after {time.perf_counter() - started:.0f} s")
+        # The page comes up before the gallery is indexed; time strokes only once every photo is searchable
+        # (the complete build's vectors file appears), so no stroke races the background build for the CPU.
+        vectors_file = wait_for_complete_index(work / "indexes", server, started + args.server_timeout)
+        print(f"gallery indexed after {time.perf_counter() - started:.0f} s")
 
-        vectors = np.load(next((work / "indexes").rglob("vectors-*.npy")))
+        vectors = np.load(vectors_file)
         floor = measure_floor(vectors, args.k, repeats=30)
         print(f"floor (bare encode_image + faiss exact, this process, app idle): p50 {pct(floor, 50) * 1e3:.0f} ms, "
               f"p95 {pct(floor, 95) * 1e3:.0f} ms")
@@ -264,11 +269,13 @@ def main(argv: list[str] | None = None) -> int:
 
         p50, p95 = pct(latencies, 50), pct(latencies, 95)
         ratio = p50 / pct(floor, 50)
+        runtime = os.environ.get("SKETCHLVM_RUNTIME", "auto")  # app.py reads it too; auto = ONNX Runtime on CPU
+        target = TARGET_RATIO_TORCH if runtime == "torch" else TARGET_RATIO_FAST
         move_p50 = pct(moves, 50) * 1e3
         bytes_p50, bytes_max = pct(result_bytes, 50), max(result_bytes or [float("nan")])
         print(f"strokes timed: {len(latencies)} (missed {missed}); pointer moves: {len(moves)}")
         print(f"pen-up -> results shown: p50 {p50 * 1e3:.0f} ms, p95 {p95 * 1e3:.0f} ms = {ratio:.2f}x the floor "
-              f"(p95 {p95 / pct(floor, 50):.2f}x); target <= {TARGET_RATIO_TORCH:.0f}x with the torch encoder")
+              f"(p95 {p95 / pct(floor, 50):.2f}x); target <= {target:.0f}x with runtime {runtime}")
         print(f"pointer move while drawing: p50 {move_p50:.1f} ms, p95 {pct(moves, 95) * 1e3:.1f} ms "
               f"(over the page header: p50 {pct(baseline_moves, 50) * 1e3:.1f} ms); target <= {TARGET_MOVE_MS:.0f} ms")
         print(f"{args.k} result images: p50 {bytes_p50 / 1e3:.0f} kB, max {bytes_max / 1e3:.0f} kB "
@@ -277,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         if args.keep:
             print(f"kept {work} (screenshot: bench-browser.png)")
-        ok = ratio <= TARGET_RATIO_TORCH and move_p50 <= TARGET_MOVE_MS and bytes_max <= TARGET_RESULT_BYTES
+        ok = ratio <= target and move_p50 <= TARGET_MOVE_MS and bytes_max <= TARGET_RESULT_BYTES
         print("targets: " + ("met" if ok else "NOT all met"))
         return 0
     finally:

@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_query import DEFAULT_DATA, make_gallery, wait_for_server  # noqa: E402
+from bench.bench_query import DEFAULT_DATA, make_gallery, wait_for_complete_index, wait_for_server  # noqa: E402
 
 MODES = ("category", "fine_grained")
 REQUEST_TIMEOUT_S = 20.0  # one request; a hung server fails the request instead of hanging the run
@@ -484,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
             server = subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       text=True)
             wait_for_server(url, server, timeout_s=args.server_timeout)
+            # The page answers before the gallery is indexed: load the whole gallery only.
+            wait_for_complete_index(work / "galleries", server, time.perf_counter() + args.server_timeout)
         print(f"{args.users} users x {len(scripts[0])} requests per script ({args.stages} drawing stages x "
               f"{len(MODES)} modes on /search + {len(MODES)} uploads); model {model.arch}; gallery {len(index)} photos, k={k}; "
               f"server {'in this process' if args.in_process else 'app.py in its own process'}, torch threads "

@@ -92,6 +92,18 @@ def timed_together(fns: dict[str, Callable[[int], object]], n: int, warmup: int)
     return out
 
 
+def wait_for_complete_index(indexes: Path, server: subprocess.Popen, deadline: float) -> Path:
+    """The complete build's vectors file, once the app's background build has written it."""
+    while time.perf_counter() < deadline:
+        found = next(indexes.rglob("vectors-*.npy"), None)
+        if found is not None:
+            return found
+        if server.poll() is not None:
+            raise SystemExit(f"app.py exited ({server.returncode}) before the gallery was indexed")
+        time.sleep(0.5)
+    raise SystemExit("the gallery was not indexed in time (--server-timeout)")
+
+
 def wait_for_server(url: str, server: subprocess.Popen, timeout_s: float) -> None:
     import httpx
 
@@ -256,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 url = f"http://127.0.0.1:{port}/"
                 wait_for_server(url, server, timeout_s=args.server_timeout)
+                # The page answers before the gallery is indexed: time queries on the whole gallery only.
+                wait_for_complete_index(work / "galleries", server, time.perf_counter() + args.server_timeout)
                 client = Client(url, verbose=False, download_files=False, analytics_enabled=False)
                 downloading = Client(url, verbose=False, analytics_enabled=False,
                                      download_files=str(work / "downloads"))
