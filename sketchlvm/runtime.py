@@ -354,7 +354,7 @@ class Runtime:
             if self.requested != "torch":
                 why = self.reason or ("auto picks torch on CUDA" if self.model.device.type != "cpu" else "")
                 what = f"{what} ({why})" if why else what
-            return what + (self._text_description() if self._text is not None or self.text_reason else "")
+            return what + self._text_description()
         ort = self._ort
         threads = self.config.query_threads or cpu_threads()
         text = f"{self.name}: ONNX Runtime {ort.__version__} on CPU, {threads} query threads"
