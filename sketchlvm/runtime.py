@@ -11,6 +11,10 @@ torch on CUDA; ``torch``; ``onnx`` (fp32, exact within ``RuntimeConfig`` toleran
 Whatever fails (onnxruntime missing, an export error, a graph that disagrees with torch) falls back to
 torch for what it affects, logged with the reason, and ``describe()`` says so.
 
+CLIP's text tower (models with ``text=True``) follows the image side: under ``onnx`` and ``onnx-int8``
+it runs an fp32 text graph (never int8) once that graph reproduces torch on real prompts, else torch,
+with the reason in ``text_reason`` and at the end of ``describe()``.
+
 Threads: query sessions (sketch graphs, batch 1) and index sessions (photo graphs, batches of 32) use
 every core, without busy-waiting by default: the app's concurrent searches and Gradio's threads, or the
 index build's photo-decoding threads, get the CPU while an operator waits (``session_options``,
@@ -315,7 +319,7 @@ class Runtime:
 
     def encode_text(self, tokens: torch.Tensor) -> np.ndarray:
         """(N, context) token ids -> (N, D) float32 unit vectors, on the text graph when it agreed with torch."""
-        self.name  # prepares the graphs on first use, the text one included
+        _ = self.name  # prepares the graphs on first use, the text one included
         if self._text is None:
             return self.model.text_tower.encode_tokens_torch(tokens)
         out = self._session(self._text.path, "query").run(None, {"tokens": tokens.numpy().astype(np.int64)})[0]
@@ -325,7 +329,7 @@ class Runtime:
         """Which engine runs the text tower, and why torch when ONNX Runtime runs the images."""
         if self.model.text_tower is None:
             return "no text tower"
-        self.name  # prepares the graphs, the text one included
+        _ = self.name  # prepares the graphs, the text one included
         if self._text is not None:
             return "ONNX Runtime fp32"
         if self.text_reason:
