@@ -8,6 +8,8 @@ vectors (no decoding, no framing, no cache, no HTTP). Rows:
     library cold   Searcher.search on a new drawing: canvas -> framing -> encoder -> index -> results,
                    one row per runtime (--runtimes: torch, onnx = ONNX Runtime fp32, onnx-int8)
     library warm   the same drawing again in the same mode (mode switch / top-k change): cache hit
+    library words  Searcher.search with words only (no drawing), new words each time (no text cache hit),
+                   one row per runtime: the text tower runs on ONNX Runtime fp32 under onnx / onnx-int8
 
 For onnx-int8 the int8-vs-fp32 top-10 agreement on the gallery is printed, measured on the query
 sketches (the same check the app runs at start).
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         models = {}
         for runtime in runtimes:  # exports (first time only) and checks happen here, untimed
             models[runtime] = create_sketchlvm(arch=args.model, pretrained=args.pretrained, device=args.device,
-                                               runtime=runtime, check_images=images[:4])
+                                               runtime=runtime, check_images=images[:4], text=True)
         model = models[runtimes[0]]
         t0 = time.perf_counter()
         index = build_gallery_index(work / "gallery", model, cache_dir=work / "cache", show_progress_bar=False)
@@ -238,6 +240,16 @@ def main(argv: list[str] | None = None) -> int:
                 searchers[runtime].search(images[i % len(images)], args.mode, args.top_k)
             return run
 
+        # Words as people type them, all different: every words query runs the text tower.
+        classes = sorted(p.name.replace("_", " ") for p in (args.data / "photo").iterdir() if p.is_dir())
+        words = [f"{adjective} {c}" for adjective in ("red", "small", "old", "wooden", "shiny", "dark", "striped")
+                 for c in classes]
+
+        def lib_words(runtime: str) -> Callable[[int], None]:
+            def run(i: int) -> None:
+                searchers[runtime].search(None, args.mode, args.top_k, text=words[i % len(words)])
+            return run
+
         warm_image = images[0]
         searcher.search(warm_image, args.mode, args.top_k)
 
@@ -250,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
                                     **{f"library cold, {models[r].runtime.name}": lib_cold(r) for r in runtimes}},
                                    args.queries, args.warmup))
         rows["library warm (cached embedding)"] = timed(lib_warm, args.queries, args.warmup)
+        for r in runtimes:  # text tower: torch, or ONNX Runtime where the runtime put it there
+            engine = "onnx" if models[r].runtime.text_runtime().startswith("ONNX") else "torch"
+            rows[f"library words, {models[r].runtime.name} (text {engine})"] = timed(lib_words(r), args.queries,
+                                                                                        args.warmup)
 
         if not args.no_http:
             from gradio_client import Client

@@ -71,6 +71,8 @@ class SketchLVM:
         from .runtime import Runtime
 
         self.runtime = Runtime(self, runtime, config, cache_dir, check_images)
+        if self.text_tower is not None:
+            self.text_tower.use_runtime(self.runtime)
         return self
 
     @property

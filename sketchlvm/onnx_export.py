@@ -3,7 +3,8 @@
 A *graph* is what one (mode, modality) pair computes, with the prompts that modality uses baked in as
 constants: images (B, 3, S, S) in, unit vectors (B, D) out, B dynamic. Pairs that compute the same
 function share one graph: category mode has a sketch graph and a photo graph, fine-grained mode one
-shared graph, and every mode without trained prompts the plain tower.
+shared graph, and every mode without trained prompts the plain tower. CLIP's text tower, for word
+queries, is one more graph ("text"): token ids (N, context) int64 in, unit vectors (N, D) out.
 
 Cache: one folder (``default_cache_dir``: ``$SKETCHLVM_ONNX_CACHE``, else ``~/.cache/sketchlvm/onnx``),
 outside the repository. A graph is ``<name>-<key>.onnx`` with ``<name>-<key>.json`` beside it, where
@@ -52,9 +53,9 @@ def default_cache_dir() -> Path:
 class GraphSpec:
     """Which graph a (mode, modality) pair runs: ``name`` says what it is, ``identity`` everything in it."""
 
-    name: str  # "plain", "category-sketch", "category-photo", "fine_grained-shared"
-    mode: str  # a mode whose encoder computes it
-    modality: str  # the modality whose prompts are baked in
+    name: str  # "plain", "category-sketch", "category-photo", "fine_grained-shared", "text"
+    mode: str  # a mode whose encoder computes it ("text" for the text tower)
+    modality: str  # the modality whose prompts are baked in ("text": CLIP's text tower, token ids in)
     identity: dict[str, Any]
 
     @property
@@ -100,6 +101,32 @@ def graph_spec(model: Any, mode: str, modality: str) -> GraphSpec:
     return GraphSpec(f"{mode}-{prompt_set}", mode, modality, identity)
 
 
+def text_graph_spec(model: Any) -> GraphSpec:
+    """The graph of ``model``'s CLIP text tower (``model.text_tower``): token ids in, unit vectors out.
+
+    Its identity holds a digest of all the tower's tensors, besides the weights source: random weights
+    all share one source name, and a text graph is reused only for exactly these weights."""
+    import open_clip
+
+    tower = model.text_tower
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tower.clip_model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    identity = {
+        "format": EXPORT_FORMAT,
+        "opset": OPSET,
+        "torch": torch.__version__,
+        "open_clip": open_clip.__version__,
+        "arch": model.arch,
+        "weights": model.weights.identity(),
+        "tower": "text",
+        "context_length": tower.context_length,
+        "state_sha256": digest.hexdigest(),
+    }
+    return GraphSpec("text", "text", "text", identity)
+
+
 def _state_digest(encoder: nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(encoder.state_dict().items()):
@@ -136,10 +163,31 @@ def _temp_path(path: Path) -> Path:
 
 def export_graph(encoder: nn.Module, modality: str, image_size: int, path: Path) -> None:
     """Trace ``encoder`` for ``modality`` into ``path`` (atomically), with a dynamic batch axis."""
+    _export(_Graph(encoder, modality), torch.zeros(2, 3, image_size, image_size), "images", path)
+
+
+class _TextGraph(nn.Module):
+    """CLIP's text tower as a function of token ids alone: (N, context) int64 -> (N, D) unit vectors."""
+
+    def __init__(self, clip_model: nn.Module):
+        super().__init__()
+        self.clip_model = clip_model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.clip_model.encode_text(tokens, normalize=True)
+
+
+def export_text_graph(clip_model: nn.Module, context_length: int, path: Path) -> None:
+    """Trace the text tower of ``clip_model`` into ``path`` (atomically), with a dynamic batch axis."""
+    example = torch.zeros(2, context_length, dtype=torch.long)
+    example[:, 0], example[:, 1] = 1, 2  # the tower pools at the largest id (the end token): make it unambiguous
+    _export(_TextGraph(clip_model), example, "tokens", path)
+
+
+def _export(graph: nn.Module, example: torch.Tensor, input_name: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(path)
-    graph = _Graph(encoder, modality).eval()
-    example = torch.zeros(2, 3, image_size, image_size)
+    graph = graph.eval()
     fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
         # The fused attention kernel that a frozen tower takes in eval mode has no ONNX form: trace the
@@ -148,8 +196,8 @@ def export_graph(encoder: nn.Module, modality: str, image_size: int, path: Path)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's tracer warnings are about code we do not run
             torch.onnx.export(
-                graph, (example,), str(tmp), input_names=["images"], output_names=["embeddings"],
-                dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
+                graph, (example,), str(tmp), input_names=[input_name], output_names=["embeddings"],
+                dynamic_axes={input_name: {0: "batch"}, "embeddings": {0: "batch"}},
                 opset_version=OPSET, dynamo=False,
             )
         _atomic_replace(tmp, path)
@@ -181,12 +229,13 @@ class Agreement:
     min_cosine: float
     max_abs_diff: float
     n_images: int
+    what: str = "images"  # what was compared: "images", or "prompts" for the text tower
 
     def within(self, min_cosine: float, max_abs_diff: float) -> bool:
         return self.min_cosine >= min_cosine and self.max_abs_diff <= max_abs_diff
 
     def __str__(self) -> str:
-        return f"cosine >= {self.min_cosine:.6f}, max abs diff {self.max_abs_diff:.1e} on {self.n_images} images"
+        return f"cosine >= {self.min_cosine:.6f}, max abs diff {self.max_abs_diff:.1e} on {self.n_images} {self.what}"
 
 
 def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
@@ -202,6 +251,9 @@ def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
 def ensure_graph(spec: GraphSpec, encoder: nn.Module, image_size: int, cache_dir: Path) -> tuple[Path, bool]:
     """The cached graph for ``spec``, exported first when missing. Returns (path, exported_now).
 
+    ``encoder`` is the prompted encoder, or for the "text" modality the CLIP model whose text tower it is
+    (``image_size`` is then unused).
+
     Raises ``GraphRefusedError`` when the export fails.
     """
     path = spec.path(cache_dir)
@@ -212,7 +264,10 @@ def ensure_graph(spec: GraphSpec, encoder: nn.Module, image_size: int, cache_dir
         return path, False
     log.info("ONNX graph %s: exporting to %s (once per model identity)", spec.name, path)
     try:
-        export_graph(encoder, spec.modality, image_size, path)
+        if spec.modality == "text":
+            export_text_graph(encoder, spec.identity["context_length"], path)
+        else:
+            export_graph(encoder, spec.modality, image_size, path)
     except Exception as error:  # the exporter raises many types; all mean "no graph"
         raise GraphRefusedError(f"export of the {spec.name} graph failed: {type(error).__name__}: {error}") from error
     write_sidecar(sidecar, {"identity": spec.identity, "bytes": path.stat().st_size, "name": spec.name})

@@ -11,6 +11,10 @@ torch on CUDA; ``torch``; ``onnx`` (fp32, exact within ``RuntimeConfig`` toleran
 Whatever fails (onnxruntime missing, an export error, a graph that disagrees with torch) falls back to
 torch for what it affects, logged with the reason, and ``describe()`` says so.
 
+CLIP's text tower (models with ``text=True``) follows the image side: under ``onnx`` and ``onnx-int8``
+it runs an fp32 text graph (never int8) once that graph reproduces torch on real prompts, else torch,
+with the reason in ``text_reason`` and at the end of ``describe()``.
+
 Threads: query sessions (sketch graphs, batch 1) and index sessions (photo graphs, batches of 32) use
 every core, without busy-waiting by default: the app's concurrent searches and Gradio's threads, or the
 index build's photo-decoding threads, get the CPU while an operator waits (``session_options``,
@@ -40,6 +44,7 @@ from .onnx_export import (
     ensure_graph,
     ensure_int8_graph,
     graph_spec,
+    text_graph_spec,
 )
 
 log = logging.getLogger(__name__)
@@ -149,6 +154,8 @@ class Runtime:
         self._check_images = check_images
         self._name: str | None = None
         self._prepare_lock = threading.Lock()
+        self._text: _Onnx | None = None  # the text tower's graph, when it runs on ONNX Runtime
+        self.text_reason: str | None = None  # why the text tower runs on torch although ONNX Runtime runs
 
     @property
     def name(self) -> str:
@@ -166,6 +173,16 @@ class Runtime:
     # -- choosing ---------------------------------------------------------------------------------
 
     def _choose(self, check_images: list | None) -> str:
+        name = self._choose_images(check_images)
+        if self.model.text_tower is not None and self._ort is not None:
+            try:
+                self._text = self._prepare_text()
+            except GraphRefusedError as error:
+                self.text_reason = str(error)
+                log.warning("text tower: %s; words encode with torch", error)
+        return name
+
+    def _choose_images(self, check_images: list | None) -> str:
         want = self.requested
         if want == "torch":
             return "torch"
@@ -214,6 +231,19 @@ class Runtime:
             graph.int8_path = ensure_int8_graph(spec, path, self.cache_dir)
         return graph
 
+    def _prepare_text(self) -> _Onnx:
+        """The text tower's fp32 graph (never int8: one prompt costs little and words steer rankings),
+        checked against torch on real prompts (``TEXT_CHECK_WORDS``, each in the tower's template)."""
+        from .text import TEXT_CHECK_WORDS
+
+        tower = self.model.text_tower
+        spec = text_graph_spec(self.model)
+        path, _ = ensure_graph(spec, tower.clip_model, self.model.image_size, self.cache_dir)
+        tokens = tower.tokenizer([tower.template.format(words) for words in TEXT_CHECK_WORDS])
+        checked = self._verify(path, "tokens", tokens.numpy(), tower.encode_tokens_torch(tokens), "query",
+                               spec.name, "prompts")
+        return _Onnx(spec, path, checked=checked)
+
     def _tensors(self, images: list, modality: str) -> torch.Tensor:
         if not images:
             raise GraphRefusedError("no real images to check the exported graph against torch")
@@ -222,11 +252,17 @@ class Runtime:
 
     def _check(self, path: Path, batch: torch.Tensor, mode: str, modality: str, name: str) -> Agreement:
         """Refuse a graph unless it reproduces torch on ``batch`` within the configured tolerances."""
+        return self._verify(path, "images", batch.numpy(), self._torch(batch, modality, mode), _role(modality),
+                            name, "images")
+
+    def _verify(self, path: Path, input_name: str, inputs: np.ndarray, reference: np.ndarray, role: str,
+                name: str, what: str) -> Agreement:
         try:
-            onnx_out = self._session(path, _role(modality)).run(None, {"images": batch.numpy()})[0]
+            onnx_out = self._session(path, role).run(None, {input_name: inputs})[0]
         except Exception as error:
             raise GraphRefusedError(f"ONNX Runtime cannot run the {name} graph ({path}): {error}") from error
-        found = agreement(self._torch(batch, modality, mode), onnx_out)
+        found = agreement(reference, onnx_out)
+        found = Agreement(found.min_cosine, found.max_abs_diff, found.n_images, what)
         if not found.within(self.config.min_cosine, self.config.max_abs_diff):
             raise GraphRefusedError(
                 f"the exported {name} graph disagrees with torch ({found}; needs cosine >= "
@@ -281,6 +317,25 @@ class Runtime:
                     del self._graphs[key]
             return False
 
+    def encode_text(self, tokens: torch.Tensor) -> np.ndarray:
+        """(N, context) token ids -> (N, D) float32 unit vectors, on the text graph when it agreed with torch."""
+        _ = self.name  # prepares the graphs on first use, the text one included
+        if self._text is None:
+            return self.model.text_tower.encode_tokens_torch(tokens)
+        out = self._session(self._text.path, "query").run(None, {"tokens": tokens.numpy().astype(np.int64)})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def text_runtime(self) -> str:
+        """Which engine runs the text tower, and why torch when ONNX Runtime runs the images."""
+        if self.model.text_tower is None:
+            return "no text tower"
+        _ = self.name  # prepares the graphs, the text one included
+        if self._text is not None:
+            return "ONNX Runtime fp32"
+        if self.text_reason:
+            return f"torch ({self.text_reason})"
+        return "torch"
+
     # -- what runs ----------------------------------------------------------------------------------
 
     def uses_onnx(self, mode: str, modality: str) -> bool:
@@ -300,10 +355,10 @@ class Runtime:
     def describe(self) -> str:
         if self.name == "torch":
             what = f"torch fp32 on {self.model.device}" if self.model.device.type == "cpu" else f"torch on {self.model.device}"
-            if self.requested == "torch":
-                return what
-            why = self.reason or ("auto picks torch on CUDA" if self.model.device.type != "cpu" else "")
-            return f"{what} ({why})" if why else what
+            if self.requested != "torch":
+                why = self.reason or ("auto picks torch on CUDA" if self.model.device.type != "cpu" else "")
+                what = f"{what} ({why})" if why else what
+            return what + self._text_description()
         ort = self._ort
         threads = self.config.query_threads or cpu_threads()
         text = f"{self.name}: ONNX Runtime {ort.__version__} on CPU, {threads} query threads"
@@ -312,4 +367,9 @@ class Runtime:
             text += "; torch for " + "; ".join(f"{m} {x} ({why})" for (m, x), why in sorted(self.fallbacks.items()))
         if self.int8_status:
             text += f"; {self.int8_status}"
-        return text
+        return text + self._text_description()
+
+    def _text_description(self) -> str:
+        if self.model.text_tower is None:
+            return ""
+        return f"; text tower on {self.text_runtime()}"

@@ -8,7 +8,9 @@ Text is cleaned (whitespace collapsed, control characters dropped), limited to `
 characters, and put into ``TEXT_TEMPLATE`` ("a photo of {}.", the prompt CLIP was evaluated with)
 before tokenising. CLIP reads at most ``context_length`` tokens (77 for ViT-B/32, start and end
 included); a longer prompt is truncated by the tokenizer and :class:`TextQuery` says so and what was
-kept. The text tower is slow on CPU (tens of ms per prompt): features are cached per prompt.
+kept. The text tower is slow on CPU (tens of ms per prompt): features are cached per prompt, and the
+model's runtime runs the tower on ONNX Runtime (fp32) when it runs the images there and the exported
+text graph reproduces torch on real prompts (``sketchlvm.runtime``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ log = logging.getLogger(__name__)
 TEXT_TEMPLATE = "a photo of {}."
 MAX_TEXT_CHARS = 300  # about 60-75 CLIP tokens of English; a longer text is refused, not silently cut
 
+
+# Real prompts an exported text graph must reproduce torch on before it is used (Sketchy categories,
+# one- and multi-token words, and a long phrase), each put in the tower's template.
+TEXT_CHECK_WORDS = ("airplane", "alarm clock", "car (sedan)", "hot-air balloon", "jack-o-lantern", "umbrella",
+                    "a red leather shoe on a sandy beach at sunset, seen from above")
 
 NO_TEXT_TOWER = ("this model was loaded without CLIP's text tower, so it cannot search by words; "
                  "load it with create_sketchlvm(..., text=True)")
@@ -89,6 +96,13 @@ class TextTower:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.encode_calls = 0  # how many prompts ran through the tower (for tests and benchmarks)
+        self.runtime = None  # a sketchlvm.runtime.Runtime that may run the tower on ONNX Runtime; None: torch
+
+    def use_runtime(self, runtime) -> None:
+        """Encode through ``runtime`` (see ``Runtime.encode_text``); cached vectors from another engine go."""
+        with self._lock:
+            self.runtime = runtime
+            self._cache.clear()
 
     def query(self, text: str) -> TextQuery:
         """Check ``text`` and say what the tower will read. Raises :class:`TextQueryError`."""
@@ -142,11 +156,17 @@ class TextTower:
                 self._cache.popitem(last=False)
         return vector
 
-    @torch.no_grad()
     def _encode(self, prompts: list[str]) -> np.ndarray:
-        tokens = self.tokenizer(prompts).to(self.device)  # (N, context_length), truncated by the tokenizer
-        with autocast(self.device):
-            features = self.clip_model.encode_text(tokens, normalize=True)
-        vectors = np.ascontiguousarray(features.float().cpu().numpy(), dtype=np.float32)  # (N, D)
+        tokens = self.tokenizer(prompts)  # (N, context_length) int64, truncated by the tokenizer
+        vectors = self.runtime.encode_text(tokens) if self.runtime is not None else self.encode_tokens_torch(tokens)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         vectors.setflags(write=False)
         return vectors
+
+    @torch.no_grad()
+    def encode_tokens_torch(self, tokens: torch.Tensor) -> np.ndarray:
+        """(N, context_length) token ids -> (N, D) float32 unit vectors, with torch."""
+        tokens = tokens.to(self.device)
+        with autocast(self.device):
+            features = self.clip_model.encode_text(tokens, normalize=True)
+        return features.float().cpu().numpy()
