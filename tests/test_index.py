@@ -99,6 +99,25 @@ def _by_path(index, mode: str) -> dict[str, np.ndarray]:
     return {p.relpath: vectors[i] for i, p in enumerate(index.photos)}
 
 
+def _kill_at_generation(proc: subprocess.Popen, cache: Path, target_generation: int, rng: random.Random) -> tuple[str, int]:
+    """kill -9 ``proc`` once its manifest reaches ``target_generation`` (plus a random few ms).
+
+    Returns its stderr and the last manifest generation seen before the kill."""
+    generation, deadline = 0, time.monotonic() + 120
+    try:
+        while proc.poll() is None and generation < target_generation and time.monotonic() < deadline:
+            try:
+                generation = json.loads((cache / "manifest.json").read_text())["generation"]
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.02))
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        _, stderr = proc.communicate()
+    return stderr.decode(errors="replace"), generation
+
+
 def _assert_same_index(index, reference, atol=1e-5):
     assert [p.relpath for p in index.photos] == [p.relpath for p in reference.photos]
     assert [p.label for p in index.photos] == [p.label for p in reference.photos]
@@ -326,19 +345,7 @@ def test_kill_9_during_build_then_restart_gives_a_complete_consistent_index(mode
            "--pretrained", "none", "--device", "cpu", "--batch-size", "1", "--commit-every", "2", "--workers", "1",
            "--exact-max", "20", "--quiet"]
     proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    generation, deadline = 0, time.monotonic() + 120
-    try:
-        while proc.poll() is None and generation < target_generation and time.monotonic() < deadline:
-            try:
-                generation = json.loads((cache / "manifest.json").read_text())["generation"]
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.002)
-        time.sleep(rng.uniform(0, 0.02))
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        _, stderr = proc.communicate()
-    stderr = stderr.decode(errors="replace")
+    stderr, generation = _kill_at_generation(proc, cache, target_generation, rng)
     assert proc.returncode == -signal.SIGKILL, f"seed {seed}: build ended before the kill: {stderr[-2000:]}"
 
     if (cache / "manifest.json").exists():  # whatever was committed is a usable index

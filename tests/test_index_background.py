@@ -4,7 +4,6 @@ one keeps the last index, and "Rebuild index" picks up new photos."""
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import signal
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_index import _assert_same_index, _class_photos, _make_gallery
+from test_index import _assert_same_index, _class_photos, _kill_at_generation, _make_gallery
 
 from sketchlvm import create_sketchlvm
 from sketchlvm.config import TINY_ARCH, IndexConfig
@@ -204,19 +203,8 @@ def test_kill_9_during_a_background_build_then_restart_resumes(model, sketchy_ro
     )
     proc = subprocess.Popen([sys.executable, "-c", script, str(gallery), str(cache)], cwd=PROJECT_ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    generation, deadline = 0, time.monotonic() + 120
-    try:
-        while proc.poll() is None and generation < target_generation and time.monotonic() < deadline:
-            try:
-                generation = json.loads((cache / "manifest.json").read_text())["generation"]
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.002)
-        time.sleep(rng.uniform(0, 0.02))
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        _, stderr = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, f"seed {seed}: build ended before the kill: {stderr.decode()[-2000:]}"
+    stderr, generation = _kill_at_generation(proc, cache, target_generation, rng)
+    assert proc.returncode == -signal.SIGKILL, f"seed {seed}: build ended before the kill: {stderr[-2000:]}"
 
     counted = []
     original = model.encode_photos
