@@ -36,7 +36,7 @@ from .onnx_attention import traceable_attention
 log = logging.getLogger(__name__)
 
 OPSET = 18
-EXPORT_FORMAT = 2  # bump when the exported graph changes (2: attention traced by onnx_attention)
+EXPORT_FORMAT = 3  # bump when the exported graph changes (3: blocks traced by onnx_attention)
 CACHE_ENV = "SKETCHLVM_ONNX_CACHE"
 
 

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 THUMBNAIL_DIR = "thumbnails"
 THUMBNAIL_SIDE = 320  # px, longest side: sharp in a ~300 px results tile
 THUMBNAIL_FORMAT = "WEBP"
-THUMBNAIL_QUALITY = 80  # ~10-25 kB per photo
+THUMBNAIL_QUALITY = 80  # ~3-10 kB per photo
+THUMBNAIL_METHOD = 2  # libwebp effort: 2 encodes in 0.4x the time of 4 (~1 ms vs ~2.3 ms here), ~5% larger files
 SUFFIX = ".webp"
 
 
@@ -54,7 +55,7 @@ def make_thumbnail(photo: str | Path, out: Path, side: int = THUMBNAIL_SIDE, max
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     try:
-        image.save(tmp, THUMBNAIL_FORMAT, quality=THUMBNAIL_QUALITY, method=4)
+        image.save(tmp, THUMBNAIL_FORMAT, quality=THUMBNAIL_QUALITY, method=THUMBNAIL_METHOD)
         os.replace(tmp, out)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -21,7 +21,7 @@ ort = pytest.importorskip("onnxruntime")
 from sketchlvm import onnx_export  # noqa: E402
 from sketchlvm.config import TINY_ARCH  # noqa: E402
 from sketchlvm.model import create_sketchlvm  # noqa: E402
-from sketchlvm.onnx_attention import TracedSelfAttention, traceable_attention  # noqa: E402
+from sketchlvm.onnx_attention import TracedMlp, TracedSelfAttention, traceable_attention  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,15 @@ def test_traced_attention_matches_multihead_attention(masked):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_traced_mlp_matches_the_block_mlp():
+    model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="torch")
+    mlp = model.encoders["category"].visual.transformer.resblocks[0].mlp
+    width = mlp.c_fc.in_features
+    x = torch.randn(2, 5, width)
+    with torch.no_grad():
+        torch.testing.assert_close(TracedMlp(mlp)(x), mlp(x), rtol=1e-5, atol=1e-6)
+
+
 def test_traced_attention_refuses_what_it_does_not_compute():
     with pytest.raises(ValueError, match="batch-first"):
         TracedSelfAttention(nn.MultiheadAttention(32, 4, batch_first=False))
@@ -55,11 +64,12 @@ def test_traced_attention_refuses_what_it_does_not_compute():
 def test_swap_is_undone_even_when_the_export_fails():
     model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="torch")
     visual = model.encoders["category"].visual
-    before = [block.attn for block in visual.transformer.resblocks]
+    before = [(block.attn, block.mlp) for block in visual.transformer.resblocks]
     with pytest.raises(RuntimeError, match="boom"), traceable_attention(visual):
-        assert all(isinstance(b.attn, TracedSelfAttention) for b in visual.transformer.resblocks)
+        assert all(isinstance(b.attn, TracedSelfAttention) and isinstance(b.mlp, TracedMlp)
+                   for b in visual.transformer.resblocks)
         raise RuntimeError("boom")
-    assert [block.attn for block in visual.transformer.resblocks] == before
+    assert [(block.attn, block.mlp) for block in visual.transformer.resblocks] == before
 
 
 def test_exported_graph_has_constant_shapes_and_a_dynamic_batch(tmp_path, real_images):
