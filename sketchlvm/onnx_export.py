@@ -31,12 +31,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .onnx_attention import traceable_attention
+from .onnx_trace import traceable_tower
 
 log = logging.getLogger(__name__)
 
 OPSET = 18
-EXPORT_FORMAT = 3  # bump when the exported graph changes (3: blocks traced by onnx_attention)
+EXPORT_FORMAT = 4  # bump when the exported graph changes (4: the tower traced by onnx_trace)
 CACHE_ENV = "SKETCHLVM_ONNX_CACHE"
 
 
@@ -165,7 +165,7 @@ def _temp_path(path: Path) -> Path:
 
 def export_graph(encoder: nn.Module, modality: str, image_size: int, path: Path) -> None:
     """Trace ``encoder`` for ``modality`` into ``path`` (atomically), with a dynamic batch axis."""
-    with traceable_attention(encoder.visual):
+    with traceable_tower(encoder.visual):
         _export(_Graph(encoder, modality), torch.zeros(2, 3, image_size, image_size), "images", path)
 
 
@@ -280,8 +280,8 @@ def ensure_graph(spec: GraphSpec, encoder: nn.Module, image_size: int, cache_dir
 def ensure_int8_graph(spec: GraphSpec, fp32_path: Path, cache_dir: Path) -> Path:
     """Dynamic int8 (QInt8 weights, activations quantised on the fly) of a cached fp32 graph, cached beside it.
 
-    Only the MatMuls (the transformer, ~97% of the FLOPs) are quantised: the patch-embedding Conv stays
-    fp32, since ONNX Runtime's CPU ConvInteger took twice the fp32 Conv's time here."""
+    Only MatMuls are quantised (the exported tower, patch embedding included, is MatMuls: see
+    ``onnx_trace``); anything else that carries weights stays fp32."""
     path = spec.path(cache_dir, "-int8")
     sidecar = path.with_suffix(".json")
     record = read_sidecar(sidecar)
