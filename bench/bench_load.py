@@ -449,9 +449,14 @@ def run_load(url: str, scripts: list[list[Op]], seconds: float, warmup: int = 1,
 
 
 def interleaved(scripts: list[list[Op]]) -> list[Op]:
-    """Every user's script, one op of each user in turn: one session that sees what all of them send."""
+    """Every user's script, one op of each user in turn: one session that sees what all of them send.
+
+    User ``u`` starts at its op ``u``, as in ``run_load``, so each round of requests mixes drawing stages,
+    modes and uploads as the load phase does, and a short baseline measures the same mix (starting every
+    user at op 0 put only first-stage searches in its first rounds, and no upload in an 8 s baseline).
+    """
     longest = max(len(ops) for ops in scripts)
-    return [ops[j] for j in range(longest) for ops in scripts if j < len(ops)]
+    return [ops[(j + u) % len(ops)] for j in range(longest) for u, ops in enumerate(scripts)]
 
 
 @dataclass
