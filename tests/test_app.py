@@ -29,7 +29,7 @@ from sketchlvm.model import create_sketchlvm  # noqa: E402
 from sketchlvm.search import EmptyGalleryError, Searcher  # noqa: E402
 from sketchlvm.strokes import EmptySketchError, load_ndjson, render_strokes  # noqa: E402
 from sketchlvm.thumbnails import THUMBNAIL_DIR, THUMBNAIL_SIDE  # noqa: E402
-from sketchlvm.webapp import handlers, results  # noqa: E402
+from sketchlvm.webapp import handlers, page, results  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(  # pandas 3 deprecations inside gradio's queue
     "ignore:.*no_silent_downcasting:Warning", "ignore:The copy keyword:Warning"
@@ -197,6 +197,18 @@ def test_mode_switch_and_top_k_reuse_the_embedding(client, running, drawings):
     client.predict(sketch, "fine_grained", 2, api_name="/search")
     # Both modes are zero-shot CLIP here (no checkpoint): one encoder, so nothing was encoded again.
     assert state.searcher.encode_calls == before
+
+
+def test_the_queue_summarises_its_analytics_every_100_events_not_after_each(model, index):
+    """Gradio's default rebuilds a pandas summary of up to 10,000 past events after every event."""
+    state = app_module.AppState(Searcher(model, index, default_k=K), gallery_dir=index.root, cache_dir=index.cache_dir)
+    demo = app_module.build_demo(state)
+    app_module.launch(demo, **app_module.launch_kwargs(state, "127.0.0.1", free_port()), prevent_thread_lock=True,
+                      quiet=True)
+    try:
+        assert demo._queue.ANAYLTICS_CACHE_FREQUENCY == page.ANALYTICS_SUMMARY_EVERY == 100
+    finally:
+        demo.close()
 
 
 def test_empty_sketch_gives_a_friendly_message(client):
