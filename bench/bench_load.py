@@ -1,10 +1,17 @@
 """Load: many people drawing and searching at once, each with their own sketch, in both modes.
 
-Each simulated user is one gradio_client session (its own ``Client``, so its own Gradio session) that
-draws its own real Quick, Draw! drawing: its strokes arrive in ``--stages`` steps, and every step is
+Each simulated user is one Gradio session that draws its own real Quick, Draw! drawing: its strokes arrive in ``--stages`` steps, and every step is
 searched in both modes through ``/search`` with the stroke JSON the browser's canvas sends on pen-up;
 then the finished drawing, rendered to a PNG, is uploaded through ``/upload_sketch`` in both modes.
 Users loop over their script until the time is up (bounded in time and in request count).
+
+The users talk to the app as curl or a phone app would, over Gradio's documented HTTP API (``--client
+http``, the default: ``HttpUser``, one keep-alive httpx connection and session each), or each through
+its own gradio_client ``Client`` (``--client gradio_client``, what the README's examples use). The
+load generator runs on the server's cores; gradio_client costs about 140 ms of client CPU per request
+there (its own event-stream thread, API description, per-call upload client), which the server then
+does not get: the HTTP users cost a small fraction of that. The single-user baseline goes through the
+same kind of client as the load.
 
 Every answer is checked against the ranking computed beforehand in this process with the same model
 and gallery index (the captions carry category, score to 3 decimals and file name, in rank order), so a
@@ -21,7 +28,9 @@ adds, counted from the previous send, since a person keeps drawing while a searc
 search and the uploads follow at once). The paced phase is the one the issue's target is judged on.
 
 Printed per phase: p50 / p95 latency, requests/s, failed (exception or timeout) and wrong requests, the
-server's CPU per request, and the ratio
+server's CPU per request, the p50 of each request kind (with ``--model``, both modes are zero-shot and
+share one encoder, so a drawing's second mode is a re-rank from its cached embedding: the overall p50 of
+the single user falls near the edge between re-ranks and encodes), and the ratio
 of the p50 under load to the p50 of a single user measured in the same run against the same server
 (that single user walks through all the users' scripts in turn, so its cache-hit rate matches the load
 phase's: ~every request runs the encoder, as new strokes would).
@@ -64,6 +73,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.bench_query import DEFAULT_DATA, make_gallery, wait_for_complete_index, wait_for_server  # noqa: E402
+from sketchlvm.search import DEFAULT_TEXT_WEIGHT  # noqa: E402
 
 MODES = ("category", "fine_grained")
 REQUEST_TIMEOUT_S = 20.0  # one request; a hung server fails the request instead of hanging the run
@@ -261,45 +271,127 @@ class Sample:
     wrong: str | None = None  # answered, but not this request's answer
 
 
-def _answer(client, op: Op, timeout_s: float) -> tuple[str, ...]:
-    from gradio_client import handle_file
+CLIENTS = ("http", "gradio_client")
 
-    if op.kind == "search":
-        job = client.submit(op.path.read_text(), op.mode, op.k, api_name="/search")
-        gallery, _message = job.result(timeout=timeout_s)
-    else:
-        job = client.submit(handle_file(str(op.path)), op.mode, op.k, api_name="/upload_sketch")
-        _shown, gallery, _message = job.result(timeout=timeout_s)
-    return tuple(item["caption"] for item in gallery)
+
+class HttpUser:
+    """One person's app (curl, a phone app) on Gradio's documented HTTP API, one keep-alive connection.
+
+    ``POST /gradio_api/call/<api>`` with ``{"data": [...], "session_hash": ...}`` -> an event id, then
+    ``GET /gradio_api/call/<api>/<event_id>``: server-sent events until ``event: complete`` (its
+    ``data:`` line is the outputs) or ``event: error``. Files go to ``POST /gradio_api/upload`` first.
+    The session hash is this user's own, so each user is one Gradio session, as with gradio_client.
+    Much lighter than gradio_client on the client side, which matters when the load generator shares
+    the server's cores.
+    """
+
+    def __init__(self, url: str, timeout_s: float):
+        import uuid
+
+        import httpx
+
+        self.timeout_s = timeout_s
+        self.session_hash = uuid.uuid4().hex[:11]
+        self.http = httpx.Client(base_url=url.rstrip("/") + "/gradio_api", timeout=timeout_s)
+        self.http.get("/info").raise_for_status()  # connects, as Client(url) does: a refused one fails here
+
+    def call(self, api_name: str, data: list) -> list:
+        began = time.monotonic()
+        sent = self.http.post(f"/call/{api_name}", json={"data": data, "session_hash": self.session_hash})
+        sent.raise_for_status()
+        event_id = sent.json()["event_id"]
+        event = None
+        with self.http.stream("GET", f"/call/{api_name}/{event_id}") as stream:
+            stream.raise_for_status()
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line[len("event:"):].strip()
+                elif line.startswith("data:") and event in ("complete", "error"):
+                    payload = json.loads(line[len("data:"):])
+                    if event == "error":
+                        raise RuntimeError(f"/{api_name} answered an error: {payload}")
+                    return payload
+                if time.monotonic() - began > self.timeout_s:
+                    raise TimeoutError(f"/{api_name} did not answer within {self.timeout_s:.0f} s")
+        raise RuntimeError(f"/{api_name}: the event stream ended without an answer")
+
+    def upload(self, path: Path) -> dict:
+        answer = self.http.post("/upload", files=[("files", (path.name, path.read_bytes(), "image/png"))])
+        answer.raise_for_status()
+        return {"path": answer.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+    def answer(self, op: Op) -> tuple[str, ...]:
+        # Every input of the endpoint is sent, defaults included (no words, the default weight), as a
+        # client without gradio_client's API description has to. The raw outputs are every output of the
+        # event, the page's private State too: the results are the first (search: results, message) or
+        # the second (upload: sketch as searched, results, message, State).
+        if op.kind == "search":
+            gallery = self.call("search", [op.path.read_text(), op.mode, op.k, "", DEFAULT_TEXT_WEIGHT])[0]
+        else:
+            gallery = self.call("upload_sketch", [self.upload(op.path), op.mode, op.k, "", DEFAULT_TEXT_WEIGHT])[1]
+        return tuple(item["caption"] for item in gallery)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class GradioClientUser:
+    """One person on gradio_client (its own ``Client``, so its own Gradio session), as the README shows."""
+
+    def __init__(self, url: str, timeout_s: float):
+        from gradio_client import Client
+
+        self.timeout_s = timeout_s
+        self.client = Client(url, verbose=False, analytics_enabled=False, download_files=False,
+                             httpx_kwargs={"timeout": timeout_s})
+
+    def answer(self, op: Op) -> tuple[str, ...]:
+        from gradio_client import handle_file
+
+        if op.kind == "search":
+            job = self.client.submit(op.path.read_text(), op.mode, op.k, api_name="/search")
+            gallery, _message = job.result(timeout=self.timeout_s)
+        else:
+            job = self.client.submit(handle_file(str(op.path)), op.mode, op.k, api_name="/upload_sketch")
+            _shown, gallery, _message = job.result(timeout=self.timeout_s)
+        return tuple(item["caption"] for item in gallery)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def connect(url: str, client: str, timeout_s: float):
+    if client not in CLIENTS:
+        raise ValueError(f"unknown client {client!r}; choose one of {CLIENTS}")
+    return (HttpUser if client == "http" else GradioClientUser)(url, timeout_s)
 
 
 def run_session(url: str, user: int, ops: list[Op], seconds: float, *, start: int = 0,
                 barrier: threading.Barrier | None = None, timeout_s: float = REQUEST_TIMEOUT_S,
-                max_requests: int = MAX_REQUESTS_PER_USER, warmup: int = 0, paced: bool = False) -> list[Sample]:
-    """One simulated user: its own Client, looping over ``ops`` from ``start`` until ``seconds`` pass.
+                max_requests: int = MAX_REQUESTS_PER_USER, warmup: int = 0, paced: bool = False,
+                client: str = "http") -> list[Sample]:
+    """One simulated user: its own session (``client``: "http" or "gradio_client", see ``CLIENTS``),
+    looping over ``ops`` from ``start`` until ``seconds`` pass.
 
     ``paced``: each request is sent no sooner than ``op.pause_s`` after the previous one was sent, as a
     person's pen-ups arrive (they keep drawing while a search runs, so a slow answer delays nothing
     further); otherwise at once after the previous answer (closed loop, no pause).
     """
-    from gradio_client import Client
-
     samples: list[Sample] = []
-    client = None
+    user_client = None
     try:
-        client = Client(url, verbose=False, analytics_enabled=False, download_files=False,
-                        httpx_kwargs={"timeout": timeout_s})
+        user_client = connect(url, client, timeout_s)
     except Exception as error:  # counted, not raised: a refused connection is a failed request
         samples.append(Sample(user, "connect", "-", 0.0, error=f"{type(error).__name__}: {error}"))
     try:
         try:
-            for i in range(warmup if client is not None else 0):
-                _answer(client, ops[(start + i) % len(ops)], timeout_s)
+            for i in range(warmup if user_client is not None else 0):
+                user_client.answer(ops[(start + i) % len(ops)])
         except Exception as error:
             samples.append(Sample(user, "warmup", "-", 0.0, error=f"{type(error).__name__}: {error}"))
         if barrier is not None:
             barrier.wait(timeout=120)
-        if client is None:
+        if user_client is None:
             return samples
         deadline = time.monotonic() + seconds
         i = start
@@ -317,7 +409,7 @@ def run_session(url: str, user: int, ops: list[Op], seconds: float, *, start: in
             began = time.perf_counter()
             sample = Sample(user, op.kind, op.mode, 0.0)
             try:
-                got = _answer(client, op, timeout_s)
+                got = user_client.answer(op)
                 if got != op.expected:
                     sample.wrong = f"{op.kind} {op.path.name} {op.mode}: got {got[:3]}..., expected {op.expected[:3]}..."
             except Exception as error:
@@ -326,20 +418,21 @@ def run_session(url: str, user: int, ops: list[Op], seconds: float, *, start: in
             samples.append(sample)
         return samples
     finally:
-        if client is not None:
-            client.close()
+        if user_client is not None:
+            user_client.close()
 
 
 def run_load(url: str, scripts: list[list[Op]], seconds: float, warmup: int = 1,
-             timeout_s: float = REQUEST_TIMEOUT_S, paced: bool = False) -> tuple[list[Sample], float]:
-    """All users at once (one thread and one Client each), started together; (samples, wall seconds)."""
+             timeout_s: float = REQUEST_TIMEOUT_S, paced: bool = False,
+             client: str = "http") -> tuple[list[Sample], float]:
+    """All users at once (one thread and one session each), started together; (samples, wall seconds)."""
     barrier = threading.Barrier(len(scripts) + 1)
     results: list[list[Sample]] = [[] for _ in scripts]
 
     def user(i: int) -> None:
         # Users start at different points of their script, so the two modes and both endpoints mix.
         results[i] = run_session(url, i, scripts[i], seconds, start=i, barrier=barrier, timeout_s=timeout_s,
-                                 warmup=warmup, paced=paced)
+                                 warmup=warmup, paced=paced, client=client)
 
     threads = [threading.Thread(target=user, args=(i,), name=f"load-user-{i}", daemon=True)
                for i in range(len(scripts))]
@@ -356,9 +449,14 @@ def run_load(url: str, scripts: list[list[Op]], seconds: float, warmup: int = 1,
 
 
 def interleaved(scripts: list[list[Op]]) -> list[Op]:
-    """Every user's script, one op of each user in turn: one session that sees what all of them send."""
+    """Every user's script, one op of each user in turn: one session that sees what all of them send.
+
+    User ``u`` starts at its op ``u``, as in ``run_load``, so each round of requests mixes drawing stages,
+    modes and uploads as the load phase does, and a short baseline measures the same mix (starting every
+    user at op 0 put only first-stage searches in its first rounds, and no upload in an 8 s baseline).
+    """
     longest = max(len(ops) for ops in scripts)
-    return [ops[j] for j in range(longest) for ops in scripts if j < len(ops)]
+    return [ops[(j + u) % len(ops)] for j in range(longest) for u, ops in enumerate(scripts)]
 
 
 @dataclass
@@ -371,6 +469,7 @@ class Summary:
     per_s: float
     per_user: dict[int, int]
     kinds: dict[str, int]
+    p50_by_kind_ms: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
         return (f"{self.requests} requests, {self.per_s:.1f} req/s, p50 {self.p50_ms:.0f} ms, p95 {self.p95_ms:.0f} ms, "
@@ -389,7 +488,21 @@ def summarise(samples: list[Sample], wall_s: float) -> Summary:
         per_s=len(timed) / wall_s if wall_s > 0 else float("nan"),
         per_user=dict(Counter(s.user for s in samples if s.kind not in UNTIMED)),
         kinds=dict(Counter(f"{s.kind}/{s.mode}" for s in samples if s.kind not in UNTIMED)),
+        p50_by_kind_ms={kind: float(np.percentile([1000 * s.latency_s for s in samples if f"{s.kind}/{s.mode}" == kind],
+                                                  50))
+                        for kind in sorted({f"{s.kind}/{s.mode}" for s in samples if s.kind not in UNTIMED})},
     )
+
+
+def by_kind(summary: Summary, baseline: Summary | None = None) -> str:
+    """p50 per request kind (and its ratio to the single user's): with both modes zero-shot the second
+    mode of a drawing is a re-rank from the cached embedding, the first mode a new encode, so the
+    overall p50 sits between two clusters and this says which is which."""
+    parts = []
+    for kind, ms in summary.p50_by_kind_ms.items():
+        alone = baseline.p50_by_kind_ms.get(kind) if baseline else None
+        parts.append(f"{kind} {ms:.0f} ms" + (f" ({ms / alone:.1f}x)" if alone else ""))
+    return "p50 by kind: " + ", ".join(parts)
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -427,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pacing", choices=("both", "closed", "paced"), default="both",
                         help="load phases: closed = no pause between a user's requests; paced = sent at the real "
                         "pen-up times of the user's drawing (its Quick, Draw! ts); both (default), one after the other")
+    parser.add_argument("--client", choices=CLIENTS, default="http",
+                        help="how the simulated users talk to the app: http = Gradio's HTTP API with httpx (light, "
+                        "default); gradio_client = one gradio_client Client per user")
     parser.add_argument("--in-process", action="store_true", help="run the server in this process (shared GIL)")
     parser.add_argument("--server-threads", type=int, default=None,
                         help="torch threads in the server (OMP_NUM_THREADS); default: torch's own, as app.py runs")
@@ -489,21 +605,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.users} users x {len(scripts[0])} requests per script ({args.stages} drawing stages x "
               f"{len(MODES)} modes on /search + {len(MODES)} uploads); model {model.arch}; gallery {len(index)} photos, k={k}; "
               f"server {'in this process' if args.in_process else 'app.py in its own process'}, torch threads "
-              f"{args.server_threads or 'default'}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+              f"{args.server_threads or 'default'}; clients: {args.client}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
 
         single, single_wall = [], 0.0
         if baseline_s > 0:
             began = time.perf_counter()
-            single = run_session(url, -1, interleaved(scripts), baseline_s, warmup=3)
+            single = run_session(url, -1, interleaved(scripts), baseline_s, warmup=3, client=args.client)
             single_wall = time.perf_counter() - began
         one = summarise(single, single_wall) if single else None
         if one is not None:
             print(f"single user ({baseline_s:.0f} s, no pause): {one.line()}")
+            print(f"  {by_kind(one)}")
         phases = {"closed": ["closed"], "paced": ["paced"], "both": ["closed", "paced"]}[args.pacing]
         loaded: list[Sample] = []
         for phase in phases:
             server_cpu, client_cpu = cpu_seconds(server.pid) if server else float("nan"), cpu_seconds()
-            samples, wall = run_load(url, scripts, args.seconds, paced=phase == "paced")
+            samples, wall = run_load(url, scripts, args.seconds, paced=phase == "paced", client=args.client)
             server_cpu = (cpu_seconds(server.pid) if server else float("nan")) - server_cpu
             client_cpu = cpu_seconds() - client_cpu
             loaded += samples
@@ -513,6 +630,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.users} users, {label} ({args.seconds:.0f} s): {load.line()}")
             print(f"  requests per user: min {min(load.per_user.values(), default=0)}, "
                   f"max {max(load.per_user.values(), default=0)}; by kind: {load.kinds}")
+            print(f"  {by_kind(load, one)}")
             if one is not None:
                 print(f"  [{phase}] p50 under load / single-user p50: {load.p50_ms / one.p50_ms:.2f}x "
                       f"(p95: {load.p95_ms / one.p95_ms:.2f}x); throughput {load.per_s / one.per_s:.2f}x a single user's")

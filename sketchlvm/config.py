@@ -182,6 +182,12 @@ class RuntimeConfig:
     # calls/s), not spinning 146 ms and 143 ms CPU (two callers: 7.4 calls/s). On an idle machine spinning
     # saves a few ms per query at most.
     query_spinning: bool = False
+    # Query graphs (sketches, words) run one at a time, each on every core. Two at once (the app runs two
+    # searches at once) put 4 threads on 2 cores: measured in bench_load (16 users, ViT-B/32, paced), the
+    # server's CPU per request fell from 175-185 ms to 162 ms with this on and p50 under load from
+    # 0.93-0.98 s to 0.72 s, with the single user's p50 unchanged (one search never waits for itself).
+    # The other search's Gradio and Python work still runs beside the encoder.
+    serial_queries: bool = True
 
 
 @dataclass

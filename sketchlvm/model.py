@@ -87,6 +87,16 @@ class SketchLVM:
             return f"trained prompts from {self.checkpoint.path.name}"
         return ZERO_SHOT_LABEL
 
+    def encoder_key(self, mode: str, modality: str) -> tuple:
+        """Equal keys for modes that turn the same image into the same vector, so a search can encode a
+        drawing once for all of them: every zero-shot mode runs the one bare CLIP tower (and the same
+        exported graph, see ``onnx_export.graph_spec``), while a trained mode has its own prompts or its
+        own copy of the tower (``create_sketchlvm``)."""
+        encoder = self.encoders[mode]
+        if encoder.prompts is None and mode not in self.trained_modes():
+            return ("zero-shot", id(encoder.visual), modality)
+        return (mode, modality)
+
     def describe(self) -> dict[str, str]:
         """Human-readable facts for the UI and logs: what exactly is loaded."""
         return {

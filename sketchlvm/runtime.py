@@ -18,7 +18,9 @@ with the reason in ``text_reason`` and at the end of ``describe()``.
 Threads: query sessions (sketch graphs, batch 1) and index sessions (photo graphs, batches of 32) use
 every core, without busy-waiting by default: the app's concurrent searches and Gradio's threads, or the
 index build's photo-decoding threads, get the CPU while an operator waits (``session_options``,
-``RuntimeConfig.query_spinning``).
+``RuntimeConfig.query_spinning``). Since each query run uses every core, query runs take turns
+(``RuntimeConfig.serial_queries``): two at once would only oversubscribe the cores. Index runs do not
+wait for them, nor they for index runs (a search during indexing is not held up by a 32-photo batch).
 """
 
 from __future__ import annotations
@@ -146,6 +148,7 @@ class Runtime:
         self._sessions: dict[tuple[Path, str], Any] = {}
         self._files: dict[str, Path] = {}  # graph key -> exported file
         self._lock = threading.Lock()
+        self._query_turn = threading.Lock()  # one query graph run at a time (RuntimeConfig.serial_queries)
         self._export_failures: dict[str, str] = {}
         self._ort = None
         if self.requested not in ("auto", "torch") and model.device.type != "cpu":
@@ -258,7 +261,7 @@ class Runtime:
     def _verify(self, path: Path, input_name: str, inputs: np.ndarray, reference: np.ndarray, role: str,
                 name: str, what: str) -> Agreement:
         try:
-            onnx_out = self._session(path, role).run(None, {input_name: inputs})[0]
+            onnx_out = self._run(path, role, {input_name: inputs})
         except Exception as error:
             raise GraphRefusedError(f"ONNX Runtime cannot run the {name} graph ({path}): {error}") from error
         found = agreement(reference, onnx_out)
@@ -278,6 +281,14 @@ class Runtime:
                 self._sessions[key] = ort.InferenceSession(str(path), session_options(ort, role, self.config),
                                                            providers=["CPUExecutionProvider"])
             return self._sessions[key]
+
+    def _run(self, path: Path, role: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The graph's first output; query runs take turns (see the module doc)."""
+        session = self._session(path, role)
+        if role == "query" and self.config.serial_queries:
+            with self._query_turn:
+                return session.run(None, inputs)[0]
+        return session.run(None, inputs)[0]
 
     # -- encoding ---------------------------------------------------------------------------------
 
@@ -300,7 +311,7 @@ class Runtime:
             if not self._recheck_on_photos(graph, batch, mode):
                 return self._torch(batch, modality, mode)
         path = graph.int8_path if (int8 and graph.int8_path is not None) else graph.path
-        out = self._session(path, _role(modality)).run(None, {"images": np.ascontiguousarray(batch.numpy(), np.float32)})[0]
+        out = self._run(path, _role(modality), {"images": np.ascontiguousarray(batch.numpy(), np.float32)})
         return np.asarray(out, dtype=np.float32)
 
     def _recheck_on_photos(self, graph: _Onnx, batch: torch.Tensor, mode: str) -> bool:
@@ -322,7 +333,7 @@ class Runtime:
         _ = self.name  # prepares the graphs on first use, the text one included
         if self._text is None:
             return self.model.text_tower.encode_tokens_torch(tokens)
-        out = self._session(self._text.path, "query").run(None, {"tokens": tokens.numpy().astype(np.int64)})[0]
+        out = self._run(self._text.path, "query", {"tokens": tokens.numpy().astype(np.int64)})
         return np.asarray(out, dtype=np.float32)
 
     def text_runtime(self) -> str:

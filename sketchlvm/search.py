@@ -13,10 +13,12 @@ Four kinds of query, one photo side (the gallery index is the same for all):
 
 The encoder is the slow part of a query (tens of ms for ViT-B/32 on CPU, the index search is well
 under that), and the app asks for the same drawing again whenever the user flips the mode or moves the
-top-k slider. So :class:`Searcher` keeps the last drawings' embeddings for each mode it was asked for,
-keyed by a hash of the flattened canvas pixels: the same pixels in the same mode are not encoded twice,
-and a mode is encoded only when a search needs it. A few recent drawings are kept (not just one) so that
-several people using one server do not evict each other's drawing between two clicks.
+top-k slider. So :class:`Searcher` keeps the last drawings' embeddings for each encoder it ran, keyed by
+a hash of the flattened canvas pixels: the same pixels through the same encoder are not encoded twice,
+and a mode is encoded only when a search needs it. Modes that share an encoder (every zero-shot mode runs
+the bare CLIP tower: ``SketchLVM.encoder_key``) share the embedding, so flipping between two untrained
+modes re-ranks without encoding. A few recent drawings are kept (not just one) so that several people
+using one server do not evict each other's drawing between two clicks.
 """
 
 from __future__ import annotations
@@ -110,8 +112,9 @@ class Searcher:
         self.default_k = int(default_k)
         self.cache_size = max(1, int(cache_size))
         self._lock = threading.Lock()
-        # sketch_key (or "photo:" + key for an uploaded photo) -> {mode: (1, D)}, least recently used first.
-        self._cache: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+        # sketch_key (or "photo:" + key for an uploaded photo) -> {model.encoder_key: (1, D)}, least
+        # recently used first.
+        self._cache: OrderedDict[str, dict[tuple, np.ndarray]] = OrderedDict()
         self.encode_calls = 0  # how many times the encoder ran (for tests and benchmarks)
 
     @property
@@ -127,31 +130,32 @@ class Searcher:
             self.index = index
 
     def embed(self, sketch: Any, mode: str) -> np.ndarray:
-        """Canvas value or sketch image -> (1, D) float32 unit vector, cached per mode for the last drawing.
+        """Canvas value or sketch image -> (1, D) float32 unit vector, cached per encoder for the last drawings.
 
         Raises ``EmptySketchError`` when nothing is drawn, ``ValueError``/``TypeError`` for a value that
         is not a readable image.
         """
         self._check_mode(mode)
         image = canvas_to_image(sketch)  # (H, W) RGB on white
-        return self._cached(sketch_key(image), mode, lambda: self.model.encode_sketches([image], mode))
+        return self._cached(sketch_key(image), self.model.encoder_key(mode, "sketch"),
+                            lambda: self.model.encode_sketches([image], mode))
 
     def _check_mode(self, mode: str) -> None:
         if mode not in self.model.modes:
             raise ValueError(f"unknown mode {mode!r}; choose one of {self.model.modes}")
 
-    def _cached(self, key: str, mode: str, encode) -> np.ndarray:
+    def _cached(self, key: str, encoder: tuple, encode) -> np.ndarray:
         with self._lock:
             entry = self._cache.get(key)
             if entry is not None:
                 self._cache.move_to_end(key)
-                if mode in entry:
-                    return entry[mode]
+                if encoder in entry:
+                    return entry[encoder]
         # Encode outside the lock: another request may run its own encoder meanwhile.
         vector = np.ascontiguousarray(encode(), dtype="float32")  # (1, D)
         with self._lock:
             self.encode_calls += 1
-            self._cache.setdefault(key, {})[mode] = vector
+            self._cache.setdefault(key, {})[encoder] = vector
             self._cache.move_to_end(key)
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
@@ -229,7 +233,7 @@ class Searcher:
         # so a gallery photo uploaded again gets its stored vector back.
         photo = load_photo(image, self.model.preprocess.max_image_pixels, draft_size=self.model.image_size)
         key = "photo:" + sketch_key(photo)
-        query = self._cached(key, mode, lambda: self.model.encode_photos([photo], mode))
+        query = self._cached(key, self.model.encoder_key(mode, "photo"), lambda: self.model.encode_photos([photo], mode))
         return self._ranked(query, mode, k)
 
     # -- ranking ----------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def test_workload_can_see_cross_talk(workload, served):
 def test_sixteen_users_drawing_and_searching_get_their_own_answers(served, capsys):
     url, state, scripts = served
     encodes_before = state.searcher.encode_calls
-    samples, wall = bench_load.run_load(url, scripts, SECONDS, warmup=0)
+    samples, wall = bench_load.run_load(url, scripts, SECONDS, warmup=0, client="gradio_client")
     summary = bench_load.summarise(samples, wall)
     with capsys.disabled():
         print(f"\n[load] {USERS} users, {SECONDS:.0f} s, in-process server: {summary.line()}; "

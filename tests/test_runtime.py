@@ -131,6 +131,57 @@ def test_tiny_export_with_prompts_agrees_with_torch_on_real_images(tmp_path, rea
     assert "onnx: ONNX Runtime" in model.describe()["runtime"]
 
 
+def _overlaps(model, calls) -> int:
+    """Run ``calls`` (a list of thunks) at once, each in its own thread; the most ONNX runs seen at once."""
+    import threading
+    import time
+
+    runtime = model.runtime
+    real_session = runtime._session
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    class Watched:
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, *args):
+            with lock:
+                state["now"] += 1
+                state["most"] = max(state["most"], state["now"])
+            time.sleep(0.05)  # long enough for the other thread to arrive
+            try:
+                return self.session.run(*args)
+            finally:
+                with lock:
+                    state["now"] -= 1
+
+    runtime._session = lambda path, role: Watched(real_session(path, role))
+    try:
+        threads = [threading.Thread(target=call) for call in calls]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        runtime._session = real_session
+    return state["most"]
+
+
+def test_query_runs_take_turns_and_index_runs_do_not_wait_for_them(real_sketches, real_photos):
+    """Each query run uses every core: two searches' encoder runs take turns (serial_queries), while a
+    photo batch of the index build neither waits for a search nor holds one up."""
+    model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="onnx", check_images=real_sketches)
+    assert model.runtime.name == "onnx"
+    model.encode_photos(real_photos[:2], "category")  # the first photos are rechecked against torch: done now
+    sketch = [lambda: model.encode_sketches(real_sketches[:1], "category") for _ in range(3)]
+    photo = [lambda: model.encode_photos(real_photos[:2], "category")]
+    assert model.runtime.config.serial_queries
+    assert _overlaps(model, sketch) == 1
+    assert _overlaps(model, sketch[:1] + photo) == 2
+    model.runtime.config.serial_queries = False  # the check can fail: without turns, runs overlap
+    assert _overlaps(model, sketch) > 1
+
+
 def test_vit_b32_random_weights_export_with_prompts_agrees(tmp_path, real_sketches, real_photos):
     arch = "ViT-B-32-quickgelu"
     ckpt = make_checkpoint(tmp_path / "b32.safetensors", arch, modes=("category",))

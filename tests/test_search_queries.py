@@ -8,9 +8,11 @@ import open_clip
 import pytest
 import torch
 from PIL import Image
+from test_checkpoint import _metadata, _trained_states
 from test_index import _make_gallery
 
 from sketchlvm import create_sketchlvm
+from sketchlvm.checkpoint import save_checkpoint
 from sketchlvm.config import TINY_ARCH, IndexConfig
 from sketchlvm.index import build_gallery_index
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, Searcher, fuse
@@ -195,3 +197,29 @@ def test_uploaded_photo_is_a_query(model, gallery_index, tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"not a photo")
     with pytest.raises(ImageLoadError, match="not a recognised image"):
         searcher.search_photo(tmp_path / "broken.jpg")
+
+
+def test_modes_share_an_embedding_exactly_when_they_share_an_encoder(model, gallery_index, sketch, tmp_path):
+    """Zero-shot modes run one encoder: a drawing (or photo) is encoded once for both. A checkpoint gives
+    a trained mode its own encoder: then each mode is encoded, and gets its own vector."""
+    searcher = Searcher(model, gallery_index)
+    vectors = [searcher.embed(sketch, mode) for mode in MODES]
+    assert searcher.encode_calls == 1
+    np.testing.assert_array_equal(vectors[0], vectors[1])
+    np.testing.assert_allclose(vectors[1], model.encode_sketches([sketch], "fine_grained"), atol=1e-6)
+    for mode in MODES:
+        searcher.search_photo(gallery_index.path_of(3), mode, 5)
+    assert searcher.encode_calls == 2  # one photo encode for both modes
+
+    for trained in (("category",), MODES):
+        path = save_checkpoint(tmp_path / f"{len(trained)}.safetensors", _trained_states(modes=trained), _metadata())
+        tuned = create_sketchlvm(arch=TINY_ARCH, pretrained="none", checkpoint=path, device="cpu", runtime="torch")
+        assert tuned.encoder_key("category", "sketch") != tuned.encoder_key("fine_grained", "sketch")
+        searcher = Searcher(tuned, None)
+        vectors = [searcher.embed(sketch, mode) for mode in MODES]
+        assert searcher.encode_calls == 2, trained
+        assert float(vectors[0][0] @ vectors[1][0]) < 0.9999, float(vectors[0][0] @ vectors[1][0])  # different encoders
+        for mode, vector in zip(MODES, vectors, strict=True):
+            np.testing.assert_allclose(vector, tuned.encode_sketches([sketch], mode), atol=1e-6)
+            assert searcher.embed(sketch, mode) is vector  # and each is cached
+        assert searcher.encode_calls == 2
