@@ -21,7 +21,7 @@ ort = pytest.importorskip("onnxruntime")
 from sketchlvm import onnx_export  # noqa: E402
 from sketchlvm.config import TINY_ARCH  # noqa: E402
 from sketchlvm.model import create_sketchlvm  # noqa: E402
-from sketchlvm.onnx_trace import TracedMlp, TracedPatchEmbed, TracedSelfAttention, traceable_tower  # noqa: E402
+from sketchlvm.onnx_trace import TracedMlp, TracedSelfAttention, traceable_tower  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +53,6 @@ def test_traced_mlp_matches_the_block_mlp():
         torch.testing.assert_close(TracedMlp(mlp)(x), mlp(x), rtol=1e-5, atol=1e-6)
 
 
-def test_traced_patch_embed_matches_the_conv():
-    torch.manual_seed(0)
-    conv = nn.Conv2d(3, 16, kernel_size=8, stride=8, bias=False)
-    images = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(TracedPatchEmbed(conv)(images), conv(images), rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="patchify"):
-        TracedPatchEmbed(nn.Conv2d(3, 16, kernel_size=8, stride=4, bias=False))
-
-
 def test_traced_attention_refuses_what_it_does_not_compute():
     with pytest.raises(ValueError, match="batch-first"):
         TracedSelfAttention(nn.MultiheadAttention(32, 4, batch_first=False))
@@ -74,13 +64,12 @@ def test_traced_attention_refuses_what_it_does_not_compute():
 def test_swap_is_undone_even_when_the_export_fails():
     model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="torch")
     visual = model.encoders["category"].visual
-    before = [visual.conv1] + [(block.attn, block.mlp) for block in visual.transformer.resblocks]
+    before = [(block.attn, block.mlp) for block in visual.transformer.resblocks]
     with pytest.raises(RuntimeError, match="boom"), traceable_tower(visual):
-        assert isinstance(visual.conv1, TracedPatchEmbed)
         assert all(isinstance(b.attn, TracedSelfAttention) and isinstance(b.mlp, TracedMlp)
                    for b in visual.transformer.resblocks)
         raise RuntimeError("boom")
-    assert [visual.conv1] + [(block.attn, block.mlp) for block in visual.transformer.resblocks] == before
+    assert [(block.attn, block.mlp) for block in visual.transformer.resblocks] == before
 
 
 def test_exported_graph_has_constant_shapes_and_a_dynamic_batch(tmp_path, real_images):
@@ -103,14 +92,13 @@ def test_exported_graph_has_constant_shapes_and_a_dynamic_batch(tmp_path, real_i
         assert np.abs(got - expected).max() <= 1e-4
 
 
-def test_int8_quantises_every_weight_matmul_the_patch_embedding_included(tmp_path, real_images):
+def test_int8_quantises_the_matmuls_and_keeps_the_conv_fp32(tmp_path, real_images):
     model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="torch")
     spec = onnx_export.graph_spec(model, "category", "sketch")
     fp32, _ = onnx_export.ensure_graph(spec, model.encoders["category"], model.image_size, tmp_path)
     int8 = onnx_export.ensure_int8_graph(spec, fp32, tmp_path)
     before = Counter(node.op_type for node in onnx.load(str(fp32)).graph.node)
     after = Counter(node.op_type for node in onnx.load(str(int8)).graph.node)
-    # qkv, out, fc, proj per block, the patch embedding and the final projection
-    weight_matmuls = 4 * len(model.encoders["category"].visual.transformer.resblocks) + 2
+    weight_matmuls = 4 * len(model.encoders["category"].visual.transformer.resblocks)  # qkv, out, fc, proj
     assert after["MatMulInteger"] + after["DynamicQuantizeMatMul"] >= weight_matmuls, after
-    assert before["Conv"] == after["Conv"] == after["ConvInteger"] == 0
+    assert before["Conv"] == after["Conv"] == 1 and after["ConvInteger"] == 0
