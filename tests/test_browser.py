@@ -138,6 +138,13 @@ def wait_for_new_results(page, previous: list[str]) -> list[str]:
     return captions(page)
 
 
+def wait_for_message(page, text: str) -> str:
+    """Wait until the message line says ``text``: it is its own output and may render after the results."""
+    page.wait_for_function("(text) => document.querySelector('#sketchlvm-message')?.innerText.includes(text)",
+                           arg=text)
+    return page.locator("#sketchlvm-message").inner_text()
+
+
 def sent_strokes(page) -> int:
     """How many strokes the canvas holds (the hint shows only on an empty canvas)."""
     return page.evaluate("() => document.querySelector('#sketchlvm-canvas .sketchlvm-empty') ? 0 : 1")
@@ -159,7 +166,7 @@ def test_drawing_undo_redo_clear_search_live(app_url, page, quickdraw_root, tmp_
     draw(page, strokes, box, only=[0])
     one = wait_for_new_results(page, [])
     assert len(one) >= K and all(CAPTION.match(c) for c in one[:K]), one
-    assert "best matches" in page.locator("#sketchlvm-message").inner_text()
+    assert "best matches" in wait_for_message(page, "best matches")
     assert state.searcher.encode_calls >= before + 1  # that stroke reached the server and was encoded
     # Results are the thumbnails (WebP, made at index time), not the original JPEGs.
     src = page.locator("#sketchlvm-results img").first.get_attribute("src")
@@ -243,7 +250,7 @@ def test_drawing_with_a_finger_searches_and_does_not_scroll(app_url, browser):
             cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
         cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
         page.locator("#sketchlvm-results img").nth(K - 1).wait_for(state="attached")
-        assert "best matches" in page.locator("#sketchlvm-message").inner_text()
+        assert "best matches" in wait_for_message(page, "best matches")
         assert page.evaluate("() => window.scrollY") == scrolled  # the swipe drew; the page did not move
         # CDP touch events do not start the browser's own pan gesture, so the line above cannot see a page
         # that would scroll; what stops a real finger from scrolling is this style:
