@@ -29,6 +29,9 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.photos import place_photos  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "sketchy" / "photo"
 TRIANGLE = "[[[10,60,110],[10,60,10]],[[10,110],[110,110]]]"  # stroke JSON, as the canvas sends it
@@ -39,21 +42,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def link_photos(source: Path, dest: Path, n: int) -> int:
-    """Round-robin over the class folders (a sample spanning many labels), as symlinks: read in place."""
-    per_class = [sorted(d.glob("*.jpg")) for d in sorted(source.iterdir()) if d.is_dir()]
-    linked, i = 0, 0
-    while linked < n and any(i < len(c) for c in per_class):
-        for photos in per_class:
-            if i < len(photos) and linked < n:
-                target = dest / photos[i].parent.name / photos[i].name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.symlink_to(photos[i].resolve())
-                linked += 1
-        i += 1
-    return linked
 
 
 def until(what: str, check, proc: subprocess.Popen, log: Path, timeout: float, every: float = 0.2):
@@ -81,7 +69,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-app-startup-") as tmp:
         work = Path(tmp)
-        n = link_photos(SHARED, work / "gallery", args.photos)
+        n = place_photos(SHARED, work / "gallery", args.photos, link=True)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "SKETCHLVM_GALLERIES_DIR": str(work / "galleries"), "HF_HUB_OFFLINE": "1"}

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
+from bench.photos import place_photos  # noqa: E402
 from sketchlvm import create_sketchlvm  # noqa: E402
 from sketchlvm.config import TINY_ARCH, IndexConfig  # noqa: E402
 from sketchlvm.index import build_gallery_index  # noqa: E402
@@ -47,21 +48,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "sketchy"
 
 def _since_start() -> float:
     return time.perf_counter() - T_START
-
-
-def _copy_photos(root: Path, dest: Path, n: int) -> int:
-    """Round-robin over the class folders, so a sample spans many labels."""
-    per_class = [sorted(d.glob("*.jpg")) for d in sorted(root.iterdir()) if d.is_dir()]
-    copied, i = 0, 0
-    while copied < n and any(i < len(c) for c in per_class):
-        for photos in per_class:
-            if i < len(photos) and copied < n:
-                target = dest / photos[i].parent.name / photos[i].name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(photos[i], target)
-                copied += 1
-        i += 1
-    return copied
 
 
 def _p50_query(searcher: Searcher, sketches: list[Image.Image], mode: str) -> float:
@@ -92,7 +78,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-background-"))
     try:
         t_copy = time.perf_counter()
-        n = _copy_photos(SHARED / "photo", work / "gallery", args.photos)
+        n = place_photos(SHARED / "photo", work / "gallery", args.photos)
         copy_s = time.perf_counter() - t_copy
         sketches = [Image.open(p).convert("RGB") for p in sorted((SHARED / "sketch").glob("*/*.png"))[:5]]
 

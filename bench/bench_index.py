@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.photos import pick_photos  # noqa: E402
 from sketchlvm import create_sketchlvm  # noqa: E402
 from sketchlvm.config import TINY_ARCH, IndexConfig  # noqa: E402
 from sketchlvm.index import build_gallery_index, build_search_index  # noqa: E402
@@ -46,16 +47,6 @@ def _size(text: str) -> int:
     return int(float(text[:-1] if factor > 1 else text) * factor)
 
 
-def _pick_photos(root: Path, n: int) -> list[Path]:
-    """Round-robin over the class folders, so a small sample still spans many labels."""
-    per_class = [sorted(d.glob("*.jpg")) for d in sorted(root.iterdir()) if d.is_dir()]
-    picked, i = [], 0
-    while len(picked) < n and any(i < len(c) for c in per_class):
-        picked += [c[i] for c in per_class if i < len(c)][: n - len(picked)]
-        i += 1
-    return picked
-
-
 def _best_of(repeats: int, *fns) -> list[float]:
     """Best time of each function, run round-robin so that drifting machine load hits them alike."""
     best = [float("inf")] * len(fns)
@@ -68,7 +59,7 @@ def _best_of(repeats: int, *fns) -> list[float]:
 
 
 def bench_indexing(args: argparse.Namespace) -> None:
-    photos = _pick_photos(args.photo_root, args.photos)
+    photos = pick_photos(args.photo_root, args.photos)
     if not photos:
         raise SystemExit(f"no photos under {args.photo_root} (--photo-root)")
     runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
