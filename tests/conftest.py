@@ -44,3 +44,27 @@ def _onnx_cache_in_tmp(tmp_path_factory):
     """Exported ONNX graphs of the tests' random-weight models go to pytest's temp folder, not ~/.cache."""
     if not os.environ.get("SKETCHLVM_ONNX_CACHE"):
         os.environ["SKETCHLVM_ONNX_CACHE"] = str(tmp_path_factory.mktemp("onnx"))
+
+
+@pytest.fixture
+def galleries_in_tmp(tmp_path, monkeypatch):
+    """Nothing a test builds may land in the project's galleries/ folder."""
+    monkeypatch.setenv("SKETCHLVM_GALLERIES_DIR", str(tmp_path / "galleries"))
+
+
+@pytest.fixture
+def isolated_runtime(tmp_path, monkeypatch, galleries_in_tmp):
+    """The test's own export cache (so reuse is only what the test made), no runtime from the environment."""
+    monkeypatch.setenv("SKETCHLVM_ONNX_CACHE", str(tmp_path / "onnx"))
+    monkeypatch.delenv("SKETCHLVM_RUNTIME", raising=False)
+
+
+def copy_class_photos(sketchy_root: Path, dest: Path, classes: tuple[str, ...], per_class: int) -> Path:
+    """The first ``per_class`` Sketchy photos of each of ``classes``, copied to ``dest/<class>/``."""
+    import shutil
+
+    for c in classes:
+        (dest / c).mkdir(parents=True)
+        for photo in sorted((sketchy_root / "photo" / c).glob("*.jpg"))[:per_class]:
+            shutil.copy2(photo, dest / c / photo.name)
+    return dest

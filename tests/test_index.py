@@ -38,17 +38,12 @@ from sketchlvm.transforms import load_photo
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = IndexConfig(batch_size=4, decode_workers=2, commit_every=1000)
+pytestmark = pytest.mark.usefixtures("galleries_in_tmp")
 
 
 @pytest.fixture(scope="module")
 def model():
     return create_sketchlvm(arch=TINY_ARCH, pretrained="none", device="cpu")
-
-
-@pytest.fixture(autouse=True)
-def _galleries_in_tmp(tmp_path, monkeypatch):
-    # Nothing a test builds may land in the project's galleries/ folder.
-    monkeypatch.setenv("SKETCHLVM_GALLERIES_DIR", str(tmp_path / "galleries"))
 
 
 def _class_photos(sketchy_root: Path, cls: int, n: int, start: int = 0) -> list[Path]:

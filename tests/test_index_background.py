@@ -29,16 +29,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # commit_every is never reached: every commit here comes from commit_seconds (any time at all).
 CONFIG = IndexConfig(batch_size=2, decode_workers=1, commit_every=1000, commit_seconds=1e-9)
 TIMEOUT = 60
+pytestmark = pytest.mark.usefixtures("galleries_in_tmp")
 
 
 @pytest.fixture(scope="module")
 def model():
     return create_sketchlvm(arch=TINY_ARCH, pretrained="none", device="cpu")
-
-
-@pytest.fixture(autouse=True)
-def _galleries_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv("SKETCHLVM_GALLERIES_DIR", str(tmp_path / "galleries"))
 
 
 class GatedEncoder:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import copy_class_photos
 from PIL import Image
 
 ort = pytest.importorskip("onnxruntime")
@@ -34,14 +34,7 @@ from sketchlvm.weights import load_clip  # noqa: E402
 
 MIN_COSINE, MAX_ABS = 0.99999, 1e-4
 CLASSES = ("airplane", "cat", "fish", "umbrella")
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """Each test gets its own export cache and galleries folder, so reuse is only what the test made."""
-    monkeypatch.setenv("SKETCHLVM_ONNX_CACHE", str(tmp_path / "onnx"))
-    monkeypatch.setenv("SKETCHLVM_GALLERIES_DIR", str(tmp_path / "galleries"))
-    monkeypatch.delenv("SKETCHLVM_RUNTIME", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_runtime")
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +49,7 @@ def real_photos(sketchy_root) -> list[Image.Image]:
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory, sketchy_root) -> Path:
-    root = tmp_path_factory.mktemp("runtime") / "gallery"
-    for c in CLASSES:
-        (root / c).mkdir(parents=True)
-        for photo in sorted((sketchy_root / "photo" / c).glob("*.jpg"))[:4]:
-            shutil.copy2(photo, root / c / photo.name)
-    return root
+    return copy_class_photos(sketchy_root, tmp_path_factory.mktemp("runtime") / "gallery", CLASSES, per_class=4)
 
 
 def make_checkpoint(path: Path, arch: str, modes=("category", "fine_grained"), seed: int = 0) -> Path:

@@ -6,10 +6,10 @@ gallery, answering a real Sketchy sketch, and saying in its status which runtime
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
+from conftest import copy_class_photos
 from PIL import Image
 
 pytest.importorskip("onnxruntime")
@@ -19,23 +19,12 @@ from sketchlvm.config import TINY_ARCH  # noqa: E402
 from sketchlvm import webapp  # noqa: E402
 
 CLASSES = ("airplane", "cat", "fish", "umbrella")
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("SKETCHLVM_ONNX_CACHE", str(tmp_path / "onnx"))
-    monkeypatch.setenv("SKETCHLVM_GALLERIES_DIR", str(tmp_path / "galleries"))
-    monkeypatch.delenv("SKETCHLVM_RUNTIME", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_runtime")
 
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory, sketchy_root) -> Path:
-    root = tmp_path_factory.mktemp("runtime-app") / "gallery"
-    for c in CLASSES:
-        (root / c).mkdir(parents=True)
-        for photo in sorted((sketchy_root / "photo" / c).glob("*.jpg"))[:4]:
-            shutil.copy2(photo, root / c / photo.name)
-    return root
+    return copy_class_photos(sketchy_root, tmp_path_factory.mktemp("runtime-app") / "gallery", CLASSES, per_class=4)
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,7 @@ from sketchlvm.weights import load_clip  # noqa: E402
 
 MIN_COSINE, MAX_ABS = 0.99999, 1e-4
 TEXTS = ("airplane", "a red cat on a beach", "leather umbrella", "fish")
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """Each test gets its own export cache, so reuse is only what the test made."""
-    monkeypatch.setenv("SKETCHLVM_ONNX_CACHE", str(tmp_path / "onnx"))
-    monkeypatch.delenv("SKETCHLVM_RUNTIME", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_runtime")
 
 
 @pytest.fixture(scope="module")
