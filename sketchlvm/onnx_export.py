@@ -70,20 +70,13 @@ class GraphSpec:
 
 def graph_spec(model: Any, mode: str, modality: str) -> GraphSpec:
     """The graph ``model`` (a ``SketchLVM``) runs for ``mode`` and ``modality``."""
-    import open_clip
-
     from .prompts import PROMPT_SETS
 
     encoder = model.encoders[mode]
     trained = encoder.prompts is not None or mode in model.trained_modes()
     prefix = "sketch" if modality == "sketch" else "photo"
     identity = {
-        "format": EXPORT_FORMAT,
-        "opset": OPSET,
-        "torch": torch.__version__,
-        "open_clip": open_clip.__version__,
-        "arch": model.arch,
-        "weights": model.weights.identity(),
+        **_common_identity(model),
         "image_size": model.image_size,
         # The graph takes normalised tensors; the normalisation that made them is part of what it means.
         "mean": list(getattr(model.preprocess, f"{prefix}_mean")),
@@ -108,33 +101,41 @@ def text_graph_spec(model: Any) -> GraphSpec:
 
     Its identity holds a digest of all the tower's tensors, besides the weights source: random weights
     all share one source name, and a text graph is reused only for exactly these weights."""
+    tower = model.text_tower
+    identity = {
+        **_common_identity(model),
+        "tower": "text",
+        "context_length": tower.context_length,
+        "state_sha256": _tensors_digest(tower.clip_model.state_dict()),
+    }
+    return GraphSpec("text", "text", "text", identity)
+
+
+def _common_identity(model: Any) -> dict[str, Any]:
+    """What every graph's identity holds: the export format and tools, the architecture, the weights."""
     import open_clip
 
-    tower = model.text_tower
-    digest = hashlib.sha256()
-    for name, tensor in sorted(tower.clip_model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    identity = {
+    return {
         "format": EXPORT_FORMAT,
         "opset": OPSET,
         "torch": torch.__version__,
         "open_clip": open_clip.__version__,
         "arch": model.arch,
         "weights": model.weights.identity(),
-        "tower": "text",
-        "context_length": tower.context_length,
-        "state_sha256": digest.hexdigest(),
     }
-    return GraphSpec("text", "text", "text", identity)
 
 
 def _state_digest(encoder: nn.Module) -> str:
+    """The learned part of a prompted encoder: its prompts and LayerNorms."""
+    return _tensors_digest({name: tensor for name, tensor in encoder.state_dict().items()
+                            if name.startswith("prompts.") or "ln" in name or "norm" in name})
+
+
+def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
-    for name, tensor in sorted(encoder.state_dict().items()):
-        if name.startswith("prompts.") or "ln" in name or "norm" in name:
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    for name, tensor in sorted(tensors.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
 
 
