@@ -249,6 +249,23 @@ def test_results_are_thumbnails_and_the_preview_is_the_original(client, running,
     assert results.original(state, relpath) == str(state.gallery_dir / relpath)  # the preview: the original file
 
 
+def test_thumbnails_are_checked_first_among_gradios_static_paths(running):
+    """Gradio checks every returned file against its static paths in turn, resolving both paths each
+    time; with the thumbnails last (after Gradio's own icons) that was half a search's server CPU."""
+    from gradio.data_classes import _StaticFiles
+    from gradio.utils import is_static_file
+
+    _, state = running
+    folder = (Path(state.cache_dir) / THUMBNAIL_DIR).resolve()
+    results.serve_thumbnails_in_place(state)  # a second app in the same process: still once, still first
+    assert _StaticFiles.all_paths[0] == folder
+    assert _StaticFiles.all_paths.count(folder) == 1
+    assert len(_StaticFiles.all_paths) > 1, "Gradio's own icons are gone from the list: is the order test still needed?"
+    thumbnail = next(folder.rglob("*.webp"))
+    assert is_static_file(str(thumbnail))
+    assert not is_static_file(str(state.gallery_dir / next(iter(state.searcher.index.photos)).relpath))
+
+
 def test_bad_upload_gives_a_friendly_message(client, tmp_path):
     bad = tmp_path / "not-a-sketch.png"
     bad.write_text("this is a text file, not a PNG\n")

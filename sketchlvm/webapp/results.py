@@ -54,9 +54,24 @@ def serve_thumbnails_in_place(state: AppState) -> None:
     search's server CPU with 12-24 results. Files in its static paths skip all of that. Thumbnails are
     safe to serve in place: they are never changed (a new photo version gets a new name), and their
     folder is served already (``served_folders``). Gradio's static paths are per process, not per app.
+
+    The folder goes first in Gradio's list: each returned file is checked against the entries in turn
+    (twice per result, two ``Path.resolve`` each), and Gradio registers two icons of its own at import,
+    so appended last the check cost 0.6 ms per result, ~29 ms of a 24-result search's ~60 ms of CPU;
+    first, a thumbnail matches at the first entry. The list is Gradio's private ``_StaticFiles``: where
+    it is not there, the folder is only appended (correct, slower).
     """
-    if state.cache_dir is not None:
-        gr.set_static_paths([Path(state.cache_dir) / THUMBNAIL_DIR])
+    if state.cache_dir is None:
+        return
+    folder = (Path(state.cache_dir) / THUMBNAIL_DIR).resolve()
+    gr.set_static_paths([folder])
+    try:
+        from gradio.data_classes import _StaticFiles
+
+        paths = _StaticFiles.all_paths
+        paths[:] = [folder] + [p for p in paths if p != folder]  # first, and once however many apps run
+    except (ImportError, AttributeError, TypeError):
+        log.debug("Gradio's static path list is not where it was: thumbnails are checked last")
 
 
 def _version(state: AppState, relpath: str) -> tuple[int, int] | None:
