@@ -176,17 +176,17 @@ class RuntimeConfig:
     # encoder waits (see runtime.session_options).
     query_threads: int = 0
     index_threads: int = 0
-    # Busy-waiting query threads. Off: the app runs two searches at once (webapp.page.SEARCH_CONCURRENCY)
+    # Busy-waiting query threads. Off: the app runs several searches at once (webapp.page.SEARCH_CONCURRENCY)
     # beside Gradio's own threads, and spinning workers burn the cores those need. Measured on the shared
     # 2-core machine, ViT-B/32 fp32 batch 1: spinning 344 ms and 240 ms CPU per call (two callers: 3.2
     # calls/s), not spinning 146 ms and 143 ms CPU (two callers: 7.4 calls/s). On an idle machine spinning
     # saves a few ms per query at most.
     query_spinning: bool = False
-    # Query graphs (sketches, words) run one at a time, each on every core. Two at once (the app runs two
-    # searches at once) put 4 threads on 2 cores: measured in bench_load (16 users, ViT-B/32, paced), the
+    # Query encodes (sketches, words; on ONNX Runtime or torch) run one at a time, each on every core.
+    # Two at once put 4 threads on 2 cores: measured in bench_load (16 users, ViT-B/32, paced), the
     # server's CPU per request fell from 175-185 ms to 162 ms with this on and p50 under load from
     # 0.93-0.98 s to 0.72 s, with the single user's p50 unchanged (one search never waits for itself).
-    # The other search's Gradio and Python work still runs beside the encoder.
+    # The other searches' Gradio and Python work still runs beside the encoder.
     serial_queries: bool = True
 
 

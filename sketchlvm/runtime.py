@@ -18,13 +18,17 @@ with the reason in ``text_reason`` and at the end of ``describe()``.
 Threads: query sessions (sketch graphs, batch 1) and index sessions (photo graphs, batches of 32) use
 every core, without busy-waiting by default: the app's concurrent searches and Gradio's threads, or the
 index build's photo-decoding threads, get the CPU while an operator waits (``session_options``,
-``RuntimeConfig.query_spinning``). Since each query run uses every core, query runs take turns
-(``RuntimeConfig.serial_queries``): two at once would only oversubscribe the cores. Index runs do not
-wait for them, nor they for index runs (a search during indexing is not held up by a 32-photo batch).
+``RuntimeConfig.query_spinning``). Since each query run uses every core, query encodes take turns,
+on ONNX Runtime and on torch alike (``RuntimeConfig.serial_queries``): two at once would only
+oversubscribe the cores, and the app lets several searches in at once so that re-ranks and
+pre/post-processing need not wait behind an encode (``webapp.page.SEARCH_CONCURRENCY``). Index runs
+do not wait for them, nor they for index runs (a search during indexing is not held up by a 32-photo
+batch).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -148,7 +152,7 @@ class Runtime:
         self._sessions: dict[tuple[Path, str], Any] = {}
         self._files: dict[str, Path] = {}  # graph key -> exported file
         self._lock = threading.Lock()
-        self._query_turn = threading.Lock()  # one query graph run at a time (RuntimeConfig.serial_queries)
+        self._query_turn = threading.RLock()  # one query encode at a time (RuntimeConfig.serial_queries)
         self._export_failures: dict[str, str] = {}
         self._ort = None
         if self.requested not in ("auto", "torch") and model.device.type != "cpu":
@@ -282,20 +286,24 @@ class Runtime:
                                                            providers=["CPUExecutionProvider"])
             return self._sessions[key]
 
-    def _run(self, path: Path, role: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """The graph's first output; query runs take turns (see the module doc)."""
-        session = self._session(path, role)
+    def _turn(self, role: str):
+        """Query encodes, on either engine, take turns (see the module doc); index runs never wait."""
         if role == "query" and self.config.serial_queries:
-            with self._query_turn:
-                return session.run(None, inputs)[0]
-        return session.run(None, inputs)[0]
+            return self._query_turn
+        return contextlib.nullcontext()
+
+    def _run(self, path: Path, role: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The graph's first output."""
+        session = self._session(path, role)
+        with self._turn(role):
+            return session.run(None, inputs)[0]
 
     # -- encoding ---------------------------------------------------------------------------------
 
     @torch.no_grad()
     def _torch(self, batch: torch.Tensor, modality: str, mode: str) -> np.ndarray:
         device = self.model.device
-        with autocast(device):
+        with self._turn(_role(modality)), autocast(device):
             features = self.model.encoders[mode](batch.to(device), modality)
         return features.float().cpu().numpy()
 
@@ -332,7 +340,8 @@ class Runtime:
         """(N, context) token ids -> (N, D) float32 unit vectors, on the text graph when it agreed with torch."""
         _ = self.name  # prepares the graphs on first use, the text one included
         if self._text is None:
-            return self.model.text_tower.encode_tokens_torch(tokens)
+            with self._turn("query"):
+                return self.model.text_tower.encode_tokens_torch(tokens)
         out = self._run(self._text.path, "query", {"tokens": tokens.numpy().astype(np.int64)})
         return np.asarray(out, dtype=np.float32)
 

@@ -170,6 +170,48 @@ def test_query_runs_take_turns_and_index_runs_do_not_wait_for_them(real_sketches
     assert _overlaps(model, sketch) > 1
 
 
+def test_torch_query_encodes_take_turns_too(real_sketches):
+    """The app lets several searches in at once; on torch (no ONNX Runtime, or CUDA) their encodes take
+    turns as ONNX runs do, instead of each running every core at once."""
+    import threading
+    import time
+
+    model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="torch")
+    assert model.runtime.name == "torch"
+    encoder = model.encoders["category"]
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    def arrive(module, args):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.05)  # long enough for the other threads to arrive
+
+    def leave(module, args, output):
+        with lock:
+            state["now"] -= 1
+
+    hooks = [encoder.register_forward_pre_hook(arrive), encoder.register_forward_hook(leave)]
+
+    def most_at_once() -> int:
+        state["most"] = 0
+        threads = [threading.Thread(target=model.encode_sketches, args=(real_sketches[:1], "category"))
+                   for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return state["most"]
+
+    try:
+        assert most_at_once() == 1
+        model.runtime.config.serial_queries = False  # the check can fail: without turns, encodes overlap
+        assert most_at_once() > 1
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def test_vit_b32_random_weights_export_with_prompts_agrees(tmp_path, real_sketches, real_photos):
     arch = "ViT-B-32-quickgelu"
     ckpt = make_checkpoint(tmp_path / "b32.safetensors", arch, modes=("category",))
