@@ -199,6 +199,43 @@ def test_mode_switch_and_top_k_reuse_the_embedding(client, running, drawings):
     assert state.searcher.encode_calls == before
 
 
+def test_a_rerank_does_not_queue_behind_other_users_encodes(running, drawings, monkeypatch):
+    """Encodes take turns on the CPU, but the page lets more searches in than that, so a drawing that is
+    already encoded (a mode toggle, the slider, the same strokes) is answered while three other users'
+    new drawings wait for the encoder. With room for only two searches at once it waited behind them."""
+    import threading
+
+    url, state = running
+    cached = strokes_json(drawings["cat"])
+    alone, _ = Client(url, verbose=False, analytics_enabled=False).predict(cached, "category", K, api_name="/search")
+    model = state.searcher.model
+    real_encode = model.encode_sketches
+    gate, entered = threading.Event(), threading.Semaphore(0)
+
+    def slow_encode(*args, **kwargs):  # an encode that takes as long as the test says
+        entered.release()
+        gate.wait(timeout=60)
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(model, "encode_sketches", slow_encode)
+    others = []
+    try:
+        for name in ("airplane", "fish", "umbrella"):  # new drawings (half of each): every one encodes
+            half = json.dumps(drawings[name]["drawing"][: max(1, len(drawings[name]["drawing"]) // 2)])
+            client = Client(url, verbose=False, analytics_enabled=False)
+            others.append(client.submit(half, "category", K, api_name="/search"))
+        for _ in others:
+            assert entered.acquire(timeout=30), "the other users' searches did not all get in"
+        again = Client(url, verbose=False, analytics_enabled=False).submit(cached, "category", K, api_name="/search")
+        gallery, _ = again.result(timeout=30)  # answered while the three encodes are still held
+        assert [item["caption"] for item in gallery] == [item["caption"] for item in alone]
+        assert not gate.is_set() and not any(job.done() for job in others)
+    finally:
+        gate.set()
+        for job in others:
+            job.result(timeout=60)
+
+
 def test_the_queue_summarises_its_analytics_every_100_events_not_after_each(model, index):
     """Gradio's default rebuilds a pandas summary of up to 10,000 past events after every event."""
     state = app_module.AppState(Searcher(model, index, default_k=K), gallery_dir=index.root, cache_dir=index.cache_dir)
