@@ -43,7 +43,8 @@ PROGRESS_POLL_S = 1.0  # how often an open page asks how far indexing is, while 
 # so more slots do not oversubscribe the cores: they let a re-rank (mode toggle, slider: ~20 ms) or a
 # request's rendering and Gradio work run while another user's drawing encodes, instead of queueing
 # behind it. bench_load, 16 users paced, ViT-B/32: with 2 slots re-ranks waited 475 ms (13.8x alone),
-# with 6, 80 ms (2.2x), and encodes were no slower (586 vs 616 ms).
+# with 6, 80 ms (2.2x), and encodes were no slower (586 vs 616 ms). Memory bound: 8 uploads of the
+# largest accepted sketch (4096 x 4096 RGB, 50 MB decoded) at once hold ~0.4 GB.
 SEARCH_CONCURRENCY = 8
 QUEUE_MAX_SIZE = 64
 MAX_UPLOAD_SIZE = "10mb"  # Gradio answers bigger uploads with HTTP 413 before any handler runs
