@@ -8,6 +8,7 @@ dynamic. The int8 graph must quantise the transformer's MatMuls and leave the pa
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -102,3 +103,29 @@ def test_int8_quantises_the_matmuls_and_keeps_the_conv_fp32(tmp_path, real_image
     weight_matmuls = 4 * len(model.encoders["category"].visual.transformer.resblocks)  # qkv, out, fc, proj
     assert after["MatMulInteger"] + after["DynamicQuantizeMatMul"] >= weight_matmuls, after
     assert before["Conv"] == after["Conv"] == 1 and after["ConvInteger"] == 0
+
+
+def test_int8_weights_are_7_bit_and_an_older_recipe_is_rebuilt(tmp_path, real_images):
+    """7-bit weights keep AVX2's saturating uint8 x int8 products from overflowing (see
+    ensure_int8_graph); an int8 graph cached by an earlier recipe is quantised again."""
+    from onnx import numpy_helper
+
+    model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="torch")
+    spec = onnx_export.graph_spec(model, "category", "sketch")
+    fp32, _ = onnx_export.ensure_graph(spec, model.encoders["category"], model.image_size, tmp_path)
+    int8 = onnx_export.ensure_int8_graph(spec, fp32, tmp_path)
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(int8)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.dims]
+    assert weights, "no int8 weights in the int8 graph"
+    assert all(-64 <= w.min() and w.max() <= 64 for w in weights)  # onnxruntime's reduced int8 range
+    assert max(int(np.abs(w).max()) for w in weights) >= 32  # the 7 bits are used, not fewer
+
+    sidecar = int8.with_suffix(".json")
+    record = json.loads(sidecar.read_text())
+    assert record["int8_format"] == onnx_export.INT8_FORMAT
+    record["int8_format"] = onnx_export.INT8_FORMAT - 1  # as an earlier version left it
+    sidecar.write_text(json.dumps(record))
+    before = int8.stat().st_mtime_ns
+    assert onnx_export.ensure_int8_graph(spec, fp32, tmp_path) == int8
+    assert int8.stat().st_mtime_ns != before
+    assert json.loads(sidecar.read_text())["int8_format"] == onnx_export.INT8_FORMAT
