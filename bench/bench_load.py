@@ -1,8 +1,9 @@
 """Load: many people drawing and searching at once, each with their own sketch, in both modes.
 
-Each simulated user is one Gradio session that draws its own real Quick, Draw! drawing: its strokes arrive in ``--stages`` steps, and every step is
-searched in both modes through ``/search`` with the stroke JSON the browser's canvas sends on pen-up;
-then the finished drawing, rendered to a PNG, is uploaded through ``/upload_sketch`` in both modes.
+Each simulated user is one Gradio session that draws its own real Quick, Draw! drawing: its strokes
+arrive in ``--stages`` steps, and every step is searched in both modes through ``/search`` with the
+stroke JSON the browser's canvas sends on pen-up; then the finished drawing, rendered to a PNG, is
+uploaded through ``/upload_sketch`` in both modes.
 Users loop over their script until the time is up (bounded in time and in request count).
 
 The users talk to the app as curl or a phone app would, over Gradio's documented HTTP API (``--client

@@ -284,7 +284,7 @@ def ensure_int8_graph(spec: GraphSpec, fp32_path: Path, cache_dir: Path) -> Path
 
     Only the MatMuls (the transformer, ~97% of the FLOPs) are quantised: the patch-embedding Conv stays
     fp32 (ONNX Runtime's CPU ConvInteger took twice the fp32 Conv's time here, and quantising the
-    patches as a MatMul cost ranking agreement for no measurable gain).
+    patches as a MatMul cost ranking agreement for no measurable gain, with 8-bit weights).
 
     Weights are quantised to 7 bits (``reduce_range``). Without VNNI (AVX2 machines like the free
     Spaces' and ours) ONNX Runtime's uint8 x int8 kernel adds pairs of products in saturating 16-bit

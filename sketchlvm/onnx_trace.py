@@ -11,7 +11,8 @@ the bias for fp32, and dynamic int8 quantisation (which handles MatMul, not Gemm
 
 The patch embedding stays a Conv, and int8 leaves it fp32 (``onnx_export.ensure_int8_graph``): traced
 as a MatMul over the 32 x 32 patches it was quantised too, which saved nothing measurable and cost
-int8 ranking agreement (0.97 -> 0.94 on bench_query's sketches).
+int8 ranking agreement (0.97 -> 0.94 on bench_query's sketches, measured with 8-bit weights, before
+int8 moved to 7-bit ones).
 
 :func:`traceable_tower` swaps these into a tower for the duration of an export only; the torch path
 never runs them, and every exported graph is checked against the torch path before it is used.
