@@ -319,8 +319,11 @@ class Runtime:
             if not self._recheck_on_photos(graph, batch, mode):
                 return self._torch(batch, modality, mode)
         path = graph.int8_path if (int8 and graph.int8_path is not None) else graph.path
-        out = self._run(path, _role(modality), {"images": np.ascontiguousarray(batch.numpy(), np.float32)})
-        return np.asarray(out, dtype=np.float32)
+        role = _role(modality)
+        images = np.ascontiguousarray(batch.numpy(), np.float32)
+        step = max(1, self.config.index_run_batch) if role == "index" else max(1, len(images))
+        out = [self._run(path, role, {"images": images[i : i + step]}) for i in range(0, max(1, len(images)), step)]
+        return np.asarray(out[0] if len(out) == 1 else np.concatenate(out), dtype=np.float32)
 
     def _recheck_on_photos(self, graph: _Onnx, batch: torch.Tensor, mode: str) -> bool:
         """The first photos a graph encodes are real gallery photos: check them against torch too."""

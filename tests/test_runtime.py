@@ -170,6 +170,30 @@ def test_query_runs_take_turns_and_index_runs_do_not_wait_for_them(real_sketches
     assert _overlaps(model, sketch) > 1
 
 
+def test_photo_batches_run_in_slices_of_index_run_batch(real_sketches, real_photos):
+    """Index batches reach ONNX Runtime in slices of RuntimeConfig.index_run_batch (cache-sized; see its
+    comment), reassembled in order; a query batch runs whole."""
+    model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="onnx", check_images=real_sketches,
+                             runtime_config=RuntimeConfig(index_run_batch=3))
+    assert model.runtime.name == "onnx"
+    model.encode_photos(real_photos[:2], "category")  # the first photos are rechecked against torch: done now
+    runtime, real_run, runs = model.runtime, model.runtime._run, []
+
+    def counting_run(path, role, inputs):
+        runs.append((role, len(inputs["images"])))
+        return real_run(path, role, inputs)
+
+    runtime._run = counting_run
+    photos = torch.stack([model.photo_transform(im) for im in real_photos[:8]])
+    got = model.encode_tensors(photos, "photo", "category")
+    assert runs == [("index", 3), ("index", 3), ("index", 2)]
+    assert onnx_export.agreement(runtime._torch(photos, "photo", "category"), got).within(MIN_COSINE, MAX_ABS)
+    runs.clear()
+    sketches = torch.stack([model.sketch_transform(im) for im in real_sketches[:5]])
+    model.encode_tensors(sketches, "sketch", "category")
+    assert runs == [("query", 5)]
+
+
 def test_torch_query_encodes_take_turns_too(real_sketches):
     """The app lets several searches in at once; on torch (no ONNX Runtime, or CUDA) their encodes take
     turns as ONNX runs do, instead of each running every core at once."""
