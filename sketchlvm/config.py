@@ -176,11 +176,12 @@ class RuntimeConfig:
     # encoder waits (see runtime.session_options).
     query_threads: int = 0
     index_threads: int = 0
-    # Photos per ONNX Runtime call when indexing: the index's batches (IndexConfig.batch_size, 32) run in
-    # slices of this many. At 8 photos a ViT-B/32 block's activations (~5 MB) stay in cache; at 32 (~20 MB)
-    # they spill. Measured on the 2-core machine, fp32, interleaved: 70-72 ms/photo at 8 against 76-96 ms
-    # at 32, while torch's encode_image was no faster at 8 (90-92 against 91-100 ms), so torch keeps
-    # whole batches (and CUDA wants them).
+    # Photos per encoder run when indexing on the CPU (either engine; 0 = whole batches): the index's
+    # batches (IndexConfig.batch_size, 32, which also sets how far decoding runs ahead) are encoded in
+    # slices of this many. At 8 photos a ViT-B/32 block's activations (~5 MB) stay in cache; at 32
+    # (~20 MB) they spill. Measured on the 2-core machine (bench_index, best of 5): bare torch
+    # encode_image 1.13-1.36x faster at 8 than at 32; ONNX Runtime fp32 interleaved 70-72 against 76-96
+    # ms/photo. CUDA keeps whole batches.
     index_run_batch: int = 8
     # Busy-waiting query threads. Off: the app runs several searches at once (webapp.page.SEARCH_CONCURRENCY)
     # beside Gradio's own threads, and spinning workers burn the cores those need. Measured on the shared

@@ -308,7 +308,16 @@ class Runtime:
         return features.float().cpu().numpy()
 
     def encode(self, batch: torch.Tensor, modality: str, mode: str, int8: bool = True) -> np.ndarray:
-        """(B, 3, S, S) normalised images -> (B, D) float32 unit vectors. ``int8=False`` forces fp32."""
+        """(B, 3, S, S) normalised images -> (B, D) float32 unit vectors. ``int8=False`` forces fp32.
+
+        On the CPU, index batches run in slices of ``RuntimeConfig.index_run_batch`` (see there)."""
+        step = self.config.index_run_batch
+        if _role(modality) == "index" and self.model.device.type == "cpu" and 0 < step < len(batch):
+            return np.concatenate([self._encode(batch[i : i + step], modality, mode, int8)
+                                   for i in range(0, len(batch), step)])
+        return self._encode(batch, modality, mode, int8)
+
+    def _encode(self, batch: torch.Tensor, modality: str, mode: str, int8: bool) -> np.ndarray:
         if self.name == "torch":
             return self._torch(batch, modality, mode)
         graph = self._graphs.get((mode, modality))
@@ -319,11 +328,8 @@ class Runtime:
             if not self._recheck_on_photos(graph, batch, mode):
                 return self._torch(batch, modality, mode)
         path = graph.int8_path if (int8 and graph.int8_path is not None) else graph.path
-        role = _role(modality)
-        images = np.ascontiguousarray(batch.numpy(), np.float32)
-        step = max(1, self.config.index_run_batch) if role == "index" else max(1, len(images))
-        out = [self._run(path, role, {"images": images[i : i + step]}) for i in range(0, max(1, len(images)), step)]
-        return np.asarray(out[0] if len(out) == 1 else np.concatenate(out), dtype=np.float32)
+        out = self._run(path, _role(modality), {"images": np.ascontiguousarray(batch.numpy(), np.float32)})
+        return np.asarray(out, dtype=np.float32)
 
     def _recheck_on_photos(self, graph: _Onnx, batch: torch.Tensor, mode: str) -> bool:
         """The first photos a graph encodes are real gallery photos: check them against torch too."""

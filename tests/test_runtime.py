@@ -170,28 +170,39 @@ def test_query_runs_take_turns_and_index_runs_do_not_wait_for_them(real_sketches
     assert _overlaps(model, sketch) > 1
 
 
-def test_photo_batches_run_in_slices_of_index_run_batch(real_sketches, real_photos):
-    """Index batches reach ONNX Runtime in slices of RuntimeConfig.index_run_batch (cache-sized; see its
-    comment), reassembled in order; a query batch runs whole."""
-    model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="onnx", check_images=real_sketches,
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_photo_batches_run_in_slices_of_index_run_batch(runtime, real_sketches, real_photos):
+    """On the CPU, index batches reach the encoder in slices of RuntimeConfig.index_run_batch
+    (cache-sized; see its comment), reassembled in order; a query batch runs whole."""
+    model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime=runtime, check_images=real_sketches,
                              runtime_config=RuntimeConfig(index_run_batch=3))
-    assert model.runtime.name == "onnx"
+    assert model.runtime.name == runtime
     model.encode_photos(real_photos[:2], "category")  # the first photos are rechecked against torch: done now
-    runtime, real_run, runs = model.runtime, model.runtime._run, []
-
-    def counting_run(path, role, inputs):
-        runs.append((role, len(inputs["images"])))
-        return real_run(path, role, inputs)
-
-    runtime._run = counting_run
     photos = torch.stack([model.photo_transform(im) for im in real_photos[:8]])
-    got = model.encode_tensors(photos, "photo", "category")
-    assert runs == [("index", 3), ("index", 3), ("index", 2)]
-    assert onnx_export.agreement(runtime._torch(photos, "photo", "category"), got).within(MIN_COSINE, MAX_ABS)
-    runs.clear()
-    sketches = torch.stack([model.sketch_transform(im) for im in real_sketches[:5]])
-    model.encode_tensors(sketches, "sketch", "category")
-    assert runs == [("query", 5)]
+    whole = model.runtime._torch(photos, "photo", "category")  # the reference, in one batch
+    runs = []
+    if runtime == "onnx":
+        real_run = model.runtime._run
+
+        def counting_run(path, role, inputs):
+            runs.append(len(inputs["images"]))
+            return real_run(path, role, inputs)
+
+        model.runtime._run = counting_run
+        hook = None
+    else:
+        hook = model.encoders["category"].register_forward_pre_hook(lambda module, args: runs.append(len(args[0])))
+    try:
+        got = model.encode_tensors(photos, "photo", "category")
+        assert runs == [3, 3, 2]
+        assert onnx_export.agreement(whole, got).within(MIN_COSINE, MAX_ABS)
+        runs.clear()
+        model.encode_tensors(torch.stack([model.sketch_transform(im) for im in real_sketches[:5]]), "sketch",
+                             "category")
+        assert runs == [5]
+    finally:
+        if hook is not None:
+            hook.remove()
 
 
 def test_torch_query_encodes_take_turns_too(real_sketches):
