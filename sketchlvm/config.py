@@ -171,7 +171,7 @@ class RuntimeConfig:
     # this fraction of their photos with the fp32 queries' top-k.
     int8_top_k: int = 10
     int8_min_agreement: float = 0.9
-    # ONNX Runtime intra-op threads; 0 = one per CPU core. Queries (batch 1) and indexing (batch 32) both use
+    # ONNX Runtime intra-op threads; 0 = one per CPU core. Queries (batch 1) and indexing (slices of 8) both use
     # every core; indexing without busy-waiting, so the photo-decoding threads get the CPU whenever the
     # encoder waits (see runtime.session_options).
     query_threads: int = 0

@@ -36,7 +36,7 @@ from .onnx_trace import traceable_tower
 log = logging.getLogger(__name__)
 
 OPSET = 18
-EXPORT_FORMAT = 5  # bump when the exported graph changes (4: the tower traced by onnx_trace)
+EXPORT_FORMAT = 5  # bump when the exported graph changes (4: traced by onnx_trace; 5: patch embedding a Conv again)
 INT8_FORMAT = 2  # bump when the int8 recipe changes (2: 7-bit weights, see ensure_int8_graph)
 CACHE_ENV = "SKETCHLVM_ONNX_CACHE"
 

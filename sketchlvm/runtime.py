@@ -15,15 +15,15 @@ CLIP's text tower (models with ``text=True``) follows the image side: under ``on
 it runs an fp32 text graph (never int8) once that graph reproduces torch on real prompts, else torch,
 with the reason in ``text_reason`` and at the end of ``describe()``.
 
-Threads: query sessions (sketch graphs, batch 1) and index sessions (photo graphs, batches of 32) use
+Threads: query sessions (sketch graphs, batch 1) and index sessions (photo graphs, slices of 8) use
 every core, without busy-waiting by default: the app's concurrent searches and Gradio's threads, or the
 index build's photo-decoding threads, get the CPU while an operator waits (``session_options``,
 ``RuntimeConfig.query_spinning``). Since each query run uses every core, query encodes take turns,
 on ONNX Runtime and on torch alike (``RuntimeConfig.serial_queries``): two at once would only
 oversubscribe the cores, and the app lets several searches in at once so that re-ranks and
 pre/post-processing need not wait behind an encode (``webapp.page.SEARCH_CONCURRENCY``). Index runs
-do not wait for them, nor they for index runs (a search during indexing is not held up by a 32-photo
-batch).
+do not wait for them, nor they for index runs (a search during indexing is not held up by a photo
+slice).
 """
 
 from __future__ import annotations
