@@ -39,8 +39,8 @@ from PIL import Image  # noqa: E402
 from bench.photos import place_photos  # noqa: E402
 from sketchlvm import create_sketchlvm  # noqa: E402
 from sketchlvm.config import TINY_ARCH, IndexConfig  # noqa: E402
-from sketchlvm.index import build_gallery_index  # noqa: E402
-from sketchlvm.index_background import BackgroundIndexer  # noqa: E402
+from sketchlvm.gallery import build_gallery_index  # noqa: E402
+from sketchlvm.gallery.background import BackgroundIndexer  # noqa: E402
 from sketchlvm.search import EmptyGalleryError, Searcher  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "sketchy"

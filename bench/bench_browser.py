@@ -111,7 +111,7 @@ def make_photos(data: Path, count: int, side: int, dest: Path) -> None:
 
 def drawings(quickdraw: Path, strokes_wanted: int) -> list[list]:
     """Real Quick, Draw! drawings, one per word, until they hold ``strokes_wanted`` strokes in all."""
-    from sketchlvm.strokes import load_ndjson
+    from sketchlvm.preprocess.strokes import load_ndjson
 
     out, total = [], 0
     for path in sorted(quickdraw.glob("*.ndjson")):

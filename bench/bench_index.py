@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.photos import pick_photos  # noqa: E402
 from sketchlvm import create_sketchlvm  # noqa: E402
 from sketchlvm.config import TINY_ARCH, IndexConfig  # noqa: E402
-from sketchlvm.index import build_gallery_index, build_search_index  # noqa: E402
-from sketchlvm.transforms import load_photo  # noqa: E402
-from sketchlvm.weights import load_clip  # noqa: E402
+from sketchlvm.gallery import build_gallery_index, build_search_index  # noqa: E402
+from sketchlvm.model.weights import load_clip  # noqa: E402
+from sketchlvm.preprocess.transforms import load_photo  # noqa: E402
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "sketchy" / "photo"
 

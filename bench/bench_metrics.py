@@ -2,7 +2,7 @@
 
 QuickDraw-extended's zero-shot test set is 92,291 sketches x 54,151 photos; with 512-d CLIP
 features that is 5e9 scores, each query needing a full ranking for mAP@all. This script times
-``sketchlvm.metrics.evaluate_retrieval`` on synthetic L2-normalised vectors (110 classes, class
+``sketchlvm.evaluation.metrics.evaluate_retrieval`` on synthetic L2-normalised vectors (110 classes, class
 centres plus noise so that the metrics are not trivial) against two per-query loops, measured on a
 sample of queries in the same run and extrapolated per query:
 
@@ -38,8 +38,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sketchlvm.metrics import evaluate_retrieval
-from sketchlvm.ranking import resolve_ranker
+from sketchlvm.evaluation.metrics import evaluate_retrieval
+from sketchlvm.evaluation.ranking import resolve_ranker
 
 # The memory bound documented before the ranking rewrite (chunk_size x gallery x 30 bytes of
 # working memory); the evaluator must stay within it.

@@ -137,7 +137,7 @@ def make_gallery(data: Path, classes: int, per_class: int, dest: Path) -> list[P
 def quickdraw_strokes(folder: Path, n: int) -> list[str]:
     """n real Quick, Draw! drawings (raw format, with timestamps) as the stroke JSON /search takes, taken
     word by word across the folder so that consecutive queries differ."""
-    from sketchlvm.strokes import load_ndjson
+    from sketchlvm.preprocess.strokes import load_ndjson
 
     words = sorted(folder.glob("*.ndjson"))
     if not words:
@@ -180,10 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from PIL import Image
 
-    from sketchlvm.index import build_gallery_index
-    from sketchlvm.model import create_sketchlvm
+    from sketchlvm.gallery import build_gallery_index
+    from sketchlvm.model.factory import create_sketchlvm
+    from sketchlvm.model.weights import register_model_configs
     from sketchlvm.search import Searcher
-    from sketchlvm.weights import register_model_configs
 
     work = Path(tempfile.mkdtemp(prefix="sketchlvm-bench-"))
     try:
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         for runtime, m in models.items():
             print(f"  runtime {runtime}: {m.describe()['runtime']}")
         if "onnx-int8" in models and models["onnx-int8"].runtime.name == "onnx-int8":
-            from sketchlvm.quantize import check_int8
+            from sketchlvm.runtime.int8 import check_int8
 
             try:
                 print("  " + check_int8(models["onnx-int8"], index, images[: 2 * (args.queries + args.warmup)]))

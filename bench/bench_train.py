@@ -19,10 +19,10 @@ import torch
 
 from sketchlvm.config import LossConfig
 from sketchlvm.device import autocast, resolve_device
-from sketchlvm.encoder import freeze_except
-from sketchlvm.losses import TextClassifier, category_loss, fine_grained_loss, patch_shuffle_triplets
-from sketchlvm.model import build_prompted_encoder
-from sketchlvm.weights import load_clip
+from sketchlvm.model.encoder import freeze_except
+from sketchlvm.model.factory import build_prompted_encoder
+from sketchlvm.model.weights import load_clip
+from sketchlvm.training.losses import TextClassifier, category_loss, fine_grained_loss, patch_shuffle_triplets
 
 
 def _timed(steps: dict, repeats: int, device: torch.device) -> dict[str, float]:

@@ -21,6 +21,16 @@ TINY_ARCH = "SketchLVM-Tiny"
 
 MODES = ("category", "fine_grained")
 MODALITIES = ("sketch", "photo")
+# Which learned prompt set each mode feeds each modality: category mode has one per modality, fine-grained
+# mode shares one (the paper's setup). Read by the model's prompts and by the ONNX export.
+PROMPT_SETS = {
+    "category": {"sketch": "sketch", "photo": "photo"},
+    "fine_grained": {"sketch": "shared", "photo": "shared"},
+}
+# Real prompts an exported text graph must reproduce torch on before it is used (Sketchy categories,
+# one- and multi-token words, and a long phrase), each put in the tower's template.
+TEXT_CHECK_WORDS = ("airplane", "alarm clock", "car (sedan)", "hot-air balloon", "jack-o-lantern", "umbrella",
+                    "a red leather shoe on a sandy beach at sunset, seen from above")
 # How a sketch is framed before resizing (PreprocessConfig.sketch_framing).
 SKETCH_FRAMINGS = ("ink-crop", "pad-square")
 

@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from .strokes import EmptySketchError, canvas_to_image
-from .text import NO_TEXT_TOWER, TextQuery, TextQueryError
-from .transforms import load_photo
+from sketchlvm.preprocess.strokes import EmptySketchError, canvas_to_image
+from sketchlvm.model.text import NO_TEXT_TOWER, TextQuery, TextQueryError
+from sketchlvm.preprocess.transforms import load_photo
 
 if TYPE_CHECKING:  # the index imports faiss; the searcher only needs its search() and photos
-    from .index import GalleryIndex
-    from .model import SketchLVM
+    from sketchlvm.gallery import GalleryIndex
+    from sketchlvm.model.factory import SketchLVM
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ httpx = pytest.importorskip("httpx")
 import app as app_module  # noqa: E402
 import gradio  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
-from sketchlvm.index import build_gallery_index  # noqa: E402
-from sketchlvm.model import create_sketchlvm  # noqa: E402
+from sketchlvm.gallery import build_gallery_index  # noqa: E402
+from sketchlvm.model.factory import create_sketchlvm  # noqa: E402
 from sketchlvm.search import EmptyGalleryError, Searcher  # noqa: E402
-from sketchlvm.strokes import EmptySketchError, load_ndjson, render_strokes  # noqa: E402
-from sketchlvm.thumbnails import THUMBNAIL_DIR, THUMBNAIL_SIDE  # noqa: E402
+from sketchlvm.preprocess.strokes import EmptySketchError, load_ndjson, render_strokes  # noqa: E402
+from sketchlvm.gallery.thumbnails import THUMBNAIL_DIR, THUMBNAIL_SIDE  # noqa: E402
 from sketchlvm.webapp import handlers, page, results  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(  # pandas 3 deprecations inside gradio's queue

@@ -18,9 +18,9 @@ from test_index_background import CONFIG, GatedEncoder, _until
 import app as app_module
 from sketchlvm import create_sketchlvm
 from sketchlvm.config import TINY_ARCH
-from sketchlvm.index_background import BackgroundIndexer
+from sketchlvm.gallery.background import BackgroundIndexer
 from sketchlvm.search import Searcher
-from sketchlvm.thumbnails import thumbnail_path
+from sketchlvm.gallery.thumbnails import thumbnail_path
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
@@ -111,7 +111,7 @@ def test_prepare_starts_the_page_before_the_index(sketchy_root, tmp_path, monkey
     """app.prepare returns while the gallery is still being indexed (the gate holds the first batch)."""
     gallery = _make_gallery(sketchy_root, tmp_path / "gallery", n_classes=2, per_class=3)
     monkeypatch.setenv("SKETCHLVM_GALLERIES_DIR", str(tmp_path / "galleries"))
-    from sketchlvm import model as model_module
+    from sketchlvm.model import factory as model_module
 
     made = []
     create = model_module.create_sketchlvm

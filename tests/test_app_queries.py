@@ -17,10 +17,10 @@ from test_index import _make_gallery
 import app as app_module
 from sketchlvm import create_sketchlvm
 from sketchlvm.config import TINY_ARCH, IndexConfig
-from sketchlvm.index import build_gallery_index
+from sketchlvm.gallery import build_gallery_index
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, Searcher
-from sketchlvm.strokes import load_ndjson
-from sketchlvm.text import MAX_TEXT_CHARS
+from sketchlvm.preprocess.strokes import load_ndjson
+from sketchlvm.model.text import MAX_TEXT_CHARS
 from sketchlvm.webapp import DRAW_HINT, handlers
 
 gradio_client = pytest.importorskip("gradio_client")

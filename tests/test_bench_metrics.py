@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.bench_metrics import sake_loop, synthetic, vectorised_loop
-from sketchlvm.metrics import evaluate_retrieval
+from sketchlvm.evaluation.metrics import evaluate_retrieval
 
 
 @pytest.mark.parametrize("loop", [sake_loop, vectorised_loop])

@@ -52,8 +52,8 @@ def sync_playwright():
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, sketchy_root, sync_playwright):
     import app as app_module
-    from sketchlvm.index import build_gallery_index
-    from sketchlvm.model import create_sketchlvm
+    from sketchlvm.gallery import build_gallery_index
+    from sketchlvm.model.factory import create_sketchlvm
     from sketchlvm.search import Searcher
 
     root = tmp_path_factory.mktemp("browser") / "gallery"
@@ -96,7 +96,7 @@ def drawing(quickdraw_root: Path, min_strokes: int = 3) -> list:
     path = quickdraw_root / "fish.ndjson"
     if not path.is_file():
         path = sorted(quickdraw_root.glob("*.ndjson"))[0]
-    from sketchlvm.strokes import load_ndjson
+    from sketchlvm.preprocess.strokes import load_ndjson
 
     records = [r for r in load_ndjson(path, limit=200) if sum(len(s[0]) > 1 for s in r["drawing"]) >= min_strokes]
     assert records, f"no drawing of {min_strokes}+ strokes in {path}"

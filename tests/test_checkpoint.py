@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from sketchlvm.checkpoint import CheckpointMismatchError, learned_state, load_checkpoint, save_checkpoint
+from sketchlvm.model.checkpoint import CheckpointMismatchError, learned_state, load_checkpoint, save_checkpoint
 from sketchlvm.config import TINY_ARCH
-from sketchlvm.encoder import freeze_except, trainable_parameter_names
-from sketchlvm.model import ZERO_SHOT_LABEL, build_prompted_encoder, create_sketchlvm
-from sketchlvm.weights import register_model_configs, resolve_weights_source
+from sketchlvm.model.encoder import freeze_except, trainable_parameter_names
+from sketchlvm.model.factory import ZERO_SHOT_LABEL, build_prompted_encoder, create_sketchlvm
+from sketchlvm.model.weights import register_model_configs, resolve_weights_source
 
 register_model_configs()  # the tiny test tower
 
@@ -138,7 +138,7 @@ def test_paper_checkpoint_for_vit_b32_is_small(tmp_path):
 def test_merge_two_single_mode_checkpoints_for_the_app(tmp_path):
     category = save_checkpoint(tmp_path / "c.safetensors", _trained_states(modes=("category",)), _metadata())
     fine = save_checkpoint(tmp_path / "f.safetensors", _trained_states(modes=("fine_grained",), seed=5), _metadata())
-    from sketchlvm.checkpoint import main
+    from sketchlvm.model.checkpoint import main
 
     assert main(["merge", str(tmp_path / "both.safetensors"), str(category), str(fine)]) == 0
     both = load_checkpoint(tmp_path / "both.safetensors")
@@ -164,7 +164,7 @@ def _trained_preprocess():
 def test_a_checkpoint_brings_its_preprocessing_wherever_it_is_loaded(tmp_path, real_images):
     import dataclasses
 
-    from sketchlvm.checkpoint import preprocess_metadata
+    from sketchlvm.model.checkpoint import preprocess_metadata
 
     trained = _trained_preprocess()
     meta = {**_metadata(), **preprocess_metadata(trained, image_size=64)}
@@ -186,7 +186,7 @@ def test_a_checkpoint_brings_its_preprocessing_wherever_it_is_loaded(tmp_path, r
 
 
 def test_a_checkpoint_for_another_image_size_is_refused(tmp_path):
-    from sketchlvm.checkpoint import preprocess_metadata
+    from sketchlvm.model.checkpoint import preprocess_metadata
 
     meta = {**_metadata(), **preprocess_metadata(_trained_preprocess(), image_size=224)}
     path = save_checkpoint(tmp_path / "c.safetensors", _trained_states(modes=("category",)), meta)
@@ -195,7 +195,7 @@ def test_a_checkpoint_for_another_image_size_is_refused(tmp_path):
 
 
 def test_merging_checkpoints_with_different_preprocessing_is_refused(tmp_path):
-    from sketchlvm.checkpoint import merge_checkpoints, preprocess_metadata
+    from sketchlvm.model.checkpoint import merge_checkpoints, preprocess_metadata
     from sketchlvm.config import PreprocessConfig
 
     a = save_checkpoint(tmp_path / "a.safetensors", _trained_states(modes=("category",)),
@@ -211,9 +211,9 @@ def test_merging_checkpoints_with_different_preprocessing_is_refused(tmp_path):
 
 
 def test_the_app_frames_drawings_the_way_the_checkpoint_was_trained(tmp_path):
-    from sketchlvm.checkpoint import preprocess_metadata
+    from sketchlvm.model.checkpoint import preprocess_metadata
     from sketchlvm.config import PreprocessConfig
-    from sketchlvm.transforms import SketchTransform
+    from sketchlvm.preprocess.transforms import SketchTransform
 
     paper = PreprocessConfig(sketch_framing="pad-square")
     path = save_checkpoint(tmp_path / "c.safetensors", _trained_states(modes=("category",)),

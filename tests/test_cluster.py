@@ -1,4 +1,4 @@
-"""Embedding on Ray (sketchlvm.cluster) on real Sketchy photos with the tiny random-weight model.
+"""Embedding on Ray (sketchlvm.cluster.embed) on real Sketchy photos with the tiny random-weight model.
 
 A private Ray instance on this machine (loopback only) embeds a small gallery into shards; the merge must
 give the index the single-machine build gives, the app's loader must open it, the next incremental build
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from sketchlvm import create_sketchlvm  # noqa: E402
-from sketchlvm.cluster import (  # noqa: E402
+from sketchlvm.cluster.embed import (  # noqa: E402
     SHARDS_MANIFEST,
     ShardIdentityError,
     embed_gallery_with_ray,
@@ -33,9 +33,9 @@ from sketchlvm.cluster import (  # noqa: E402
     model_embeddings,
     ray_runtime_env,
 )
-from sketchlvm.cluster_cli import main as cli_main  # noqa: E402
+from sketchlvm.cluster.cli import main as cli_main  # noqa: E402
 from sketchlvm.config import TINY_ARCH, IndexConfig, PreprocessConfig  # noqa: E402
-from sketchlvm.index import build_gallery_index, open_gallery_index  # noqa: E402
+from sketchlvm.gallery import build_gallery_index, open_gallery_index  # noqa: E402
 
 CONFIG = IndexConfig(batch_size=4, decode_workers=2)
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")  # Ray Data's own config warnings
@@ -180,7 +180,7 @@ def test_merge_embeds_only_photos_changed_since_the_cluster_run(model, gallery, 
 def test_merge_refuses_shards_of_another_model_identity(gallery, shards, tmp_path, capsys):
     other = create_sketchlvm(arch=TINY_ARCH, pretrained="none", device="cpu",
                              preprocess=PreprocessConfig(photo_mean=(0.5, 0.5, 0.5)))
-    with pytest.raises(ShardIdentityError, match=r"another model .*photo_mean.*python -m sketchlvm.cluster embed"):
+    with pytest.raises(ShardIdentityError, match=r"another model .*photo_mean.*python -m sketchlvm cluster embed"):
         import_ray_shards(gallery, shards, other, tmp_path / "cache", show_progress_bar=False)
     assert not (tmp_path / "cache" / "manifest.json").exists()
 

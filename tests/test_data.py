@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sketchlvm.data import (
+from sketchlvm.datasets import (
     SPLITS,
     CategoryDataset,
     FineGrainedPairs,
@@ -21,7 +21,7 @@ from sketchlvm.data import (
     normalise_class_name,
     split_classes,
 )
-from sketchlvm.sampler import FineGrainedBatchSampler
+from sketchlvm.training.sampler import FineGrainedBatchSampler
 
 SKETCHY_21 = {
     "bat", "cabin", "cow", "dolphin", "door", "giraffe", "helicopter", "mouse", "pear", "raccoon",
@@ -206,7 +206,7 @@ def test_image_list_dataset_with_custom_loader():
 
 
 def test_image_list_dataset_default_loader(sketchy_root):
-    pytest.importorskip("sketchlvm.transforms")
+    pytest.importorskip("sketchlvm.preprocess.transforms")
     paths = list_images(sketchy_root / "sketch" / "bat")[:2]
     ds = ImageListDataset(paths)
     image, index = ds[1]
@@ -224,7 +224,7 @@ def _names(paths):
 
 
 def test_validation_split_holds_out_seen_class_sketches_and_photos(sketchy_root):
-    from sketchlvm.data import hold_out_validation, load_category_split
+    from sketchlvm.datasets import hold_out_validation, load_category_split
 
     seen, unseen = load_category_split(sketchy_root, "sketchy_21", max_classes=6, max_per_class=10)
     train, validation, record = hold_out_validation(seen, 0.2, seed=3)
@@ -244,7 +244,7 @@ def test_validation_split_holds_out_seen_class_sketches_and_photos(sketchy_root)
 
 
 def test_fine_grained_validation_split_keeps_sketches_with_their_photos(sketchy_root):
-    from sketchlvm.data import hold_out_validation
+    from sketchlvm.datasets import hold_out_validation
 
     seen = FineGrainedPairs.sketchy(sketchy_root, ["cow", "bat", "cabin"], max_per_class=10)
     train, validation, record = hold_out_validation(seen, 0.2, seed=0)

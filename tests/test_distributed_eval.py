@@ -33,8 +33,8 @@ class _CountingTransform:
 
 
 def _encoder():
-    from sketchlvm.model import build_prompted_encoder
-    from sketchlvm.weights import load_clip
+    from sketchlvm.model.factory import build_prompted_encoder
+    from sketchlvm.model.weights import load_clip
 
     torch.manual_seed(0)
     clip, _ = load_clip("SketchLVM-Tiny", "none")
@@ -42,8 +42,8 @@ def _encoder():
 
 
 def _worker(rank: int, world: int, port: int, paths: list[str], out: str) -> None:
-    from sketchlvm.embed import embed_items
-    from sketchlvm.transforms import PhotoTransform
+    from sketchlvm.evaluation.embedding import embed_items
+    from sketchlvm.preprocess.transforms import PhotoTransform
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -56,8 +56,8 @@ def _worker(rank: int, world: int, port: int, paths: list[str], out: str) -> Non
 
 
 def test_two_processes_each_embed_their_share_and_both_get_every_feature(sketchy_root, tmp_path):
-    from sketchlvm.embed import embed_items
-    from sketchlvm.transforms import PhotoTransform
+    from sketchlvm.evaluation.embedding import embed_items
+    from sketchlvm.preprocess.transforms import PhotoTransform
 
     paths = [str(p) for c in ("cow", "bat") for p in sorted((sketchy_root / "photo" / c).glob("*.jpg"))[:7]]
     mp.spawn(_worker, args=(2, _free_port(), paths, str(tmp_path)), nprocs=2, join=True)
@@ -70,7 +70,7 @@ def test_two_processes_each_embed_their_share_and_both_get_every_feature(sketchy
 
 
 def test_the_process_group_timeout_fits_a_long_evaluation(monkeypatch):
-    from sketchlvm import trainer
+    from sketchlvm.training import trainer
 
     seen = {}
     monkeypatch.setenv("WORLD_SIZE", "2")

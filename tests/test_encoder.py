@@ -6,9 +6,9 @@ import open_clip
 import pytest
 import torch
 
-from sketchlvm.encoder import PromptedVisionEncoder, freeze_except, trainable_parameter_names
-from sketchlvm.model import build_prompted_encoder
-from sketchlvm.weights import register_model_configs
+from sketchlvm.model.encoder import PromptedVisionEncoder, freeze_except, trainable_parameter_names
+from sketchlvm.model.factory import build_prompted_encoder
+from sketchlvm.model.weights import register_model_configs
 
 register_model_configs()  # the tiny test tower
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from sketchlvm.evaluate import main
-from sketchlvm.metrics import retrieval_metrics
+from sketchlvm.evaluation.evaluate import main
+from sketchlvm.evaluation.metrics import retrieval_metrics
 
 KEYS = {"mAP@all", "mAP@200", "mAP@200_lenient", "P@100", "P@200"}
 
@@ -75,7 +75,7 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
 def test_fine_grained_acc_at_k_under_both_protocols_with_clear_names():
     """Sketch i of class A lies nearest its own photo among class A, but nearer still to photo i of
     class B: first within its class, second in the whole unseen-class gallery."""
-    from sketchlvm.evaluate import fine_grained_result
+    from sketchlvm.evaluation.evaluate import fine_grained_result
 
     rng = np.random.default_rng(1)
     base = rng.normal(size=(5, 32)).astype(np.float32)
@@ -92,7 +92,7 @@ def test_fine_grained_acc_at_k_under_both_protocols_with_clear_names():
 
 def test_an_unmeasured_selection_metric_is_refused_before_training(tmp_path):
     from sketchlvm.config import load_experiment
-    from sketchlvm.trainer import train
+    from sketchlvm.training.trainer import train
 
     config = load_experiment("tiny_sketchy_category")
     config.train.eval_metric = "Acc@1_within_class"  # a fine-grained metric for a category run

@@ -11,7 +11,7 @@ photos in a gallery (tests/test_index.py).
 
 Two endpoints take sketches: ``/upload_sketch`` (the upload button: the file reaches the app's own
 ``load_photo``, which checks the declared size before decoding) and ``/search`` (the canvas value: stroke
-JSON, text, which ``sketchlvm.strokes.parse_strokes`` bounds in bytes, nesting, strokes, points and
+JSON, text, which ``sketchlvm.preprocess.strokes.parse_strokes`` bounds in bytes, nesting, strokes, points and
 coordinates before anything is rendered). Any API client can send anything to either.
 """
 
@@ -44,10 +44,10 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 import app as app_module  # noqa: E402
-from sketchlvm.index import build_gallery_index  # noqa: E402
-from sketchlvm.model import create_sketchlvm  # noqa: E402
+from sketchlvm.gallery import build_gallery_index  # noqa: E402
+from sketchlvm.model.factory import create_sketchlvm  # noqa: E402
 from sketchlvm.search import Searcher  # noqa: E402
-from sketchlvm.thumbnails import THUMBNAIL_SIDE  # noqa: E402
+from sketchlvm.gallery.thumbnails import THUMBNAIL_SIDE  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(  # pandas 3 deprecations inside gradio's queue
     "ignore:.*no_silent_downcasting:Warning", "ignore:The copy keyword:Warning"
@@ -288,7 +288,7 @@ def test_upload_over_the_max_file_size_is_refused(running, client, tmp_path, ske
 
 
 # --------------------------------------------------------------------------------------------
-# The canvas value: /search takes stroke JSON (text); sketchlvm.strokes.parse_strokes bounds it
+# The canvas value: /search takes stroke JSON (text); sketchlvm.preprocess.strokes.parse_strokes bounds it
 
 
 def _search(client: Client, payload) -> str:
@@ -343,7 +343,7 @@ def test_hostile_strokes_get_a_clear_message_cheaply(client, sketchy_root, name)
 def test_strokes_at_the_limits_are_accepted_and_cost_little(client, sketchy_root):
     """The largest drawing the limits allow (1,000 strokes, 100,000 points, far-off coordinates) still
     searches: the renderer's cost depends on the point count and image size, not on coordinates."""
-    from sketchlvm.strokes import MAX_COORDINATE, MAX_POINTS, MAX_STROKES
+    from sketchlvm.preprocess.strokes import MAX_COORDINATE, MAX_POINTS, MAX_STROKES
 
     rng = np.random.default_rng(3)
     per = MAX_POINTS // MAX_STROKES

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from sketchlvm import create_sketchlvm
-from sketchlvm.checkpoint import file_sha256
+from sketchlvm.model.checkpoint import file_sha256
 from sketchlvm.config import TINY_ARCH, IndexConfig
 from sketchlvm.hub import HubUnavailableError, is_hub_path, resolve_file, resolve_folder, serving_root
-from sketchlvm.index import build_gallery_index
-from sketchlvm.index_cli import main as cli_main
+from sketchlvm.gallery import build_gallery_index
+from sketchlvm.gallery.cli import main as cli_main
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 CHECKPOINT_URI = "hf://alice/sketchlvm-prompts/ckpt/sketchy.safetensors"
@@ -59,7 +59,7 @@ def hf_cache(tmp_path, monkeypatch):
 def checkpoint_file(tmp_path):
     from test_checkpoint import _metadata, _trained_states
 
-    from sketchlvm.checkpoint import save_checkpoint
+    from sketchlvm.model.checkpoint import save_checkpoint
 
     return save_checkpoint(tmp_path / "trained" / "sketchy.safetensors", _trained_states(), _metadata())
 

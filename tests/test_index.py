@@ -25,7 +25,7 @@ from PIL import Image
 
 from sketchlvm import create_sketchlvm
 from sketchlvm.config import TINY_ARCH, IndexConfig
-from sketchlvm.index import (
+from sketchlvm.gallery import (
     StaleIndexError,
     _read_faiss,
     build_gallery_index,
@@ -33,8 +33,8 @@ from sketchlvm.index import (
     latest_gallery,
     open_gallery_index,
 )
-from sketchlvm.index_cli import main as cli_main
-from sketchlvm.transforms import load_photo
+from sketchlvm.gallery.cli import main as cli_main
+from sketchlvm.preprocess.transforms import load_photo
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = IndexConfig(batch_size=4, decode_workers=2, commit_every=1000)
@@ -265,7 +265,7 @@ def test_corrupt_files_are_skipped_and_reported(model, sketchy_root, tmp_path, m
 
     # Unchanged broken files are remembered: not decoded again, still reported.
     decodes = []
-    import sketchlvm.index_build as index_module  # the build decodes photos through its own import
+    import sketchlvm.gallery.build as index_module  # the build decodes photos through its own import
 
     monkeypatch.setattr(index_module, "load_photo", lambda *a, **k: decodes.append(a) or load_photo(*a, **k))
     again = build_gallery_index(gallery, model, cache, CONFIG, show_progress_bar=False)
@@ -293,7 +293,7 @@ def test_interrupted_build_keeps_previous_index_and_resumes(model, sketchy_root,
                      "category")
 
     # 1. The commit itself fails (disk full while writing the manifest): the previous index stays as it was.
-    import sketchlvm.index_state as index_module  # a build commits through its own imports
+    import sketchlvm.gallery.state as index_module  # a build commits through its own imports
 
     real_write = index_module._atomic_write_text
 
@@ -336,7 +336,7 @@ def test_kill_9_during_build_then_restart_gives_a_complete_consistent_index(mode
     seed = int(time.time() * 1000) % 100_000
     rng = random.Random(seed)
     target_generation = rng.randint(1, 18)  # 48 photos, a commit every 2: generations 1..24, then the final one
-    cmd = [sys.executable, "-m", "sketchlvm.index", "build", str(gallery), "--cache", str(cache), "--model", TINY_ARCH,
+    cmd = [sys.executable, "-m", "sketchlvm", "index", "build", str(gallery), "--cache", str(cache), "--model", TINY_ARCH,
            "--pretrained", "none", "--device", "cpu", "--batch-size", "1", "--commit-every", "2", "--workers", "1",
            "--exact-max", "20", "--quiet"]
     proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -374,7 +374,7 @@ def test_model_change_forces_rebuild_of_that_mode(model, sketchy_root, tmp_path,
         return {**ident, "checkpoint_sha256": "f" * 64, "n_prompts": 3} if mode == "fine_grained" else ident
 
     monkeypatch.setattr(model, "identity", trained_fine_grained)
-    with pytest.raises(StaleIndexError, match=r"fine_grained.*python -m sketchlvm.index build"):
+    with pytest.raises(StaleIndexError, match=r"fine_grained.*python -m sketchlvm index build"):
         open_gallery_index(cache, model)
     spy = EncodeSpy(model, monkeypatch)
     index = build_gallery_index(gallery, model, cache, CONFIG, show_progress_bar=False)

@@ -21,8 +21,8 @@ from test_index import _assert_same_index, _class_photos, _kill_at_generation, _
 
 from sketchlvm import create_sketchlvm
 from sketchlvm.config import TINY_ARCH, IndexConfig
-from sketchlvm.index import build_gallery_index, open_gallery_index
-from sketchlvm.index_background import BackgroundIndexer, IndexProgress, format_duration
+from sketchlvm.gallery import build_gallery_index, open_gallery_index
+from sketchlvm.gallery.background import BackgroundIndexer, IndexProgress, format_duration
 from sketchlvm.search import Searcher
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -192,7 +192,7 @@ def test_kill_9_during_a_background_build_then_restart_resumes(model, sketchy_ro
         "import sys\n"
         "from sketchlvm import create_sketchlvm\n"
         "from sketchlvm.config import TINY_ARCH, IndexConfig\n"
-        "from sketchlvm.index_background import BackgroundIndexer\n"
+        "from sketchlvm.gallery.background import BackgroundIndexer\n"
         "model = create_sketchlvm(TINY_ARCH, 'none', device='cpu')\n"
         "config = IndexConfig(batch_size=1, decode_workers=1, commit_every=1, exact_max=20)\n"
         "BackgroundIndexer(sys.argv[1], model, sys.argv[2], config).start().wait()\n"
@@ -219,7 +219,7 @@ def test_kill_9_during_a_background_build_then_restart_resumes(model, sketchy_ro
     manifest = indexer.index.manifest
     referenced = {f for e in manifest["embeddings"].values() for f in e["files"]}
     referenced |= {m["index"]["file"] for m in manifest["modes"].values() if m["index"]["file"]}
-    expected = referenced | {"manifest.json", "skipped.json", "build.lock", "thumbnails"}  # sketchlvm/thumbnails.py
+    expected = referenced | {"manifest.json", "skipped.json", "build.lock", "thumbnails"}  # sketchlvm/gallery/thumbnails.py
     assert {p.name for p in cache.iterdir()} == expected
 
 

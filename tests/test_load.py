@@ -20,8 +20,11 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 
 import app as app_module  # noqa: E402
-from bench import bench_load  # noqa: E402
-from sketchlvm.index import build_gallery_index  # noqa: E402
+from bench import bench_load  # noqa: E402  (free_port)
+from bench.load import MODES  # noqa: E402
+from bench.load.client import run_load  # noqa: E402
+from bench.load.workload import build_scripts, load_model, prepare, torch_threads  # noqa: E402
+from sketchlvm.gallery import build_gallery_index  # noqa: E402
 from sketchlvm.search import Searcher  # noqa: E402
 
 pytestmark = [
@@ -39,21 +42,21 @@ SECONDS = float(os.environ.get("SKETCHLVM_LOAD_SECONDS", "60"))
 @pytest.fixture(scope="module")
 def workload(tmp_path_factory, sketchy_root):
     work = tmp_path_factory.mktemp("load")
-    return bench_load.prepare(work, sketchy_root, CLASSES, PER_CLASS, USERS)
+    return prepare(work, sketchy_root, CLASSES, PER_CLASS, USERS)
 
 
 @pytest.fixture(scope="module")
 def served(workload):
     """(url, state, scripts): the app over the workload's gallery, and each user's requests with answers."""
-    model = bench_load.load_model(workload.checkpoint)
+    model = load_model(workload.checkpoint)
     index = build_gallery_index(workload.gallery, model, cache_dir=workload.cache, show_progress_bar=False)
     k = len(index)
     searcher = Searcher(model, index, default_k=k)
     # Expected answers from the very Searcher the app will use; then its cache is emptied, so the load
     # exercises the encoder rather than replaying what this computed.
     # One torch thread for this part only (fast on a busy machine, same vectors); the app then runs as deployed.
-    with bench_load.torch_threads(1):
-        scripts = bench_load.build_scripts(searcher, workload.sketches, workload.gallery.parent / "users", STAGES, k)
+    with torch_threads(1):
+        scripts = build_scripts(searcher, workload.sketches, workload.gallery.parent / "users", STAGES, k)
     searcher.clear_cache()
     state = app_module.AppState(searcher, gallery_dir=workload.gallery, cache_dir=index.cache_dir)
     demo = app_module.build_demo(state)
@@ -69,20 +72,20 @@ def test_workload_can_see_cross_talk(workload, served):
     assert len(set(workload.sketches)) == USERS
     assert len({p.stem.split("-", 1)[1] for p in workload.sketches}) == USERS  # 16 Quick, Draw! words
     for ops in scripts:
-        assert {op.mode for op in ops} == set(bench_load.MODES) and {op.kind for op in ops} == {"search", "upload"}
+        assert {op.mode for op in ops} == set(MODES) and {op.kind for op in ops} == {"search", "upload"}
         assert all(len(op.expected) == CLASSES * PER_CLASS for op in ops)
     answers = [{op.expected for op in ops} for ops in scripts]
     for i in range(USERS):
         for j in range(i + 1, USERS):
             assert not answers[i] & answers[j], (i, j)  # build_scripts checks this too
         # Within one user, the two modes and the drawing steps answer differently as well.
-        assert len({op.expected for op in scripts[i] if op.kind == "search"}) == STAGES * len(bench_load.MODES)
+        assert len({op.expected for op in scripts[i] if op.kind == "search"}) == STAGES * len(MODES)
 
 
 def test_sixteen_users_drawing_and_searching_get_their_own_answers(served, capsys):
     url, state, scripts = served
     encodes_before = state.searcher.encode_calls
-    samples, wall = bench_load.run_load(url, scripts, SECONDS, warmup=0, client="gradio_client")
+    samples, wall = run_load(url, scripts, SECONDS, warmup=0, client="gradio_client")
     summary = bench_load.summarise(samples, wall)
     with capsys.disabled():
         print(f"\n[load] {USERS} users, {SECONDS:.0f} s, in-process server: {summary.line()}; "
@@ -95,6 +98,6 @@ def test_sixteen_users_drawing_and_searching_get_their_own_answers(served, capsy
     counts = sorted(summary.per_user.values())
     assert counts[0] * 3 >= counts[-1] - 1, summary.per_user  # the queue is fair: nobody starved
     assert {kind.split("/")[0] for kind in summary.kinds} == {"search", "upload"}
-    assert {kind.split("/")[1] for kind in summary.kinds} == set(bench_load.MODES)
+    assert {kind.split("/")[1] for kind in summary.kinds} == set(MODES)
     assert state.searcher.encode_calls > encodes_before  # the encoder ran under load, not only the cache
     assert wall < SECONDS + bench_load.REQUEST_TIMEOUT_S + 5

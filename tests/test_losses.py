@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sketchlvm.config import LossConfig
-from sketchlvm.losses import (
+from sketchlvm.training.losses import (
     TextClassifier,
     build_class_text_features,
     category_loss,

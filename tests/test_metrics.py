@@ -1,4 +1,4 @@
-"""sketchlvm.metrics against hand-computed cases and independent per-query computations."""
+"""sketchlvm.evaluation.metrics against hand-computed cases and independent per-query computations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from sketchlvm.metrics import evaluate_retrieval, precision_recall_curve, retrieval_metrics, top_k
+from sketchlvm.evaluation.metrics import evaluate_retrieval, precision_recall_curve, retrieval_metrics, top_k
 
 # ---------------------------------------------------------------------------------------------
 # Independent references (written from the definitions in shared/METHOD.md, one query at a time)
@@ -236,7 +236,7 @@ def test_zero_relevant_queries_policy(caplog):
     ql[[4, 9]] = 7  # no photo of class 7 in the gallery
     keep = np.ones(30, dtype=bool)
     keep[[4, 9]] = False
-    with caplog.at_level(logging.WARNING, logger="sketchlvm.metrics"):
+    with caplog.at_level(logging.WARNING, logger="sketchlvm.evaluation.metrics"):
         excluded = evaluate_retrieval(q, ql, g, gl)
     assert "2 of 30 queries have no relevant gallery item" in caplog.text
     assert excluded.n_without_relevant == 2

@@ -19,10 +19,10 @@ from torch import nn
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from sketchlvm import onnx_export  # noqa: E402
+from sketchlvm.runtime import export as onnx_export  # noqa: E402
 from sketchlvm.config import TINY_ARCH  # noqa: E402
-from sketchlvm.model import create_sketchlvm  # noqa: E402
-from sketchlvm.onnx_trace import TracedMlp, TracedSelfAttention, traceable_tower  # noqa: E402
+from sketchlvm.model.factory import create_sketchlvm  # noqa: E402
+from sketchlvm.runtime.trace import TracedMlp, TracedSelfAttention, traceable_tower  # noqa: E402
 
 
 @pytest.fixture(scope="module")

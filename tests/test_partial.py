@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from sketchlvm.data import normalise_class_name
-from sketchlvm.partial import evaluate_partial, main, on_the_fly_summary, score_steps
-from sketchlvm.partial_sketch import (
+from sketchlvm.datasets import normalise_class_name
+from sketchlvm.evaluation.partial.run import evaluate_partial, main, on_the_fly_summary, score_steps
+from sketchlvm.evaluation.partial.framing import (
     PartialRenderer,
     load_stroke_sketches,
     shared_classes,
@@ -150,7 +150,7 @@ def test_loading_ndjson_and_app_stroke_json(quickdraw_root, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from sketchlvm.model import create_sketchlvm
+    from sketchlvm.model.factory import create_sketchlvm
 
     return create_sketchlvm("SketchLVM-Tiny", "none", None, "cpu")
 

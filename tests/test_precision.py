@@ -24,8 +24,8 @@ def test_autocast_follows_the_requested_precision():
 
 
 def test_training_defaults_to_fp32_and_the_clis_offer_the_choice():
-    from sketchlvm.evaluate import _parser as evaluate_parser
-    from sketchlvm.train import _parser as train_parser
+    from sketchlvm.evaluation.evaluate import _parser as evaluate_parser
+    from sketchlvm.training.cli import _parser as train_parser
 
     assert TrainConfig().precision == "fp32"
     assert evaluate_parser().parse_args(["--out", "x"]).precision == "fp32"
@@ -35,9 +35,9 @@ def test_training_defaults_to_fp32_and_the_clis_offer_the_choice():
 
 
 def test_evaluation_embeds_in_fp32_unless_told(sketchy_root, monkeypatch):
-    from sketchlvm import embed
-    from sketchlvm.evaluate import evaluate_category, load_test_data
-    from sketchlvm.model import create_sketchlvm
+    from sketchlvm.evaluation import embedding as embed
+    from sketchlvm.evaluation.evaluate import evaluate_category, load_test_data
+    from sketchlvm.model.factory import create_sketchlvm
 
     seen = []
     real = embed.autocast

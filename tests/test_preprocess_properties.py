@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sketchlvm.strokes import EmptySketchError, crop_to_ink, draw_strokes_on_canvas, render_strokes
-from sketchlvm.transforms import SketchTransform
+from sketchlvm.preprocess.strokes import EmptySketchError, crop_to_ink, draw_strokes_on_canvas, render_strokes
+from sketchlvm.preprocess.transforms import SketchTransform
 
 S = 32  # small tensors keep each example fast
 TRANSFORM = SketchTransform(S)

@@ -1,4 +1,4 @@
-"""sketchlvm.ranking: the NumPy and torch rankers give the same integers as a full stable sort,
+"""sketchlvm.evaluation.ranking: the NumPy and torch rankers give the same integers as a full stable sort,
 ties included, and evaluate_retrieval gives bit-identical results whichever ranker runs."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from sketchlvm.metrics import evaluate_retrieval
-from sketchlvm.ranking import GalleryGroups, NumpyRanker, TorchRanker, resolve_ranker
+from sketchlvm.evaluation.metrics import evaluate_retrieval
+from sketchlvm.evaluation.ranking import GalleryGroups, NumpyRanker, TorchRanker, resolve_ranker
 
 
 def _reference_ranks(scores: np.ndarray, q_lab, g_lab, q_id=None, g_id=None):

@@ -1,4 +1,4 @@
-"""sketchlvm.report: the files of an evaluation folder, on tiny arrays and a few real images."""
+"""sketchlvm.evaluation.report: the files of an evaluation folder, on tiny arrays and a few real images."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sketchlvm.report import (
+from sketchlvm.evaluation.report import (
     PAPER_NUMBERS,
     plot_precision_recall,
     write_example_grid,

@@ -21,16 +21,16 @@ from PIL import Image
 
 ort = pytest.importorskip("onnxruntime")
 
-from sketchlvm import onnx_export  # noqa: E402
-from sketchlvm.checkpoint import learned_state, save_checkpoint  # noqa: E402
+from sketchlvm.runtime import export as onnx_export  # noqa: E402
+from sketchlvm.model.checkpoint import learned_state, save_checkpoint  # noqa: E402
 from sketchlvm.config import TINY_ARCH, RuntimeConfig  # noqa: E402
-from sketchlvm.encoder import trainable_parameter_names  # noqa: E402
-from sketchlvm.index import StaleIndexError, build_gallery_index, open_gallery_index  # noqa: E402
-from sketchlvm.model import build_prompted_encoder, create_sketchlvm  # noqa: E402
-from sketchlvm.quantize import check_int8, measure_int8_agreement, top_k_agreement  # noqa: E402
-from sketchlvm.runtime import Int8RefusedError, requested_runtime  # noqa: E402
-from sketchlvm.transforms import load_photo  # noqa: E402
-from sketchlvm.weights import load_clip  # noqa: E402
+from sketchlvm.model.encoder import trainable_parameter_names  # noqa: E402
+from sketchlvm.gallery import StaleIndexError, build_gallery_index, open_gallery_index  # noqa: E402
+from sketchlvm.model.factory import build_prompted_encoder, create_sketchlvm  # noqa: E402
+from sketchlvm.runtime.int8 import check_int8, measure_int8_agreement, top_k_agreement  # noqa: E402
+from sketchlvm.runtime.engine import Int8RefusedError, requested_runtime  # noqa: E402
+from sketchlvm.preprocess.transforms import load_photo  # noqa: E402
+from sketchlvm.model.weights import load_clip  # noqa: E402
 
 MIN_COSINE, MAX_ABS = 0.99999, 1e-4
 CLASSES = ("airplane", "cat", "fish", "umbrella")
@@ -304,7 +304,7 @@ def test_export_cache_is_reused_and_invalidated_by_checkpoint_and_weights(tmp_pa
 
 def test_fallback_to_torch_when_onnxruntime_is_missing(monkeypatch, caplog, real_sketches):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
-    with caplog.at_level(logging.WARNING, logger="sketchlvm.runtime"):
+    with caplog.at_level(logging.WARNING, logger="sketchlvm.runtime.engine"):
         model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="auto")
         assert model.runtime.name  # graphs are prepared on first use
     assert model.runtime.name == "torch"
@@ -320,7 +320,7 @@ def test_fallback_to_torch_when_export_fails(monkeypatch, caplog, real_sketches)
         raise RuntimeError("exporter exploded")
 
     monkeypatch.setattr(onnx_export.torch.onnx, "export", broken)
-    with caplog.at_level(logging.WARNING, logger="sketchlvm.runtime"):
+    with caplog.at_level(logging.WARNING, logger="sketchlvm.runtime.engine"):
         model = create_sketchlvm(TINY_ARCH, "none", None, "cpu", runtime="onnx", check_images=real_sketches)
         assert model.runtime.name  # graphs are prepared on first use
     assert model.runtime.name == "torch"
@@ -338,7 +338,7 @@ def test_a_graph_that_disagrees_with_torch_is_refused(monkeypatch, caplog, tmp_p
         return torch.nn.functional.normalize(out + 0.05, dim=-1) if self.modality == "photo" else out
 
     monkeypatch.setattr(onnx_export._Graph, "forward", wrong_for_photos)
-    with caplog.at_level(logging.WARNING, logger="sketchlvm.runtime"):
+    with caplog.at_level(logging.WARNING, logger="sketchlvm.runtime.engine"):
         model = create_sketchlvm(TINY_ARCH, "none", ckpt, "cpu", runtime="onnx", check_images=real_sketches)
         assert model.runtime.name  # graphs are prepared on first use
     runtime = model.runtime

@@ -78,7 +78,7 @@ def test_runtime_comes_from_the_environment_and_the_flag_wins(monkeypatch):
 def test_int8_refusal_stops_the_app_with_how_to_run_without(gallery, monkeypatch, capsys):
     from sketchlvm.config import RuntimeConfig
 
-    monkeypatch.setattr("sketchlvm.runtime.RuntimeConfig", lambda: RuntimeConfig(int8_min_agreement=1.01))
+    monkeypatch.setattr("sketchlvm.runtime.engine.RuntimeConfig", lambda: RuntimeConfig(int8_min_agreement=1.01))
     code = app_module.main(["--gallery", str(gallery), "--model", TINY_ARCH, "--pretrained", "none",
                             "--device", "cpu", "--runtime", "onnx-int8"])
     err = capsys.readouterr().err

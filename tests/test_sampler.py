@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sketchlvm.sampler import CategoryTripletSampler, FineGrainedBatchSampler, TripletBatch
+from sketchlvm.training.sampler import CategoryTripletSampler, FineGrainedBatchSampler, TripletBatch
 
 # 4 classes; sketches and photos interleaved so that class blocks are not contiguous.
 SKETCH_LABELS = [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 3, 3]

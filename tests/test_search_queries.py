@@ -12,14 +12,14 @@ from test_checkpoint import _metadata, _trained_states
 from test_index import _make_gallery
 
 from sketchlvm import create_sketchlvm
-from sketchlvm.checkpoint import save_checkpoint
+from sketchlvm.model.checkpoint import save_checkpoint
 from sketchlvm.config import TINY_ARCH, IndexConfig
-from sketchlvm.index import build_gallery_index
+from sketchlvm.gallery import build_gallery_index
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, Searcher, fuse
-from sketchlvm.strokes import EmptySketchError
-from sketchlvm.text import MAX_TEXT_CHARS, TEXT_TEMPLATE, TextQueryError
-from sketchlvm.transforms import ImageLoadError
-from sketchlvm.weights import load_clip
+from sketchlvm.preprocess.strokes import EmptySketchError
+from sketchlvm.model.text import MAX_TEXT_CHARS, TEXT_TEMPLATE, TextQueryError
+from sketchlvm.preprocess.transforms import ImageLoadError
+from sketchlvm.model.weights import load_clip
 
 CONFIG = IndexConfig(batch_size=8, decode_workers=1)
 MODES = ("category", "fine_grained")

@@ -1,4 +1,4 @@
-"""Canvas values and stroke lists -> PIL sketch (sketchlvm/strokes.py). No torch needed."""
+"""Canvas values and stroke lists -> PIL sketch (sketchlvm/preprocess/strokes.py). No torch needed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from sketchlvm.strokes import (
+from sketchlvm.preprocess.strokes import (
     EmptySketchError,
     canvas_to_image,
     crop_to_ink,
@@ -347,7 +347,7 @@ import json  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from sketchlvm.strokes import (  # noqa: E402
+from sketchlvm.preprocess.strokes import (  # noqa: E402
     MAX_COORDINATE,
     MAX_NESTING,
     MAX_POINTS,

@@ -17,11 +17,12 @@ from test_index import _make_gallery
 
 ort = pytest.importorskip("onnxruntime")
 
-from sketchlvm import create_sketchlvm, onnx_export  # noqa: E402
+from sketchlvm import create_sketchlvm
+from sketchlvm.runtime import export as onnx_export  # noqa: E402
 from sketchlvm.config import TINY_ARCH, IndexConfig  # noqa: E402
-from sketchlvm.index import build_gallery_index  # noqa: E402
+from sketchlvm.gallery import build_gallery_index  # noqa: E402
 from sketchlvm.search import Searcher  # noqa: E402
-from sketchlvm.weights import load_clip  # noqa: E402
+from sketchlvm.model.weights import load_clip  # noqa: E402
 
 MIN_COSINE, MAX_ABS = 0.99999, 1e-4
 TEXTS = ("airplane", "a red cat on a beach", "leather umbrella", "fish")

@@ -1,4 +1,4 @@
-"""Thumbnails in the gallery cache (sketchlvm/thumbnails.py), made by the index build."""
+"""Thumbnails in the gallery cache (sketchlvm/gallery/thumbnails.py), made by the index build."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sketchlvm.index import build_gallery_index
-from sketchlvm.model import create_sketchlvm
-from sketchlvm.thumbnails import THUMBNAIL_DIR, THUMBNAIL_SIDE, sync_thumbnails, thumbnail_path
+from sketchlvm.gallery import build_gallery_index
+from sketchlvm.model.factory import create_sketchlvm
+from sketchlvm.gallery.thumbnails import THUMBNAIL_DIR, THUMBNAIL_SIDE, sync_thumbnails, thumbnail_path
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from sketchlvm.checkpoint import load_checkpoint
+from sketchlvm.model.checkpoint import load_checkpoint
 from sketchlvm.config import load_experiment, merge_into
-from sketchlvm.encoder import freeze_except
-from sketchlvm.evaluate import evaluate_category, evaluate_fine_grained, load_test_data
-from sketchlvm.model import build_prompted_encoder, create_sketchlvm
-from sketchlvm.trainer import train
-from sketchlvm.transforms import PhotoTransform, SketchTransform
-from sketchlvm.weights import load_clip
+from sketchlvm.model.encoder import freeze_except
+from sketchlvm.evaluation.evaluate import evaluate_category, evaluate_fine_grained, load_test_data
+from sketchlvm.model.factory import build_prompted_encoder, create_sketchlvm
+from sketchlvm.training.trainer import train
+from sketchlvm.preprocess.transforms import PhotoTransform, SketchTransform
+from sketchlvm.model.weights import load_clip
 
 
 def _config(preset, root, out, **overrides):
@@ -118,7 +118,7 @@ def test_torchrun_ddp_runs_on_cpu_and_rank_0_writes_the_checkpoint(sketchy_root,
 
     out = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "sketchlvm.train",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "sketchlvm.training.cli",
         "--config", "tiny_sketchy_category", "--root", str(sketchy_root), "--max-classes", "3",
         "--max-per-class", "6", "--batch-size", "4", "--epochs", "1", "--workers", "0", "--out", str(out),
     ]
@@ -231,7 +231,7 @@ def test_within_category_fine_grained_preset_trains_on_a_qmul_layout(sketchy_roo
     best = load_checkpoint(result.best_checkpoint).metadata
     assert best["training"]["dataset"] == "shoev2" and best["training"]["classes"] == ["shoe"]
 
-    from sketchlvm.evaluate import main
+    from sketchlvm.evaluation.evaluate import main
 
     out = tmp_path / "eval"
     assert main(["--dataset", "shoev2", "--root", str(root), "--checkpoint", str(result.best_checkpoint),

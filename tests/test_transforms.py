@@ -1,4 +1,4 @@
-"""PIL -> normalised tensor (sketchlvm/transforms.py), on real Quick, Draw! strokes and Sketchy photos."""
+"""PIL -> normalised tensor (sketchlvm/preprocess/transforms.py), on real Quick, Draw! strokes and Sketchy photos."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 from PIL import Image, ImageFile
 
 from sketchlvm.config import PreprocessConfig
-from sketchlvm.strokes import EmptySketchError, canvas_to_image, draw_strokes_on_canvas, load_ndjson, render_strokes
-from sketchlvm.transforms import ImageLoadError, PhotoTransform, SketchTransform, denormalise, load_photo
+from sketchlvm.preprocess.strokes import EmptySketchError, canvas_to_image, draw_strokes_on_canvas, load_ndjson, render_strokes
+from sketchlvm.preprocess.transforms import ImageLoadError, PhotoTransform, SketchTransform, denormalise, load_photo
 
 SIZE = 224
 CONFIG = PreprocessConfig()

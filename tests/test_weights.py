@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from sketchlvm.config import PACKAGE_DIR, TINY_ARCH, ModelConfig
-from sketchlvm.weights import RANDOM_WEIGHTS_LABEL, register_model_configs, WeightsUnavailableError, load_clip, resolve_weights_source
+from sketchlvm.model.weights import RANDOM_WEIGHTS_LABEL, register_model_configs, WeightsUnavailableError, load_clip, resolve_weights_source
 
 register_model_configs()  # the tiny test tower
 

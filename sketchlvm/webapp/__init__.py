@@ -1,9 +1,16 @@
 """The web app: stroke canvas (canvas.py + static/), page layout (page.py), handlers, results, state.
 
-Imports gradio; nothing else in ``sketchlvm`` imports this package.
+Owns everything a person sees and clicks. May import everything below it (search, gallery, model,
+preprocess, config); nothing in ``sketchlvm`` imports it except the ``sketchlvm`` command (cli.py).
 """
 
-from .handlers import (
+import os
+
+# Read by gradio and huggingface_hub at import time, so set before importing either.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from sketchlvm.webapp.handlers import (  # noqa: E402
     MAX_SKETCH_PIXELS,
     fit_to_canvas,
     load_example,
@@ -14,9 +21,9 @@ from .handlers import (
     search_strokes,
     search_with_photo,
 )
-from .page import DEFAULT_TOP_K, MAX_TOP_K, build_demo, launch, launch_kwargs
-from .results import caption, gallery_item
-from .state import (
+from sketchlvm.webapp.page import DEFAULT_TOP_K, MAX_TOP_K, build_demo, launch, launch_kwargs
+from sketchlvm.webapp.results import caption, gallery_item
+from sketchlvm.webapp.state import (
     DRAW_HINT,
     NO_GALLERY_HELP,
     UPLOAD_HINT,

@@ -4,7 +4,7 @@ Gradio's image editor renders and uploads three PNGs per stroke (~1.5 s per stro
 pointer move in headless Chromium on 2 cores, ../shared/NOTES.md). This canvas draws locally and sends
 the stroke list, a few kB of JSON, once per change (pen-up, undo, redo, clear). Its value is that JSON
 text in the Quick, Draw! raw format (``[[xs, ys, ts], ...]`` in canvas units): the server validates it
-with :func:`sketchlvm.strokes.parse_strokes` and renders it with the same renderer as dataset strokes.
+with :func:`sketchlvm.preprocess.strokes.parse_strokes` and renders it with the same renderer as dataset strokes.
 
 The browser side lives in ``static/canvas.js`` and ``static/canvas.css``, shipped with the package.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..config import PreprocessConfig
+from sketchlvm.config import PreprocessConfig
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CANVAS_UNITS = 512  # the canvas is 512 x 512 units, whatever its size on screen

@@ -13,14 +13,14 @@ from typing import Any
 import gradio as gr
 from PIL import Image, ImageOps
 
-from ..config import PACKAGE_DIR
-from ..search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
-from ..strokes import EmptySketchError, StrokeFormatError, crop_to_ink, parse_strokes, render_strokes
-from ..text import TextQueryError
-from ..transforms import ImageLoadError, load_photo
-from .canvas import CANVAS_UNITS, fit_strokes
-from .results import gallery_item
-from .state import (
+from sketchlvm.config import PACKAGE_DIR
+from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
+from sketchlvm.preprocess.strokes import EmptySketchError, StrokeFormatError, crop_to_ink, parse_strokes, render_strokes
+from sketchlvm.model.text import TextQueryError
+from sketchlvm.preprocess.transforms import ImageLoadError, load_photo
+from sketchlvm.webapp.canvas import CANVAS_UNITS, fit_strokes
+from sketchlvm.webapp.results import gallery_item
+from sketchlvm.webapp.state import (
     DRAW_HINT,
     MODE_HINTS,
     MODE_LABELS,

@@ -13,10 +13,10 @@ from typing import Any
 
 import gradio as gr
 
-from ..search import DEFAULT_TEXT_WEIGHT, Searcher
-from ..text import MAX_TEXT_CHARS, TEXT_TEMPLATE
-from .canvas import STATIC_DIR, StrokeCanvas
-from .handlers import (
+from sketchlvm.search import DEFAULT_TEXT_WEIGHT, Searcher
+from sketchlvm.model.text import MAX_TEXT_CHARS, TEXT_TEMPLATE
+from sketchlvm.webapp.canvas import STATIC_DIR, StrokeCanvas
+from sketchlvm.webapp.handlers import (
     load_example,
     load_upload,
     render_examples,
@@ -25,8 +25,8 @@ from .handlers import (
     search_strokes,
     search_with_photo,
 )
-from .results import original, serve_thumbnails_in_place, served_folders
-from .state import (
+from sketchlvm.webapp.results import original, serve_thumbnails_in_place, served_folders
+from sketchlvm.webapp.state import (
     DRAW_HINT,
     MODE_LABELS,
     NO_GALLERY_HELP,

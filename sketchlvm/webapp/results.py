@@ -1,6 +1,6 @@
 """Search results as the page shows them: thumbnails with captions, and the original on click.
 
-Results are sent as the gallery's thumbnails (``sketchlvm.thumbnails``, 320 px WebP in the cache
+Results are sent as the gallery's thumbnails (``sketchlvm.gallery.thumbnails``, 320 px WebP in the cache
 folder), so 12 results cost a few hundred kB whatever the photos weigh. Only the gallery folder and the
 cache's thumbnail folder are served (``launch_kwargs``); a photo whose real path lies outside the
 gallery (a symlink) is shown through its thumbnail or as pixels, never served by its path.
@@ -15,11 +15,11 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from ..hub import serving_root
-from ..search import SearchResult
-from ..thumbnails import THUMBNAIL_DIR, THUMBNAIL_SIDE, ensure_thumbnail, thumbnail_lookup
-from ..transforms import ImageLoadError, load_photo
-from .state import AppState
+from sketchlvm.hub import serving_root
+from sketchlvm.search import SearchResult
+from sketchlvm.gallery.thumbnails import THUMBNAIL_DIR, THUMBNAIL_SIDE, ensure_thumbnail, thumbnail_lookup
+from sketchlvm.preprocess.transforms import ImageLoadError, load_photo
+from sketchlvm.webapp.state import AppState
 
 log = logging.getLogger(__name__)
 

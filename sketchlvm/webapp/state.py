@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..search import Searcher
+from sketchlvm.search import Searcher
 
 MODE_LABELS = {"category": "Category", "fine_grained": "Fine-grained"}
 MODE_HINTS = {
@@ -44,7 +44,7 @@ class AppState:
     def ensure_indexer(self):
         """The background indexer of the gallery, made on first use; None without a gallery."""
         if self.indexer is None and self.gallery_dir is not None:
-            from ..index_background import BackgroundIndexer
+            from sketchlvm.gallery.background import BackgroundIndexer
 
             self.indexer = BackgroundIndexer(self.gallery_dir, self.searcher.model, cache_dir=self.cache_dir,
                                              on_index=self.searcher.set_index)

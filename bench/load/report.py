@@ -1,0 +1,71 @@
+"""What a load run measured: latency percentiles over all and by kind, errors, wrong answers, CPU time."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.load import UNTIMED
+from bench.load.client import Sample
+
+
+@dataclass
+class Summary:
+    requests: int
+    failed: int
+    wrong: int
+    p50_ms: float
+    p95_ms: float
+    per_s: float
+    per_user: dict[int, int]
+    kinds: dict[str, int]
+    p50_by_kind_ms: dict[str, float] = field(default_factory=dict)
+
+    def line(self) -> str:
+        return (f"{self.requests} requests, {self.per_s:.1f} req/s, p50 {self.p50_ms:.0f} ms, p95 {self.p95_ms:.0f} ms, "
+                f"failed {self.failed}, wrong {self.wrong}")
+
+
+def summarise(samples: list[Sample], wall_s: float) -> Summary:
+    timed = [s.latency_s for s in samples if s.kind not in UNTIMED]
+    ms = np.asarray(timed or [np.nan]) * 1000
+    return Summary(
+        requests=len(timed),
+        failed=sum(s.error is not None for s in samples),
+        wrong=sum(s.wrong is not None for s in samples),
+        p50_ms=float(np.percentile(ms, 50)),
+        p95_ms=float(np.percentile(ms, 95)),
+        per_s=len(timed) / wall_s if wall_s > 0 else float("nan"),
+        per_user=dict(Counter(s.user for s in samples if s.kind not in UNTIMED)),
+        kinds=dict(Counter(f"{s.kind}/{s.mode}" for s in samples if s.kind not in UNTIMED)),
+        p50_by_kind_ms={kind: float(np.percentile([1000 * s.latency_s for s in samples if f"{s.kind}/{s.mode}" == kind],
+                                                  50))
+                        for kind in sorted({f"{s.kind}/{s.mode}" for s in samples if s.kind not in UNTIMED})},
+    )
+
+
+def by_kind(summary: Summary, baseline: Summary | None = None) -> str:
+    """p50 per request kind (and its ratio to the single user's): with both modes zero-shot the second
+    mode of a drawing is a re-rank from the cached embedding, the first mode a new encode, so the
+    overall p50 sits between two clusters and this says which is which."""
+    parts = []
+    for kind, ms in summary.p50_by_kind_ms.items():
+        alone = baseline.p50_by_kind_ms.get(kind) if baseline else None
+        parts.append(f"{kind} {ms:.0f} ms" + (f" ({ms / alone:.1f}x)" if alone else ""))
+    return "p50 by kind: " + ", ".join(parts)
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of a process (this one by default), from /proc; NaN where unavailable."""
+    try:
+        if pid is None:
+            times = os.times()
+            return times.user + times.system
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")

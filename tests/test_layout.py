@@ -1,0 +1,134 @@
+"""The tree is the architecture: dependencies point down the flow, and no module imports one that imports it back.
+
+Reads every ``import`` in the package (module level, lazy inside functions, and under TYPE_CHECKING alike), so
+a cycle hidden behind a function-level import fails here too.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "sketchlvm"
+
+# Lower ranks may not import higher ones; equal ranks only within one subpackage. The data flows:
+#   strokes -> preprocess -> runtime/model -> gallery -> search -> webapp, and
+#   datasets -> (sampler, losses, trainer: training) -> checkpoint (model) -> evaluation.
+RANKS = {
+    "config": 0,
+    "device": 1,
+    "hub": 1,
+    "preprocess": 2,
+    "runtime": 3,
+    "datasets": 3,
+    "arguments": 4,
+    "model": 5,
+    "gallery": 6,
+    "evaluation": 6,
+    "search": 7,
+    "training": 7,
+    "webapp": 8,
+    "cluster": 8,
+    "cli": 9,
+    "aliases": 10,
+    "__main__": 10,
+    "__init__": 10,
+}
+MAX_TOP_LEVEL_MODULES = 10
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every sketchlvm module ``path`` imports, as dotted names (relative imports resolved)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("sketchlvm"))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            if base.startswith("sketchlvm"):
+                found.add(base)
+                # ``from sketchlvm.x import y`` imports the module sketchlvm.x.y when y is one
+                found.update(f"{base}.{a.name}" for a in node.names if _exists(f"{base}.{a.name}"))
+    found.discard(name)
+    return {m for m in found if _exists(m)}
+
+
+def _exists(module: str) -> bool:
+    path = PACKAGE.parent.joinpath(*module.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+@functools.cache
+def _graph() -> dict[str, set[str]]:
+    return {_module_name(p): _imports(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _area(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_at_most_ten_modules_at_the_top_of_the_package():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, top
+
+
+def test_every_subpackage_says_what_it_owns_and_may_import():
+    for init in PACKAGE.rglob("__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert "import" in doc, f"{init.relative_to(PACKAGE.parent)} has no docstring saying what it may import"
+
+
+def test_every_area_has_a_rank():
+    areas = {_area(m) for m in _graph()}
+    assert areas <= set(RANKS), sorted(areas - set(RANKS))
+
+
+@pytest.mark.parametrize("module", sorted(_graph()))
+def test_dependencies_point_down_the_flow(module):
+    mine = _area(module)
+    for target in sorted(_graph()[module]):
+        theirs = _area(target)
+        if theirs == mine or target == "sketchlvm":
+            continue
+        assert RANKS[theirs] < RANKS[mine], f"{module} (rank {RANKS[mine]}) imports {target} (rank {RANKS[theirs]})"
+
+
+def test_no_import_cycles_even_lazy_ones():
+    graph = _graph()
+    # A package's __init__ that re-exports its modules is not a back edge for them.
+    edges = {m: {t for t in ts if not (m.startswith(t + ".") and t != "sketchlvm")} for m, ts in graph.items()}
+    edges = {m: {t for t in ts if t != "sketchlvm"} for m, ts in edges.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
