@@ -411,7 +411,7 @@ def test_main_without_a_gallery_shows_the_empty_state(monkeypatch, tmp_path, dra
         launched["kwargs"] = kwargs
         return gradio.Blocks.launch(demo.queue(), **kwargs, prevent_thread_lock=True, quiet=True)
 
-    monkeypatch.setattr(app_module, "launch", launch_in_background)
+    monkeypatch.setattr("sketchlvm.webapp.main.launch", launch_in_background)  # app.py runs main from there
     port = free_port()
     code = app_module.main(["--model", "SketchLVM-Tiny", "--pretrained", "none", "--device", "cpu",
                             "--port", str(port)])
