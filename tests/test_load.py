@@ -7,8 +7,8 @@ as a PNG in both modes) in a loop for
 ``SKETCHLVM_LOAD_SECONDS`` (default 60). Every answer must equal the ranking computed beforehand in this
 process by the app's own Searcher for that request's sketch, mode and k (all 24 photos, captions with
 scores to 3 decimals): an answer meant for another session, mode or drawing step fails the test. The
-workload and the client live in bench/bench_load.py (the same load as a script, with a single-user
-baseline); this test asserts, the script measures.
+workload, the client and the report live in bench/load/ (bench/bench_load.py runs the same load as a
+script, with a single-user baseline); this test asserts, the script measures.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 
 import app as app_module  # noqa: E402
-from bench import bench_load  # noqa: E402  (free_port)
-from bench.load import MODES  # noqa: E402
-from bench.load.client import run_load  # noqa: E402
+from bench.load import MODES, REQUEST_TIMEOUT_S  # noqa: E402
+from bench.load.client import free_port, run_load  # noqa: E402
+from bench.load.report import summarise  # noqa: E402
 from bench.load.workload import build_scripts, load_model, prepare, torch_threads  # noqa: E402
 from sketchlvm.gallery import build_gallery_index  # noqa: E402
 from sketchlvm.search import Searcher  # noqa: E402
@@ -60,7 +60,7 @@ def served(workload):
     searcher.clear_cache()
     state = app_module.AppState(searcher, gallery_dir=workload.gallery, cache_dir=index.cache_dir)
     demo = app_module.build_demo(state)
-    kwargs = app_module.launch_kwargs(state, "127.0.0.1", bench_load.free_port())
+    kwargs = app_module.launch_kwargs(state, "127.0.0.1", free_port())
     _, url, _ = app_module.launch(demo, **kwargs, prevent_thread_lock=True, quiet=True)
     yield url, state, scripts
     demo.close()
@@ -86,7 +86,7 @@ def test_sixteen_users_drawing_and_searching_get_their_own_answers(served, capsy
     url, state, scripts = served
     encodes_before = state.searcher.encode_calls
     samples, wall = run_load(url, scripts, SECONDS, warmup=0, client="gradio_client")
-    summary = bench_load.summarise(samples, wall)
+    summary = summarise(samples, wall)
     with capsys.disabled():
         print(f"\n[load] {USERS} users, {SECONDS:.0f} s, in-process server: {summary.line()}; "
               f"encoder runs {state.searcher.encode_calls - encodes_before}; by kind {summary.kinds}")
@@ -100,4 +100,4 @@ def test_sixteen_users_drawing_and_searching_get_their_own_answers(served, capsy
     assert {kind.split("/")[0] for kind in summary.kinds} == {"search", "upload"}
     assert {kind.split("/")[1] for kind in summary.kinds} == set(MODES)
     assert state.searcher.encode_calls > encodes_before  # the encoder ran under load, not only the cache
-    assert wall < SECONDS + bench_load.REQUEST_TIMEOUT_S + 5
+    assert wall < SECONDS + REQUEST_TIMEOUT_S + 5

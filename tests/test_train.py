@@ -118,7 +118,7 @@ def test_torchrun_ddp_runs_on_cpu_and_rank_0_writes_the_checkpoint(sketchy_root,
 
     out = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "sketchlvm.training.cli",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "sketchlvm", "train",
         "--config", "tiny_sketchy_category", "--root", str(sketchy_root), "--max-classes", "3",
         "--max-per-class", "6", "--batch-size", "4", "--epochs", "1", "--workers", "0", "--out", str(out),
     ]

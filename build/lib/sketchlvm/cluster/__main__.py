@@ -1,0 +1,5 @@
+"""``python -m sketchlvm.cluster``: the same as ``sketchlvm cluster``."""
+
+from sketchlvm.cluster.cli import main
+
+main()

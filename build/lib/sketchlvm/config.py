@@ -1,0 +1,274 @@
+"""All configuration in one place.
+
+Every default the library uses lives here, so a training run, an evaluation and the app can be
+reproduced from the JSON written beside their outputs. Experiment presets are JSON files in
+``sketchlvm/configs/`` that override these defaults; command-line flags override the presets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PRESETS_DIR = PACKAGE_DIR / "configs"
+
+# A tiny open_clip tower shipped in sketchlvm/model_configs: for tests and CI, never for users.
+TINY_ARCH = "SketchLVM-Tiny"
+
+MODES = ("category", "fine_grained")
+MODALITIES = ("sketch", "photo")
+# Which learned prompt set each mode feeds each modality: category mode has one per modality, fine-grained
+# mode shares one (the paper's setup). Read by the model's prompts and by the ONNX export.
+PROMPT_SETS = {
+    "category": {"sketch": "sketch", "photo": "photo"},
+    "fine_grained": {"sketch": "shared", "photo": "shared"},
+}
+# Real prompts an exported text graph must reproduce torch on before it is used (Sketchy categories,
+# one- and multi-token words, and a long phrase), each put in the tower's template.
+TEXT_CHECK_WORDS = ("airplane", "alarm clock", "car (sedan)", "hot-air balloon", "jack-o-lantern", "umbrella",
+                    "a red leather shoe on a sandy beach at sunset, seen from above")
+# How a sketch is framed before resizing (PreprocessConfig.sketch_framing).
+SKETCH_FRAMINGS = ("ink-crop", "pad-square")
+
+# CLIP's own normalisation (open_clip OPENAI_DATASET_MEAN/STD). Kept here so a preset can swap in
+# per-modality statistics, which avoids the collapse seen on random backbones (shared/NOTES.md).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class ModelConfig:
+    # ViT-B-32-quickgelu: the OpenAI weights were trained with QuickGELU; plain ViT-B-32 is wrong.
+    arch: str = "ViT-B-32-quickgelu"
+    # An open_clip tag ("openai"), a weights file, "local-dir:/folder" or a folder, or "none"
+    # (random weights, for tests only).
+    pretrained: str = "openai"
+    n_prompts: int = 3
+    # "paper": prompts + every LayerNorm of the visual tower.
+    # "full-attention": the released code's rule (also attention in-proj, class/pos embeddings, proj).
+    trainable: str = "paper"
+    # Standard normal as in the released code; ln_pre follows, so the scale is tamed there.
+    prompt_init_std: float = 1.0
+
+
+@dataclass
+class PreprocessConfig:
+    # "pad-square": the whole sketch padded to a white square, as the paper and its code do (and as
+    # photos are): keeps a Sketchy sketch aligned with its photo, which fine-grained matching and
+    # patch shuffle rely on; the paper presets use it. "ink-crop": crop to the ink, add
+    # sketch_margin, pad square: a drawing in a corner of the app's canvas fills the frame. It is
+    # the zero-shot default (no checkpoint), and what checkpoints written before this field had.
+    sketch_framing: str = "ink-crop"
+    # ink-crop only: fraction of the ink box's longer side added as white margin on every side.
+    sketch_margin: float = 0.1
+    # Stroke width used when rendering stroke lists, as a fraction of the drawing's longer side.
+    stroke_width: float = 0.02
+    # A pixel is ink when some channel is this far (0-255) below white: ignores JPEG noise and
+    # the faint anti-aliased fringe, catches light-coloured strokes (yellow: blue channel 0).
+    ink_threshold: int = 24
+    sketch_mean: tuple[float, float, float] = CLIP_MEAN
+    sketch_std: tuple[float, float, float] = CLIP_STD
+    photo_mean: tuple[float, float, float] = CLIP_MEAN
+    photo_std: tuple[float, float, float] = CLIP_STD
+    # Photos larger than this many pixels are refused (decompression-bomb guard).
+    max_image_pixels: int = 64_000_000
+
+
+@dataclass
+class LossConfig:
+    margin: float = 0.3
+    classification_weight: float = 0.5
+    # None: CLIP's learned exp(logit_scale) (100 for the OpenAI weights).
+    classification_scale: float | None = None
+    class_prompt_template: str = "a photo of a {}"
+    # CE_photo over the positive photos only (the paper's "photo features"); True also classifies
+    # the triplets' negative photos (this code's earlier, undocumented behaviour).
+    classify_negative_photos: bool = False
+    separation_weight: float = 0.1
+    patch_shuffle_weight: float = 1.0
+    patch_grid: int = 2
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "sketchy"  # sketchy | tuberlin | quickdraw | sketchy_fg | shoev2 | chairv2
+    root: str = ""
+    split: str = "sketchy_21"
+    # Optional caps for quick experiments; 0 means everything.
+    max_classes: int = 0
+    max_per_class: int = 0
+    # Share of every training (seen) class's sketches and photos held out to choose the best
+    # checkpoint (fine-grained: of its sketched photos, with their sketches); seeded by
+    # validation_seed, recorded in the checkpoint.
+    validation_fraction: float = 0.1
+    validation_seed: int = 0
+    num_workers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "category"
+    epochs: int = 60
+    batch_size: int = 64
+    # Fine-grained P x K batches: classes per batch x triplets per class.
+    classes_per_batch: int = 8
+    samples_per_class: int = 8
+    # The one source of the learning-rate defaults (the presets inherit them): the paper's 1e-5 for
+    # the CLIP parameters being tuned (LayerNorms; with trainable="full-attention" use the released
+    # code's 1e-6, see the sketchy_category_full_attention preset) and 1e-4 for the prompt tokens.
+    lr: float = 1e-5
+    prompt_lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_steps: int = 0  # 0: run all epochs
+    steps_per_epoch: int = 0  # 0: one pass over the sketches
+    seed: int = 42
+    eval_metric: str = "mAP@200"
+    eval_every: int = 1
+    # Which data picks the best checkpoint: "validation" (held-out seen-class data, see
+    # DataConfig.validation_fraction) or "test" (the unseen test classes: the released code's
+    # behaviour, which makes the test numbers optimistic). The best checkpoint is evaluated on the
+    # test classes once at the end either way.
+    select_on: str = "validation"
+    # Also measure the test classes after every evaluated epoch (for reporting only; slower).
+    test_every_epoch: bool = False
+    out_dir: str = "runs/experiment"
+    device: str = "auto"
+    # "fp32" as in the paper, or "amp" (fp16 autocast + gradient scaling on CUDA; no effect on CPU).
+    # Evaluation during training always runs in fp32.
+    precision: str = "fp32"
+    # torch.distributed collective timeout: must cover an evaluation's ranking (QuickDraw's takes
+    # minutes), which NCCL's 10-minute default does not.
+    dist_timeout_minutes: float = 180
+
+
+@dataclass
+class IndexConfig:
+    batch_size: int = 32
+    decode_workers: int = 2
+    # Progress is committed to disk every this many embedded photos, so an interrupted build resumes.
+    commit_every: int = 1000
+    # ... and at least this often (seconds; 0: by count only), so a background build's progress becomes
+    # searchable soon and a kill loses little.
+    commit_seconds: float = 10.0
+    # Above this many photos an approximate index is built (see sketchlvm/index.py).
+    exact_max: int = 200_000
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 64
+    # Starting efSearch; doubled until the measured recall@10 reaches recall_target, up to the max.
+    hnsw_ef_search: int = 128
+    hnsw_ef_search_max: int = 2048
+    recall_target: float = 0.99
+    # Stored vectors sampled as queries when measuring the approximate index's recall@10.
+    recall_queries: int = 1000
+    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+
+
+@dataclass
+class RuntimeConfig:
+    """How the prompted encoder runs at inference (sketchlvm/runtime.py); training always runs on torch."""
+
+    # An exported ONNX graph is used only if it reproduces the torch encoder on real images this closely
+    # (per image: cosine of the two unit vectors, and the largest absolute difference of any component).
+    # The index identity records these numbers: every runtime allowed into one index met them.
+    min_cosine: float = 0.99999
+    max_abs_diff: float = 1e-4
+    # onnx-int8 (sketch side only) is refused when the int8 queries' top-k on the gallery share less than
+    # this fraction of their photos with the fp32 queries' top-k.
+    int8_top_k: int = 10
+    int8_min_agreement: float = 0.9
+    # ONNX Runtime intra-op threads; 0 = one per CPU core. Queries (batch 1) and indexing (slices of 8) both use
+    # every core; indexing without busy-waiting, so the photo-decoding threads get the CPU whenever the
+    # encoder waits (see runtime.session_options).
+    query_threads: int = 0
+    index_threads: int = 0
+    # Photos per encoder run when indexing on the CPU (either engine; 0 = whole batches): the index's
+    # batches (IndexConfig.batch_size, 32, which also sets how far decoding runs ahead) are encoded in
+    # slices of this many. At 8 photos a ViT-B/32 block's activations (~5 MB) stay in cache; at 32
+    # (~20 MB) they spill. Measured on the 2-core machine (bench_index, best of 5): bare torch
+    # encode_image 1.13-1.36x faster at 8 than at 32; ONNX Runtime fp32 interleaved 70-72 against 76-96
+    # ms/photo. CUDA keeps whole batches.
+    index_run_batch: int = 8
+    # Busy-waiting query threads. Off: the app runs several searches at once (webapp.page.SEARCH_CONCURRENCY)
+    # beside Gradio's own threads, and spinning workers burn the cores those need. Measured on the shared
+    # 2-core machine, ViT-B/32 fp32 batch 1: spinning 344 ms and 240 ms CPU per call (two callers: 3.2
+    # calls/s), not spinning 146 ms and 143 ms CPU (two callers: 7.4 calls/s). On an idle machine spinning
+    # saves a few ms per query at most.
+    query_spinning: bool = False
+    # Query encodes (sketches, words; on ONNX Runtime or torch) run one at a time, each on every core.
+    # Two at once put 4 threads on 2 cores: measured in bench_load (16 users, ViT-B/32, paced), the
+    # server's CPU per request fell from 175-185 ms to 162 ms with this on and p50 under load from
+    # 0.93-0.98 s to 0.72 s, with the single user's p50 unchanged (one search never waits for itself).
+    # The other searches' Gradio and Python work still runs beside the encoder.
+    serial_queries: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":
+        config = cls()
+        merge_into(config, values)
+        return config
+
+
+def merge_into(config: Any, values: dict[str, Any]) -> None:
+    """Overwrite fields of nested dataclasses from a nested dict, refusing unknown keys.
+
+    Unknown keys are an error rather than ignored: a typo in a preset would otherwise silently
+    leave the default in force.
+    """
+    known = {f.name: f for f in dataclasses.fields(config)}
+    for key, value in values.items():
+        if key.startswith("_"):  # "_comment" and friends document a preset
+            continue
+        if key not in known:
+            raise ValueError(
+                f"unknown config key {key!r} in {type(config).__name__}; known: {sorted(known)}"
+            )
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {key!r} needs a mapping, got {value!r}")
+            merge_into(current, value)
+        else:
+            if isinstance(current, tuple) and isinstance(value, list):
+                value = tuple(value)
+            setattr(config, key, value)
+
+
+def configure_cli_logging() -> None:
+    """Our INFO lines for command-line tools; open_clip's chatty root-logger INFO stays hidden."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sketchlvm").setLevel(logging.INFO)
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+
+
+def load_experiment(preset_or_path: str | Path) -> ExperimentConfig:
+    """Load a preset by name (``sketchy_category``) or a JSON file path."""
+    path = Path(preset_or_path)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{preset_or_path}.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no experiment config {str(preset_or_path)!r}; presets: {', '.join(list_presets())}"
+        )
+    return ExperimentConfig.from_dict(json.loads(path.read_text()))

@@ -1,0 +1,212 @@
+"""PIL -> normalised float tensor, one pipeline per modality.
+
+Sketches: canvas value -> framed square (``PreprocessConfig.sketch_framing``: the whole sketch
+padded square, or cropped to the ink) -> resize -> normalise with the sketch statistics. Photos: decoded safely by :func:`load_photo` (EXIF orientation, every mode to RGB,
+size checked before decoding) -> pad to a white square -> resize -> normalise with the photo
+statistics. Padding, not centre-cropping, keeps the whole object, as the sketch pipeline does.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from os import PathLike
+from collections.abc import Sequence
+from typing import IO, Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from sketchlvm.config import SKETCH_FRAMINGS, PreprocessConfig
+from sketchlvm.preprocess.strokes import WHITE, EmptySketchError, canvas_to_image, crop_to_ink, flatten_to_rgb, ink_bbox
+
+logger = logging.getLogger(__name__)
+
+_DEFAULTS = PreprocessConfig()
+
+# CLIP's resampling filter; PIL's resize is anti-aliased when it shrinks.
+RESAMPLE = Image.Resampling.BICUBIC
+
+
+class ImageLoadError(ValueError):
+    """A photo could not be used: empty, truncated, not an image, corrupt or too large."""
+
+
+def _describe(source: Any) -> str:
+    if isinstance(source, (str, PathLike)):
+        return str(source)
+    if isinstance(source, Image.Image):
+        return getattr(source, "filename", "") or "<PIL image>"
+    return str(getattr(source, "name", f"<{type(source).__name__}>"))
+
+
+def load_photo(
+    source: str | PathLike | IO[bytes] | bytes | Image.Image,
+    max_pixels: int = _DEFAULTS.max_image_pixels,
+    draft_size: int | None = None,
+) -> Image.Image:
+    """Decode a photo to an upright RGB PIL image, refusing anything unsafe or unreadable.
+
+    ``source``: a path, a binary file-like object, raw bytes, or an already opened PIL image.
+    The declared size is checked against ``max_pixels`` before any pixel is decoded. EXIF
+    orientation is applied; greyscale, CMYK, palette, 16-bit and alpha images (flattened onto
+    white) become RGB; animated images give their first frame. ``draft_size``: for JPEGs, let the
+    decoder shrink by 2/4/8 while both sides stay >= ``draft_size`` (much faster for big photos).
+    Raises :class:`ImageLoadError` naming the file and the reason.
+    """
+    name = _describe(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(bytes(source))
+    if isinstance(source, (str, PathLike)):
+        try:
+            with open(source, "rb") as f:
+                if not f.read(1):
+                    raise ImageLoadError(f"cannot load image {name!r}: the file is empty (0 bytes)")
+        except OSError as e:
+            raise ImageLoadError(f"cannot load image {name!r}: {e.strerror or e}") from e
+    try:
+        with warnings.catch_warnings():
+            # Our own max_pixels check below is the guard; Pillow's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if isinstance(source, Image.Image):  # possibly lazy (Image.open without load)
+                return _finish(source, name, max_pixels)
+            with Image.open(source) as im:
+                _check_size(im, name, max_pixels)
+                if draft_size and im.format == "JPEG":
+                    im.draft(None, (int(draft_size), int(draft_size)))
+                im.load()  # first frame only for animated images
+                return _finish(im, name, max_pixels)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(f"cannot load image {name!r}: too large ({e})") from e
+    except Image.UnidentifiedImageError as e:
+        raise ImageLoadError(f"cannot load image {name!r}: not a recognised image format") from e
+    except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, struct.error, ...
+        raise ImageLoadError(
+            f"cannot load image {name!r}: corrupt or truncated ({type(e).__name__}: {e})"
+        ) from e
+
+
+def _check_size(im: Image.Image, name: str, max_pixels: int) -> None:
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise ImageLoadError(f"cannot load image {name!r}: it has zero area ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageLoadError(
+            f"cannot load image {name!r}: {width}x{height} = {width * height:,} pixels is over the "
+            f"limit of {max_pixels:,} (PreprocessConfig.max_image_pixels)"
+        )
+
+
+def _finish(im: Image.Image, name: str, max_pixels: int) -> Image.Image:
+    """Orientation + mode conversion; always returns a new image independent of any file."""
+    _check_size(im, name, max_pixels)
+    try:
+        upright = ImageOps.exif_transpose(im)
+    except Exception as e:  # a broken EXIF block should not cost the photo
+        logger.warning("ignoring unreadable EXIF orientation in %s: %s", name, e)
+        upright = im
+    rgb = flatten_to_rgb(upright)
+    return rgb.copy() if rgb is im else rgb
+
+
+def _to_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """RGB PIL (S, S) -> float32 tensor (3, S, S), normalised ``(x / 255 - mean) / std``."""
+    arr = np.asarray(image, dtype=np.float32) / 255.0  # (S, S, 3)
+    tensor = torch.from_numpy(arr).permute(2, 0, 1).contiguous()  # (3, S, S)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return (tensor - mean_t) / std_t
+
+
+def denormalise(tensor: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Undo the normalisation: (..., 3, S, S) -> values in [0, 1] (for reports and tests)."""
+    mean_t = torch.tensor(mean, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
+    return tensor * std_t + mean_t
+
+
+def _check_size_arg(image_size: int) -> int:
+    if int(image_size) != image_size or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    return int(image_size)
+
+
+def pad_to_square(image: Image.Image, size: int) -> Image.Image:
+    """Fit the whole image into a white size x size square, centred (resize first, then pad: the
+    same result as pad-then-resize without a huge square canvas)."""
+    width, height = image.size
+    scale = size / max(width, height)
+    new = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = image if new == image.size else image.resize(new, RESAMPLE, reducing_gap=3.0)
+    out = Image.new("RGB", (size, size), WHITE)
+    out.paste(resized, ((size - new[0]) // 2, (size - new[1]) // 2))
+    return out
+
+
+class SketchTransform:
+    """Canvas value or sketch image -> float32 tensor (3, S, S).
+
+    canvas_to_image (flatten onto white) -> frame (``config.sketch_framing``: ``pad-square`` keeps
+    the whole sketch, ``ink-crop`` crops to the ink with ``config.sketch_margin``) -> resize to S
+    -> normalise with ``config.sketch_mean/std``. Raises
+    :class:`~sketchlvm.preprocess.strokes.EmptySketchError` when nothing is drawn.
+    """
+
+    def __init__(self, image_size: int, config: PreprocessConfig | None = None):
+        self.image_size = _check_size_arg(image_size)
+        self.config = config or PreprocessConfig()
+        if self.config.sketch_framing not in SKETCH_FRAMINGS:
+            raise ValueError(
+                f"unknown sketch_framing {self.config.sketch_framing!r}; choose one of {', '.join(SKETCH_FRAMINGS)}"
+            )
+
+    def to_image(self, sketch: Any) -> Image.Image:
+        """The framed, resized RGB sketch that the tensor is made from (S x S)."""
+        image = canvas_to_image(sketch)
+        if self.config.sketch_framing == "pad-square":
+            if ink_bbox(image, self.config.ink_threshold) is None:
+                raise EmptySketchError(f"nothing drawn: no pixel darker than {255 - self.config.ink_threshold} "
+                                       f"on a {image.size} canvas")
+            return pad_to_square(image, self.image_size)
+        framed = crop_to_ink(image, self.config.sketch_margin, self.config.ink_threshold)
+        size = (self.image_size, self.image_size)
+        return framed.resize(size, RESAMPLE, reducing_gap=3.0)
+
+    def __call__(self, sketch: Any) -> torch.Tensor:
+        return _to_tensor(self.to_image(sketch), self.config.sketch_mean, self.config.sketch_std)
+
+    def __repr__(self) -> str:
+        return (f"SketchTransform(image_size={self.image_size}, framing={self.config.sketch_framing}, "
+                f"margin={self.config.sketch_margin})")
+
+
+class PhotoTransform:
+    """Photo -> float32 tensor (3, S, S).
+
+    Accepts anything :func:`load_photo` reads (PIL image, path, file-like, bytes; JPEG files are
+    draft-decoded near S). Upright RGB -> pad to a square with white, centred -> resize to S ->
+    normalise with ``config.photo_mean/std``.
+    """
+
+    def __init__(self, image_size: int, config: PreprocessConfig | None = None):
+        self.image_size = _check_size_arg(image_size)
+        self.config = config or PreprocessConfig()
+
+    def to_image(self, photo: Any) -> Image.Image:
+        """The padded, resized RGB photo that the tensor is made from (S x S)."""
+        # PIL images go through load_photo too: EXIF orientation, every mode, lazy-load errors.
+        image = load_photo(photo, self.config.max_image_pixels, draft_size=self.image_size)
+        width, height = image.size
+        if width == 0 or height == 0:
+            raise ImageLoadError(f"cannot use photo: it has zero area ({width}x{height})")
+        return pad_to_square(image, self.image_size)
+
+    def __call__(self, photo: Any) -> torch.Tensor:
+        return _to_tensor(self.to_image(photo), self.config.photo_mean, self.config.photo_std)
+
+    def __repr__(self) -> str:
+        return f"PhotoTransform(image_size={self.image_size})"

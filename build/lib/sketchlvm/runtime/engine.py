@@ -1,0 +1,404 @@
+"""Which engine runs the prompted encoder: torch, or ONNX Runtime (fp32, or int8 on the sketch side).
+
+On a CPU the encoder is nearly the whole cost of a query, and ONNX Runtime runs the same graph in about
+half torch's time (shared/NOTES.md). ``SketchLVM`` encodes through a :class:`Runtime` and knows nothing
+else: this module picks, per (mode, modality), an exported graph that agreed with torch on real images,
+or torch itself, and remembers why.
+
+Choice (``--runtime``, ``$SKETCHLVM_RUNTIME``): ``auto`` = ONNX Runtime fp32 on CPU when it is installed,
+torch on CUDA; ``torch``; ``onnx`` (fp32, exact within ``RuntimeConfig`` tolerances); ``onnx-int8``
+(dynamic int8 for sketches only, used only once its rankings agree with fp32, see ``quantize.py``).
+Whatever fails (onnxruntime missing, an export error, a graph that disagrees with torch) falls back to
+torch for what it affects, logged with the reason, and ``describe()`` says so.
+
+CLIP's text tower (models with ``text=True``) follows the image side: under ``onnx`` and ``onnx-int8``
+it runs an fp32 text graph (never int8) once that graph reproduces torch on real prompts, else torch,
+with the reason in ``text_reason`` and at the end of ``describe()``.
+
+Threads: query sessions (sketch graphs, batch 1) and index sessions (photo graphs, slices of 8) use
+every core, without busy-waiting by default: the app's concurrent searches and Gradio's threads, or the
+index build's photo-decoding threads, get the CPU while an operator waits (``session_options``,
+``RuntimeConfig.query_spinning``). Since each query run uses every core, query encodes take turns,
+on ONNX Runtime and on torch alike (``RuntimeConfig.serial_queries``): two at once would only
+oversubscribe the cores, and the app lets several searches in at once so that re-ranks and
+pre/post-processing need not wait behind an encode (``webapp.page.SEARCH_CONCURRENCY``). Index runs
+do not wait for them, nor they for index runs (a search during indexing is not held up by a photo
+slice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sketchlvm.config import MODALITIES, PACKAGE_DIR, RuntimeConfig
+from sketchlvm.device import autocast
+from sketchlvm.runtime.export import (
+    Agreement,
+    GraphRefusedError,
+    GraphSpec,
+    agreement,
+    default_cache_dir,
+    ensure_graph,
+    ensure_int8_graph,
+    graph_spec,
+    text_graph_spec,
+)
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+RUNTIME_ENV = "SKETCHLVM_RUNTIME"
+EXAMPLES_DIR = PACKAGE_DIR / "examples"
+# Photos the first photo batch of each graph is re-checked on against torch (real gallery photos).
+_PHOTO_RECHECK = 4
+ORT_MISSING = "onnxruntime is not installed (pip install -r requirements.txt)"
+
+
+class Int8RefusedError(RuntimeError):
+    """int8 sketch embeddings rank the gallery too differently from fp32; the message says how to run without."""
+
+
+def requested_runtime(name: str | None = None) -> str:
+    """``name``, else ``$SKETCHLVM_RUNTIME``, else "auto"; refuses anything but ``RUNTIMES``."""
+    value = (name or os.environ.get(RUNTIME_ENV) or "auto").strip().lower()
+    if value not in RUNTIMES:
+        raise ValueError(f"unknown runtime {value!r}; choose one of {', '.join(RUNTIMES)} (--runtime / {RUNTIME_ENV})")
+    return value
+
+
+def onnxruntime_or_reason() -> tuple[Any, str | None]:
+    try:
+        import onnxruntime
+    except ImportError:
+        return None, ORT_MISSING
+    return onnxruntime, None
+
+
+def cpu_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def session_options(ort: Any, role: str, config: RuntimeConfig) -> Any:
+    """ONNX Runtime settings for "query" (latency) or "index" (throughput beside decoding threads)."""
+    opts = ort.SessionOptions()
+    threads = config.query_threads if role == "query" else config.index_threads
+    opts.intra_op_num_threads = threads or cpu_threads()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    spinning = role == "query" and config.query_spinning
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    opts.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise here
+    return opts
+
+
+def _role(modality: str) -> str:
+    """Sketches are queries (latency); photos are indexed (throughput)."""
+    return "query" if modality == "sketch" else "index"
+
+
+def example_sketches() -> list:
+    """The app's shipped example drawings (``sketchlvm/examples/*.json``) as RGB sketches: real drawings
+    to check graphs on and to measure int8 agreement with, available wherever the package is."""
+    import json
+
+    from sketchlvm.preprocess.strokes import render_strokes
+
+    images = []
+    for source in sorted(EXAMPLES_DIR.glob("*.json")):
+        try:
+            images.append(render_strokes(json.loads(source.read_text(encoding="utf-8"))["drawing"], size=224))
+        except (ValueError, KeyError, OSError) as error:
+            log.warning("skipping example sketch %s: %s", source.name, error)
+    return images
+
+
+@dataclass
+class _Onnx:
+    """One graph on ONNX Runtime: its file(s) and a session per role, made when first needed."""
+
+    spec: GraphSpec
+    path: Path
+    int8_path: Path | None = None
+    checked: Agreement | None = None
+    photo_rechecked: bool = False
+
+
+class Runtime:
+    """Encodes (B, 3, S, S) tensors for a ``SketchLVM`` with torch or ONNX Runtime, per (mode, modality)."""
+
+    def __init__(self, model: Any, requested: str = "auto", config: RuntimeConfig | None = None,
+                 cache_dir: str | Path | None = None, check_images: list | None = None):
+        self.model = model
+        self.requested = requested_runtime(requested)
+        self.config = config or RuntimeConfig()
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.fallbacks: dict[tuple[str, str], str] = {}  # (mode, modality) -> why torch runs it
+        self.reason: str | None = None  # why nothing runs on ONNX Runtime, when so
+        self.int8_status: str | None = None
+        self.int8_agreement: dict[str, float] | None = None
+        self._graphs: dict[tuple[str, str], _Onnx] = {}
+        self._sessions: dict[tuple[Path, str], Any] = {}
+        self._files: dict[str, Path] = {}  # graph key -> exported file
+        self._lock = threading.Lock()
+        self._query_turn = threading.RLock()  # one query encode at a time (RuntimeConfig.serial_queries)
+        self._export_failures: dict[str, str] = {}
+        self._ort = None
+        if self.requested not in ("auto", "torch") and model.device.type != "cpu":
+            raise ValueError(f"runtime {self.requested!r} runs on the CPU, but the model is on {model.device}; "
+                             "pass --device cpu, or --runtime torch (auto picks torch on CUDA)")
+        self._check_images = check_images
+        self._name: str | None = None
+        self._prepare_lock = threading.Lock()
+        self._text: _Onnx | None = None  # the text tower's graph, when it runs on ONNX Runtime
+        self.text_reason: str | None = None  # why the text tower runs on torch although ONNX Runtime runs
+
+    @property
+    def name(self) -> str:
+        """The runtime that runs: "torch", "onnx" or "onnx-int8". Graphs are exported and checked on first
+        use (the first encode, ``describe()`` or this), so a model built only for its identity (the
+        cluster driver) or for torch-only work (evaluation) never pays for an export."""
+        if self._name is None:
+            with self._prepare_lock:
+                if self._name is None:
+                    self._name = self._choose(self._check_images)
+                    self._check_images = None
+                    log.info("runtime: %s", self.describe())
+        return self._name
+
+    # -- choosing ---------------------------------------------------------------------------------
+
+    def _choose(self, check_images: list | None) -> str:
+        name = self._choose_images(check_images)
+        if self.model.text_tower is not None and self._ort is not None:
+            try:
+                self._text = self._prepare_text()
+            except GraphRefusedError as error:
+                self.text_reason = str(error)
+                log.warning("text tower: %s; words encode with torch", error)
+        return name
+
+    def _choose_images(self, check_images: list | None) -> str:
+        want = self.requested
+        if want == "torch":
+            return "torch"
+        if self.model.device.type != "cpu":
+            return "torch"  # auto on CUDA
+        ort, missing = onnxruntime_or_reason()
+        if ort is None:
+            self.reason = missing
+            log.warning("runtime %s: %s; encoding with torch", want, missing)
+            return "torch"
+        self._ort = ort
+        int8 = want == "onnx-int8"
+        sketches = check_images if check_images is not None else example_sketches()
+        for mode in self.model.modes:
+            for modality in MODALITIES:
+                try:
+                    self._graphs[(mode, modality)] = self._prepare(mode, modality, sketches, int8 and modality == "sketch")
+                except GraphRefusedError as error:
+                    self.fallbacks[(mode, modality)] = str(error)
+                    log.warning("%s %s: %s; this path encodes with torch", mode, modality, error)
+        if not self._graphs:
+            self.reason = "no graph could be used: " + "; ".join(sorted(set(self.fallbacks.values())))
+            return "torch"
+        if int8:
+            self.int8_status = "int8: agreement with fp32 not measured yet (no gallery)"
+        return "onnx-int8" if int8 else "onnx"
+
+    def _prepare(self, mode: str, modality: str, check_images: list, int8: bool) -> _Onnx:
+        spec = graph_spec(self.model, mode, modality)
+        for (_, other_modality), graph in self._graphs.items():
+            if graph.spec.key == spec.key and other_modality == modality:
+                return graph  # the same graph on the same kind of input: already checked
+        if spec.key in self._export_failures:
+            raise GraphRefusedError(self._export_failures[spec.key])
+        if spec.key not in self._files:
+            try:
+                self._files[spec.key], _ = ensure_graph(spec, self.model.encoders[mode], self.model.image_size,
+                                                        self.cache_dir)
+            except GraphRefusedError as error:
+                self._export_failures[spec.key] = str(error)
+                raise
+        path = self._files[spec.key]
+        graph = _Onnx(spec, path, checked=self._check(path, self._tensors(check_images, modality), mode, modality,
+                                                      spec.name))
+        if int8:
+            graph.int8_path = ensure_int8_graph(spec, path, self.cache_dir)
+        return graph
+
+    def _prepare_text(self) -> _Onnx:
+        """The text tower's fp32 graph (never int8: one prompt costs little and words steer rankings),
+        checked against torch on real prompts (``TEXT_CHECK_WORDS``, each in the tower's template)."""
+        from sketchlvm.config import TEXT_CHECK_WORDS
+
+        tower = self.model.text_tower
+        spec = text_graph_spec(self.model)
+        path, _ = ensure_graph(spec, tower.clip_model, self.model.image_size, self.cache_dir)
+        tokens = tower.tokenizer([tower.template.format(words) for words in TEXT_CHECK_WORDS])
+        checked = self._verify(path, "tokens", tokens.numpy(), tower.encode_tokens_torch(tokens), "query",
+                               spec.name, "prompts")
+        return _Onnx(spec, path, checked=checked)
+
+    def _tensors(self, images: list, modality: str) -> torch.Tensor:
+        if not images:
+            raise GraphRefusedError("no real images to check the exported graph against torch")
+        transform = self.model.sketch_transform if modality == "sketch" else self.model.photo_transform
+        return torch.stack([transform(image) for image in images])
+
+    def _check(self, path: Path, batch: torch.Tensor, mode: str, modality: str, name: str) -> Agreement:
+        """Refuse a graph unless it reproduces torch on ``batch`` within the configured tolerances."""
+        return self._verify(path, "images", batch.numpy(), self._torch(batch, modality, mode), _role(modality),
+                            name, "images")
+
+    def _verify(self, path: Path, input_name: str, inputs: np.ndarray, reference: np.ndarray, role: str,
+                name: str, what: str) -> Agreement:
+        try:
+            onnx_out = self._run(path, role, {input_name: inputs})
+        except Exception as error:
+            raise GraphRefusedError(f"ONNX Runtime cannot run the {name} graph ({path}): {error}") from error
+        found = agreement(reference, onnx_out)
+        found = Agreement(found.min_cosine, found.max_abs_diff, found.n_images, what)
+        if not found.within(self.config.min_cosine, self.config.max_abs_diff):
+            raise GraphRefusedError(
+                f"the exported {name} graph disagrees with torch ({found}; needs cosine >= "
+                f"{self.config.min_cosine} and max abs diff <= {self.config.max_abs_diff:g})")
+        log.info("ONNX graph %s agrees with torch: %s", name, found)
+        return found
+
+    def _session(self, path: Path, role: str) -> Any:
+        key = (path, role)
+        with self._lock:  # Gradio calls from a thread pool; one session per file and role
+            if key not in self._sessions:
+                ort = self._ort
+                self._sessions[key] = ort.InferenceSession(str(path), session_options(ort, role, self.config),
+                                                           providers=["CPUExecutionProvider"])
+            return self._sessions[key]
+
+    def _turn(self, role: str):
+        """Query encodes, on either engine, take turns (see the module doc); index runs never wait."""
+        if role == "query" and self.config.serial_queries:
+            return self._query_turn
+        return contextlib.nullcontext()
+
+    def _run(self, path: Path, role: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The graph's first output."""
+        session = self._session(path, role)
+        with self._turn(role):
+            return session.run(None, inputs)[0]
+
+    # -- encoding ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _torch(self, batch: torch.Tensor, modality: str, mode: str) -> np.ndarray:
+        device = self.model.device
+        with self._turn(_role(modality)), autocast(device):
+            features = self.model.encoders[mode](batch.to(device), modality)
+        return features.float().cpu().numpy()
+
+    def encode(self, batch: torch.Tensor, modality: str, mode: str, int8: bool = True) -> np.ndarray:
+        """(B, 3, S, S) normalised images -> (B, D) float32 unit vectors. ``int8=False`` forces fp32.
+
+        On the CPU, index batches run in slices of ``RuntimeConfig.index_run_batch`` (see there)."""
+        step = self.config.index_run_batch
+        if _role(modality) == "index" and self.model.device.type == "cpu" and 0 < step < len(batch):
+            return np.concatenate([self._encode(batch[i : i + step], modality, mode, int8)
+                                   for i in range(0, len(batch), step)])
+        return self._encode(batch, modality, mode, int8)
+
+    def _encode(self, batch: torch.Tensor, modality: str, mode: str, int8: bool) -> np.ndarray:
+        if self.name == "torch":
+            return self._torch(batch, modality, mode)
+        graph = self._graphs.get((mode, modality))
+        if graph is None:
+            return self._torch(batch, modality, mode)
+        if modality == "photo" and not graph.photo_rechecked:
+            graph.photo_rechecked = True
+            if not self._recheck_on_photos(graph, batch, mode):
+                return self._torch(batch, modality, mode)
+        path = graph.int8_path if (int8 and graph.int8_path is not None) else graph.path
+        out = self._run(path, _role(modality), {"images": np.ascontiguousarray(batch.numpy(), np.float32)})
+        return np.asarray(out, dtype=np.float32)
+
+    def _recheck_on_photos(self, graph: _Onnx, batch: torch.Tensor, mode: str) -> bool:
+        """The first photos a graph encodes are real gallery photos: check them against torch too."""
+        sample = batch[:_PHOTO_RECHECK]
+        try:
+            self._check(graph.path, sample, mode, "photo", graph.spec.name)
+            return True
+        except GraphRefusedError as error:
+            log.warning("%s photo: %s; photos encode with torch", mode, error)
+            self.fallbacks[(mode, "photo")] = str(error)
+            for key, g in list(self._graphs.items()):
+                if g.path == graph.path and key[1] == "photo":
+                    del self._graphs[key]
+            return False
+
+    def encode_text(self, tokens: torch.Tensor) -> np.ndarray:
+        """(N, context) token ids -> (N, D) float32 unit vectors, on the text graph when it agreed with torch."""
+        _ = self.name  # prepares the graphs on first use, the text one included
+        if self._text is None:
+            with self._turn("query"):
+                return self.model.text_tower.encode_tokens_torch(tokens)
+        out = self._run(self._text.path, "query", {"tokens": tokens.numpy().astype(np.int64)})
+        return np.asarray(out, dtype=np.float32)
+
+    def text_runtime(self) -> str:
+        """Which engine runs the text tower, and why torch when ONNX Runtime runs the images."""
+        if self.model.text_tower is None:
+            return "no text tower"
+        _ = self.name  # prepares the graphs, the text one included
+        if self._text is not None:
+            return "ONNX Runtime fp32"
+        if self.text_reason:
+            return f"torch ({self.text_reason})"
+        return "torch"
+
+    # -- what runs ----------------------------------------------------------------------------------
+
+    def uses_onnx(self, mode: str, modality: str) -> bool:
+        return self.name != "torch" and (mode, modality) in self._graphs
+
+    def uses_int8(self, mode: str) -> bool:
+        graph = self._graphs.get((mode, "sketch")) if self.name != "torch" else None
+        return graph is not None and graph.int8_path is not None
+
+    def photo_identity(self) -> dict[str, Any]:
+        """What the index records about how its photo vectors were computed: fp32, and (torch or an
+        ONNX graph checked to) within these tolerances of torch. Runtimes that meet the same tolerances
+        may share an index; any other setting is another identity, so the index rebuilds or refuses."""
+        return {"numerics": "fp32", "within_of_torch": {"min_cosine": self.config.min_cosine,
+                                                        "max_abs_diff": self.config.max_abs_diff}}
+
+    def describe(self) -> str:
+        if self.name == "torch":
+            what = f"torch fp32 on {self.model.device}" if self.model.device.type == "cpu" else f"torch on {self.model.device}"
+            if self.requested != "torch":
+                why = self.reason or ("auto picks torch on CUDA" if self.model.device.type != "cpu" else "")
+                what = f"{what} ({why})" if why else what
+            return what + self._text_description()
+        ort = self._ort
+        threads = self.config.query_threads or cpu_threads()
+        text = f"{self.name}: ONNX Runtime {ort.__version__} on CPU, {threads} query threads"
+        text += ", int8 sketches, fp32 photos" if self.name == "onnx-int8" else ", fp32"
+        if self.fallbacks:
+            text += "; torch for " + "; ".join(f"{m} {x} ({why})" for (m, x), why in sorted(self.fallbacks.items()))
+        if self.int8_status:
+            text += f"; {self.int8_status}"
+        return text + self._text_description()
+
+    def _text_description(self) -> str:
+        if self.model.text_tower is None:
+            return ""
+        return f"; text tower on {self.text_runtime()}"

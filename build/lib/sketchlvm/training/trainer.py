@@ -1,0 +1,361 @@
+"""The training loop: one readable function over the trainable set only (after nanoGPT's train.py).
+
+dataset -> sampler -> losses -> this loop -> checkpoint -> per-epoch evaluation. The best checkpoint
+is kept by the chosen retrieval metric (never by loss) measured on a seeded validation split of the
+training classes (``train.select_on="validation"``); the unseen test classes are evaluated once at
+the end, on the best checkpoint (``select_on="test"`` keeps the released code's behaviour).
+A run is resumable: ``train_state.pt`` in the output folder records the optimiser, the step and the
+position inside the epoch (batches are a pure function of seed and epoch, so they can be skipped).
+Multi-GPU: launch with ``torchrun --nproc_per_node N -m sketchlvm train ...``; each rank takes every
+N-th batch, so the effective batch is ``batch_size x N``. Evaluation runs on every rank, each
+embedding its share of the images; the process group's timeout (``train.dist_timeout_minutes``)
+covers the ranking, which every rank does itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from sketchlvm.model.checkpoint import apply_state, learned_state, load_checkpoint, preprocess_metadata, save_checkpoint
+from sketchlvm.config import ExperimentConfig
+from sketchlvm.datasets import CategoryDataset, FineGrainedPairs, hold_out_validation
+from sketchlvm.device import PRECISIONS, autocast, resolve_device
+from sketchlvm.model.encoder import PromptedVisionEncoder, freeze_except, trainable_parameter_names
+from sketchlvm.evaluation.evaluate import CATEGORY_DATASETS, METRIC_NAMES, evaluate_category, evaluate_fine_grained, load_test_data
+from sketchlvm.training.losses import TextClassifier, category_loss, fine_grained_loss, patch_shuffle_triplets
+from sketchlvm.model.factory import build_prompted_encoder
+from sketchlvm.training.sampler import CategoryTripletSampler, FineGrainedBatchSampler
+from sketchlvm.preprocess.transforms import PhotoTransform, SketchTransform
+from sketchlvm.model.weights import load_clip
+
+log = logging.getLogger(__name__)
+
+SELECT_ON = ("validation", "test")
+STATE_FILE = "train_state.pt"
+BEST_FILE = "best.safetensors"
+LAST_FILE = "last.safetensors"
+
+
+class TripletImages(Dataset):
+    """Index = (sketch, positive photo, negative photo, class id) -> the three image tensors + labels."""
+
+    def __init__(self, sketch_paths, photo_paths, photo_labels, sketch_transform, photo_transform):
+        self.sketch_paths, self.photo_paths = list(sketch_paths), list(photo_paths)
+        self.photo_labels = np.asarray(photo_labels)
+        self.sketch_transform, self.photo_transform = sketch_transform, photo_transform
+
+    def __len__(self) -> int:
+        return len(self.sketch_paths)
+
+    def __getitem__(self, triplet):
+        from sketchlvm.preprocess.transforms import load_photo
+
+        s, p, n, label = (int(v) for v in triplet)
+        return (
+            self.sketch_transform(load_photo(self.sketch_paths[s])),
+            self.photo_transform(load_photo(self.photo_paths[p])),
+            self.photo_transform(load_photo(self.photo_paths[n])),
+            label,
+            int(self.photo_labels[n]),
+        )
+
+
+@dataclass
+class TrainResult:
+    encoder: PromptedVisionEncoder
+    best_checkpoint: Path | None
+    last_checkpoint: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_metric: float | None = None
+    test_metrics: dict[str, float] | None = None  # the best checkpoint on the unseen test classes
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _distributed(timeout_minutes: float = 180) -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun, with a timeout
+    long enough for an evaluation (NCCL's default of 10 minutes is shorter than QuickDraw's ranking)."""
+    from datetime import timedelta
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
+                                timeout=timedelta(minutes=timeout_minutes))
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _epoch_batches(sampler, mode: str, epoch: int, batch_size: int) -> list[np.ndarray]:
+    """The epoch's batches as (B, 4) arrays [sketch, positive, negative, class]: pure in (seed, epoch)."""
+    if mode == "category":
+        sampler.set_epoch(epoch)
+        batches = sampler.batches(batch_size, drop_last=True)
+    else:
+        batches = sampler.batches(epoch)
+    return [np.concatenate([b.triplets, b.class_ids[:, None]], axis=1) for b in batches]
+
+
+def _step_generator(seed: int, epoch: int, step: int, rank: int) -> torch.Generator:
+    """The random stream of one optimiser step (patch-shuffle permutations): a pure function of
+    (seed, epoch, step, rank), so a resumed run draws exactly what an uninterrupted one would have,
+    whatever the global RNG did in between."""
+    (state,) = np.random.SeedSequence([int(seed), int(epoch), int(step), int(rank)]).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state))
+
+
+def _learning_rate_factor(step: int, warmup: int) -> float:
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = True) -> TrainResult:
+    """Train one mode as configured; returns the encoder and where its checkpoints are."""
+    tc, mc, lc, dc = config.train, config.model, config.loss, config.data
+    if tc.mode not in ("category", "fine_grained"):
+        raise ValueError(f"unknown mode {tc.mode!r}; choose category or fine_grained")
+    if tc.eval_metric not in METRIC_NAMES[tc.mode]:
+        raise ValueError(f"eval_metric {tc.eval_metric!r} is not measured in {tc.mode} mode; "
+                         f"choose one of {', '.join(METRIC_NAMES[tc.mode])}")
+    if tc.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {tc.precision!r}; choose {' or '.join(PRECISIONS)}")
+    if tc.select_on not in SELECT_ON:
+        raise ValueError(f"unknown select_on {tc.select_on!r}; choose one of {', '.join(SELECT_ON)}")
+    rank, world = _distributed(tc.dist_timeout_minutes)
+    device = resolve_device(tc.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    _seed_everything(tc.seed)
+    out = Path(tc.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # ---- model: frozen CLIP, prompts + the trainable set
+    clip_model, weights = load_clip(mc.arch, mc.pretrained, device)
+    clip_model.requires_grad_(False)
+    encoder = build_prompted_encoder(clip_model.visual, tc.mode, mc.n_prompts, mc.prompt_init_std)
+    trainable = freeze_except(encoder, mc.trainable)
+    trainable_names = trainable_parameter_names(encoder, mc.trainable)
+    sketch_tf = SketchTransform(encoder.image_size, config.preprocess)
+    photo_tf = PhotoTransform(encoder.image_size, config.preprocess)
+
+    # ---- data
+    if not dc.root:
+        raise ValueError("data.root is not set: pass --root DATASET_FOLDER")
+    train_data, test_data = load_test_data(dc.dataset, dc.root, dc.split, dc.max_classes, dc.max_per_class)
+    validation_record = None
+    if tc.select_on == "validation":
+        train_data, selection_data, validation_record = hold_out_validation(
+            train_data, dc.validation_fraction, dc.validation_seed
+        )
+        log.info("validation split: %d sketches, %d photos of the training classes", validation_record["sketches"],
+                 validation_record["photos"])
+    else:
+        selection_data = test_data
+    if tc.mode == "category":
+        if not isinstance(train_data, CategoryDataset):
+            raise ValueError(f"category mode needs a category dataset ({CATEGORY_DATASETS}), got {dc.dataset!r}")
+        sampler = CategoryTripletSampler(train_data.sketch_labels, train_data.photo_labels, seed=tc.seed)
+        batch_size = tc.batch_size
+    else:
+        if not isinstance(train_data, FineGrainedPairs):
+            raise ValueError(f"fine-grained mode needs paired data (sketchy_fg, shoev2, chairv2), got {dc.dataset!r}")
+        sampler = FineGrainedBatchSampler(
+            train_data.pairs, tc.classes_per_batch, tc.samples_per_class, seed=tc.seed, photo_labels=train_data.photo_labels
+        )
+        batch_size = sampler.batch_size
+        if tc.classes_per_batch == 1 and (lc.classification_weight or lc.separation_weight):
+            log.warning("one class per batch: the classification loss and the separation regulariser are identically 0 "
+                        "(use the shoev2_fine_grained / chairv2_fine_grained presets, which set their weights to 0)")
+    images = TripletImages(train_data.sketch_paths, train_data.photo_paths, train_data.photo_labels, sketch_tf, photo_tf)
+    tokenizer = open_clip.get_tokenizer(mc.arch)
+    classifier = TextClassifier.from_clip(clip_model, tokenizer, train_data.class_names, lc, device).to(device)
+    del clip_model.transformer  # the text tower is done once its class features are computed
+
+    # ---- optimiser: prompts learn faster than the CLIP parameters they steer
+    prompt_ids = {id(p) for p in encoder.prompts.parameters()}
+    prompt_params = [p for p in trainable if id(p) in prompt_ids]
+    other_params = [p for p in trainable if id(p) not in prompt_ids]
+    optimizer = torch.optim.Adam(
+        [{"params": prompt_params, "lr": tc.prompt_lr}, {"params": other_params, "lr": tc.lr}],
+        weight_decay=tc.weight_decay,
+    )
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and tc.precision == "amp")
+    model = torch.nn.parallel.DistributedDataParallel(encoder) if world > 1 else encoder
+
+    # ---- resume
+    state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "history": []}
+    state_path = out / STATE_FILE
+    if resume and state_path.exists():
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        now = config.to_dict()
+        split_keys = ("validation_fraction", "validation_seed")
+        if (saved["config"]["train"]["mode"] != tc.mode or saved["config"]["model"] != now["model"]
+                or saved["config"]["train"].get("select_on", "test") != tc.select_on
+                or (tc.select_on == "validation"
+                    and any(saved["config"]["data"].get(k) != now["data"][k] for k in split_keys))):
+            raise ValueError(f"{out} holds a run with another model, mode or validation split (runs from before the "
+                             f"validation split: --select-on test); pass another --out or --no-resume")
+        apply_state(encoder, load_checkpoint(out / LAST_FILE).states[tc.mode], f"{out / LAST_FILE}")
+        optimizer.load_state_dict(saved["optimizer"])
+        scaler.load_state_dict(saved["scaler"])
+        state = saved["progress"]
+        log.info("resuming %s at epoch %d, batch %d (step %d)", out, state["epoch"], state["batch"], state["step"])
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+
+    metadata = {
+        "arch": mc.arch,
+        "pretrained": weights.identity(),
+        "n_prompts": mc.n_prompts,
+        "trainable": mc.trainable,
+        **preprocess_metadata(config.preprocess, encoder.image_size),
+        "training": {"dataset": dc.dataset, "root": str(dc.root), "split": dc.split, "classes": train_data.class_names,
+                     "max_classes": dc.max_classes, "max_per_class": dc.max_per_class, "select_on": tc.select_on,
+                     **({"validation": validation_record} if validation_record else {}), "config": config.to_dict()},
+    }
+
+    def save(name: str, metrics: dict | None = None, **extra) -> Path:
+        meta = {**metadata, "metrics": metrics or {}, "epoch": state["epoch"], "step": state["step"], **extra}
+        return save_checkpoint(out / name, {tc.mode: learned_state(encoder, trainable_names)}, meta)
+
+    def save_progress() -> None:
+        if rank != 0:
+            return
+        save(LAST_FILE)
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "progress": state,
+                    "config": config.to_dict()}, tmp)
+        os.replace(tmp, state_path)
+
+    def evaluate(data) -> dict[str, float]:
+        """On every rank: each embeds its share; all get the same metrics (fp32, the evaluation default)."""
+        common = dict(num_workers=dc.num_workers, distributed=world > 1)
+        if tc.mode == "category":
+            evaluation = evaluate_category(encoder, sketch_tf, photo_tf, data, device, **common)
+        else:
+            evaluation = evaluate_fine_grained(encoder, sketch_tf, photo_tf, data, device, **common)
+        return evaluation.metrics
+
+    # ---- loop
+    last_save = time.monotonic()
+    encoder.train()
+    while state["epoch"] < tc.epochs and not (tc.max_steps and state["step"] >= tc.max_steps):
+        batches = _epoch_batches(sampler, tc.mode, state["epoch"], batch_size)
+        if tc.steps_per_epoch:
+            batches = batches[: tc.steps_per_epoch]
+        batches = batches[rank::world][: len(batches) // world]  # equal counts per rank, no hang
+        loader = DataLoader(images, batch_sampler=[b.tolist() for b in batches[state["batch"]:]], num_workers=dc.num_workers)
+        bar = tqdm(loader, total=len(batches), initial=state["batch"], desc=f"epoch {state['epoch'] + 1}/{tc.epochs}",
+                   unit="batch", disable=not show_progress or rank != 0, dynamic_ncols=True)
+        tick, parts, epoch_losses = time.monotonic(), {"total": None}, []
+        for sketch, positive, negative, labels, negative_labels in bar:
+            sketch, positive, negative = (t.to(device, non_blocking=True) for t in (sketch, positive, negative))
+            labels, negative_labels = labels.to(device), negative_labels.to(device)
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * _learning_rate_factor(state["step"], tc.warmup_steps)
+            with autocast(device, tc.precision):
+                s = model(sketch, "sketch")
+                p, n = model(torch.cat([positive, negative]), "photo").chunk(2)  # one batched photo pass
+                if tc.mode == "category":
+                    loss, parts = category_loss(s, p, n, labels, classifier, lc, negative_labels=negative_labels)
+                else:
+                    def patch_embeddings():
+                        generator = _step_generator(tc.seed, state["epoch"], state["step"], rank)
+                        ps, pp, pn = patch_shuffle_triplets(sketch, positive, lc.patch_grid, generator)
+                        return (model(ps, "sketch"), *model(torch.cat([pp, pn]), "photo").chunk(2))
+
+                    loss, parts = fine_grained_loss(s, p, n, labels, classifier, lc, patch=patch_embeddings)
+            if not math.isfinite(parts["total"]):
+                raise FloatingPointError(f"loss became {parts['total']} at step {state['step']}; lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            epoch_losses.append(parts["total"])
+            state["step"] += 1
+            state["batch"] += 1
+            now = time.monotonic()
+            bar.set_postfix(loss=f"{parts['total']:.4f}", img_s=f"{3 * len(sketch) / max(now - tick, 1e-9):.1f}")
+            tick = now
+            if now - last_save > 600:  # resumable mid-epoch, at most ten minutes lost
+                save_progress()
+                last_save = now
+            if tc.max_steps and state["step"] >= tc.max_steps:
+                break
+        bar.close()
+        finished_epoch = state["batch"] >= len(batches)
+        if finished_epoch:
+            state["epoch"] += 1
+            state["batch"] = 0
+        entry: dict[str, Any] = {"epoch": state["epoch"], "step": state["step"], "mean_loss": float(np.mean(epoch_losses)) if epoch_losses else None}
+        if state["epoch"] % max(tc.eval_every, 1) == 0 or not finished_epoch:
+            metrics = evaluate(selection_data)
+            entry["metrics"], entry["selected_on"] = metrics, tc.select_on
+            score = metrics.get(tc.eval_metric)
+            if score is None:
+                raise ValueError(f"eval_metric {tc.eval_metric!r} is not measured; available: {sorted(metrics)}")
+            if rank == 0:
+                log.info("epoch %d (%s): %s", state["epoch"], tc.select_on, json.dumps(metrics))
+            if tc.test_every_epoch and tc.select_on == "validation":
+                entry["test_metrics"] = evaluate(test_data)  # for reporting only; never selects
+            if state["best"] is None or score > state["best"]:
+                state["best"] = score
+                if rank == 0:
+                    save(BEST_FILE, metrics)
+        state["history"].append(entry)
+        if rank == 0:
+            with open(out / "history.jsonl", "a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+        save_progress()
+        last_save = time.monotonic()
+        if world > 1:
+            dist.barrier()
+    best = out / BEST_FILE
+    if world > 1:
+        dist.barrier()  # rank 0 has written the best checkpoint
+    test_metrics = _test_best(best, encoder, trainable_names, evaluate, test_data, tc.select_on, rank)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return TrainResult(encoder, best if best.exists() else None, out / LAST_FILE, state["history"], state["best"],
+                       test_metrics)
+
+
+def _test_best(best: Path, encoder, trainable_names, evaluate, test_data, select_on: str,
+               rank: int = 0) -> dict[str, float] | None:
+    """Measure the best checkpoint on the unseen test classes once (all ranks take part), and record
+    it in its metadata (rank 0)."""
+    if not best.exists():
+        return None
+    checkpoint = load_checkpoint(best)
+    if "test_metrics" in checkpoint.metadata:  # a resumed run that had already finished
+        return checkpoint.metadata["test_metrics"]
+    (mode,) = checkpoint.modes
+    current = learned_state(encoder, trainable_names)
+    if select_on == "test":
+        metrics = checkpoint.metadata["metrics"]  # already measured on the test classes
+    else:
+        apply_state(encoder, checkpoint.states[mode], str(best))
+        metrics = evaluate(test_data)
+        apply_state(encoder, current, "the last training state")
+    if rank == 0:
+        log.info("best checkpoint on the test classes: %s", json.dumps(metrics))
+        save_checkpoint(best, checkpoint.states, {**checkpoint.metadata, "test_metrics": metrics})
+    return metrics

@@ -1,0 +1,125 @@
+"""Search results as the page shows them: thumbnails with captions, and the original on click.
+
+Results are sent as the gallery's thumbnails (``sketchlvm.gallery.thumbnails``, 320 px WebP in the cache
+folder), so 12 results cost a few hundred kB whatever the photos weigh. Only the gallery folder and the
+cache's thumbnail folder are served (``launch_kwargs``); a photo whose real path lies outside the
+gallery (a symlink) is shown through its thumbnail or as pixels, never served by its path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from sketchlvm.hub import serving_root
+from sketchlvm.search import SearchResult
+from sketchlvm.gallery.thumbnails import THUMBNAIL_DIR, THUMBNAIL_SIDE, ensure_thumbnail, thumbnail_lookup
+from sketchlvm.preprocess.transforms import ImageLoadError, load_photo
+from sketchlvm.webapp.state import AppState
+
+log = logging.getLogger(__name__)
+
+PREVIEW_SIDE = 2048  # a photo out of the gallery (symlink) is previewed as pixels up to this size
+
+_lookups: dict[int, dict[str, tuple[int, int]]] = {}  # id(manifest) -> relpath -> (size, mtime_ns)
+_lookups_lock = threading.Lock()
+
+
+def caption(result: SearchResult) -> str:
+    """Category, similarity and file name, as shown under each result."""
+    category = result.label or "no category"
+    # Category and score first: a thumbnail caption is cut short at the tile's width.
+    return f"{category} · {result.score:.3f} · {Path(result.relpath).name}"
+
+
+def served_folders(state: AppState) -> list[Path]:
+    """What the server may read from disk: the gallery and its thumbnails, nothing else."""
+    folders = []
+    if state.gallery_dir is not None:
+        folders.append(serving_root(state.gallery_dir).resolve())  # an hf:// snapshot: its repo's blobs too
+    if state.cache_dir is not None:
+        folders.append((Path(state.cache_dir) / THUMBNAIL_DIR).resolve())
+    return folders
+
+
+def serve_thumbnails_in_place(state: AppState) -> None:
+    """Let Gradio send the thumbnails as they lie in the cache instead of copying them into its own.
+
+    For every file a handler returns, Gradio checks the path against each allowed and blocked folder
+    (resolving both every time), hashes the file and copies it into its cache: a large share of a
+    search's server CPU with 12-24 results. Files in its static paths skip all of that. Thumbnails are
+    safe to serve in place: they are never changed (a new photo version gets a new name), and their
+    folder is served already (``served_folders``). Gradio's static paths are per process, not per app.
+
+    The folder goes first in Gradio's list: each returned file is checked against the entries in turn
+    (twice per result, two ``Path.resolve`` each), and Gradio registers two icons of its own at import,
+    so appended last the check cost 0.6 ms per result, ~29 ms of a 24-result search's ~60 ms of CPU;
+    first, a thumbnail matches at the first entry. The list is Gradio's private ``_StaticFiles``: where
+    it is not there, the folder is only appended (correct, slower).
+    """
+    if state.cache_dir is None:
+        return
+    folder = (Path(state.cache_dir) / THUMBNAIL_DIR).resolve()
+    gr.set_static_paths([folder])
+    try:
+        from gradio.data_classes import _StaticFiles
+
+        paths = _StaticFiles.all_paths
+        paths[:] = [folder] + [p for p in paths if p != folder]  # first, and once however many apps run
+    except (ImportError, AttributeError, TypeError):
+        log.debug("Gradio's static path list is not where it was: thumbnails are checked last")
+
+
+def _version(state: AppState, relpath: str) -> tuple[int, int] | None:
+    index = state.searcher.index
+    manifest = getattr(index, "manifest", None)
+    if not manifest:
+        return None
+    with _lookups_lock:
+        lookup = _lookups.get(id(manifest))
+        if lookup is None:
+            _lookups.clear()  # one index at a time: a rebuilt one replaces the old lookup
+            lookup = _lookups[id(manifest)] = thumbnail_lookup(manifest)
+    return lookup.get(relpath)
+
+
+def thumbnail_of(state: AppState, result: SearchResult) -> Path | None:
+    """The result's thumbnail in the cache, made now if the index predates thumbnails."""
+    version = _version(state, result.relpath)
+    if version is None or state.cache_dir is None or state.gallery_dir is None:
+        return None
+    return ensure_thumbnail(state.cache_dir, state.gallery_dir, result.relpath, *version)
+
+
+def _pixels(path: Path, side: int) -> Image.Image | None:
+    try:
+        image = load_photo(path)
+    except ImageLoadError as error:
+        log.warning("cannot show %s: %s", path, error)
+        return None
+    image.thumbnail((side, side))
+    return image
+
+
+def gallery_item(state: AppState, result: SearchResult) -> tuple[str | Image.Image, str] | None:
+    """(image, caption) for the results gallery: the thumbnail's path, or pixels when there is none."""
+    thumbnail = thumbnail_of(state, result)
+    if thumbnail is not None:
+        return str(thumbnail), caption(result)
+    image = _pixels(result.path, THUMBNAIL_SIDE)
+    return None if image is None else (image, caption(result))
+
+
+def original(state: AppState, relpath: str) -> str | Image.Image | None:
+    """The photo at full size for the preview: its path when it lies in the gallery, else pixels."""
+    if state.gallery_dir is None:
+        return None
+    root = serving_root(state.gallery_dir).resolve()
+    path = state.gallery_dir / relpath
+    if path.resolve().is_relative_to(root) and path.is_file():
+        return str(path)
+    return _pixels(path, PREVIEW_SIDE)

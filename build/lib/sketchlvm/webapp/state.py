@@ -1,0 +1,157 @@
+"""What the app runs on, and the text that says so: status panel, warning banner, hints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sketchlvm.search import Searcher
+
+MODE_LABELS = {"category": "Category", "fine_grained": "Fine-grained"}
+MODE_HINTS = {
+    "category": "photos of the same kind of thing",
+    "fine_grained": "the particular object drawn: pose, shape, details",
+}
+NO_GALLERY_HELP = (
+    "**No gallery loaded yet.** Start the app with `python app.py --gallery /path/to/photos` "
+    "(a folder of photos; one subfolder per category gives each photo its category), or set "
+    "`SKETCHLVM_GALLERY`. Once indexed (the index is kept in `galleries/`), it is reopened by default next time."
+)
+RANDOM_WEIGHTS_WARNING = "⚠️ **Random weights — for testing only.** Rankings are meaningless."
+UPLOAD_HINT = "Upload a PNG or JPEG of a sketch (dark lines on white)."
+DRAW_HINT = (
+    "Draw something on the canvas (or type a few words, upload a sketch or a photo, or click an example) to search."
+)
+
+
+@dataclass
+class AppState:
+    """What the app runs on: the searcher, where its gallery lives, and how to rebuild its index.
+
+    ``indexer``: the ``BackgroundIndexer`` building the gallery's index (None without a gallery, or
+    when the caller indexed it itself; "Rebuild index" then makes one). ``notes``: lines for the
+    status panel (the int8 check).
+    """
+
+    searcher: Searcher
+    gallery_dir: Path | None = None
+    cache_dir: Path | None = None
+    examples: list[Path] = field(default_factory=list)
+    indexer: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    def ensure_indexer(self):
+        """The background indexer of the gallery, made on first use; None without a gallery."""
+        if self.indexer is None and self.gallery_dir is not None:
+            from sketchlvm.gallery.background import BackgroundIndexer
+
+            self.indexer = BackgroundIndexer(self.gallery_dir, self.searcher.model, cache_dir=self.cache_dir,
+                                             on_index=self.searcher.set_index)
+        return self.indexer
+
+    def progress(self):
+        """The indexer's IndexProgress, or None when there is no background build."""
+        return None if self.indexer is None else self.indexer.snapshot()
+
+    @classmethod
+    def wrap(cls, searcher_or_state: Searcher | AppState) -> AppState:
+        if isinstance(searcher_or_state, AppState):
+            return searcher_or_state
+        index = searcher_or_state.index
+        return cls(
+            searcher_or_state,
+            gallery_dir=Path(index.root) if index is not None else None,
+            cache_dir=Path(index.cache_dir) if index is not None else None,
+        )
+
+    @property
+    def random_weights(self) -> bool:
+        return getattr(self.searcher.model.weights, "kind", None) == "random"
+
+
+def status_markdown(state: AppState) -> str:
+    """What is loaded: model, weights, checkpoint, device, gallery path and size, skipped files."""
+    model = state.searcher.model
+    facts = model.describe()
+    lines = [
+        f"- **Model:** {facts.get('model', '?')}",
+        f"- **Weights:** {facts.get('weights', '?')}",
+        f"- **Checkpoint:** {facts.get('checkpoint', '?')}",
+        f"- **Device:** {facts.get('device', '?')}",
+        f"- **Runtime:** {facts.get('runtime', '?')}",
+    ]
+    for mode in model.modes:
+        lines.append(f"- **{MODE_LABELS.get(mode, mode)} mode:** {facts.get(f'mode {mode}', '?')}")
+    index = state.searcher.index
+    if state.gallery_dir is None:
+        lines.append(f"- **Gallery:** none. {NO_GALLERY_HELP}")
+    else:
+        size = len(index) if index is not None else 0
+        lines.append(f"- **Gallery:** `{state.gallery_dir}` ({size} photo{'s' if size != 1 else ''})")
+        progress = state.progress()
+        if progress is not None:
+            lines.append(f"- **Index:** {progress.summary()}")
+        report = getattr(index, "report", None)
+        skipped = list(getattr(report, "skipped", []) or [])
+        lines.append(f"- **Skipped files:** {len(skipped)}")
+        for relpath, reason in skipped[:5]:
+            lines.append(f"    - `{relpath}`: {reason}")
+        if len(skipped) > 5:
+            lines.append(f"    - … and {len(skipped) - 5} more (see the terminal log)")
+    lines += [f"- {note}" for note in state.notes]
+    if state.random_weights:
+        lines.insert(0, f"> {RANDOM_WEIGHTS_WARNING}\n")
+    return "\n".join(lines)
+
+
+def progress_markdown(state: AppState) -> str:
+    """The indexing line under the title (photos searchable, done/total, rate, time left); "" when idle
+    and complete, so a finished gallery shows nothing there."""
+    progress = state.progress()
+    if progress is None or (not progress.running and progress.complete and progress.state != "failed"):
+        return ""
+    return progress.summary()
+
+
+def coverage_note(state: AppState) -> str | None:
+    """How much of the gallery results come from, while it is still being indexed; None when all of it."""
+    progress = state.progress()
+    if progress is None or progress.complete:
+        return None
+    if progress.running:
+        return progress.coverage_note()
+    return f"Results from the {progress.searchable:,} photos indexed before indexing stopped: {progress.summary()}"
+
+
+def gallery_problem(state: AppState) -> str:
+    """Why there is nothing to search, or "" when there is."""
+    if state.gallery_dir is None:
+        return NO_GALLERY_HELP
+    progress = state.progress()
+    if len(state.searcher) == 0 and progress is not None and progress.running:
+        return f"**The gallery is being indexed; search starts with the first photos.** {progress.summary()}"
+    if len(state.searcher) == 0:
+        return (
+            f"**The gallery `{state.gallery_dir}` has no usable photos.** Add .jpg/.png/.webp photos to it "
+            "(one subfolder per category) and press *Rebuild index*."
+        )
+    return ""
+
+
+def banner_markdown(state: AppState) -> str:
+    """The banner at the top of the page: what makes results untrustworthy, and a missing gallery."""
+    model = state.searcher.model
+    lines = []
+    if state.random_weights:
+        lines.append(RANDOM_WEIGHTS_WARNING)
+    untrained = [MODE_LABELS.get(m, m) for m in model.modes if m not in model.trained_modes()]
+    if untrained:
+        lines.append(
+            f"⚠️ **{' and '.join(untrained)} mode{'s' if len(untrained) > 1 else ''}: zero-shot CLIP, no trained "
+            "prompts.** Start the app with `--checkpoint` for the trained ones."
+        )
+    problem = gallery_problem(state)
+    if problem:
+        lines.append(problem)
+    return "\n\n".join(lines)
