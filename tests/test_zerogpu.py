@@ -177,3 +177,25 @@ def test_indexing_runs_in_bounded_gpu_calls_and_carries_on_on_the_cpu_when_refus
         np.testing.assert_allclose(index.vectors(mode), reference.vectors(mode), atol=1e-4)
     line = gate.status("photo")
     assert line.startswith("Indexing runs on the CPU") and "ZeroGPU client error" in line
+
+
+def test_on_zerogpu_the_app_keeps_the_model_on_the_cpu_and_indexes_once_the_page_is_up(gallery, monkeypatch,
+                                                                                        galleries_in_tmp):
+    from functools import partial
+
+    from sketchlvm.webapp import main as app_main
+
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    monkeypatch.setattr(zerogpu, "attach", partial(zerogpu.attach, device="cpu"))  # no GPU copy possible here
+    tiny = ["--gallery", str(gallery), "--model", TINY_ARCH, "--pretrained", "none", "--runtime", "torch"]
+    state = app_main.prepare(app_main.build_parser().parse_args(tiny))
+    model = state.searcher.model
+    try:
+        assert model.device.type == "cpu" and isinstance(model.runtime.offload, zerogpu.ZeroGPU)
+        assert "ZeroGPU: photos (index chunks, photo queries) in @spaces.GPU calls" in model.describe()["runtime"]
+        assert state.indexer.snapshot().state == "idle"  # main() starts it after launch, once spaces is set up
+    finally:
+        model.runtime.offload.close()
+    assert zerogpu.host_device("auto") == zerogpu.host_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="leave SKETCHLVM_DEVICE unset"):  # spaces makes cuda look present
+        zerogpu.host_device("cuda")
