@@ -37,7 +37,8 @@ class DemoGallery:
     def credit(self) -> str:
         """One line for the page: what these photos are, where they come from, their licence."""
         return (f"**Demo gallery:** everyday-object photos from {self.source} ([dataset]({self.page_url})), "
-                f"licensed [{self.licence}]({self.licence_url}). Set `SKETCHLVM_GALLERY` to search your own photos.")
+                f"licensed [{self.licence}]({self.licence_url}). To search your own photos, set `SKETCHLVM_GALLERY` "
+                "(a Space variable) or `--gallery`.")
 
 
 # Twenty everyday-object categories of Caltech 101 (Fei-Fei, Fergus and Perona, 2004; CC BY 4.0 on

@@ -223,8 +223,8 @@ class ZeroGPU:
             left = until - time.monotonic()
             reason = self._reasons.get(kind, "refused")
         what = "Indexing" if kind == "photo" else "Search"
-        when = f"asked again in {math.ceil(left)} s" if left > 0 else "asked again with the next batch"
-        return f"{what} runs on the CPU: the GPU was not lent ({reason}); it is {when}."
+        when = f"in {math.ceil(left)} s" if left > 0 else "with the next batch"
+        return f"{what} runs on the CPU: the GPU was refused ({reason}); ZeroGPU is asked again {when}."
 
     def describe(self) -> str:
         if not self.kinds:
@@ -248,7 +248,7 @@ class ZeroGPU:
             if until is not None and time.monotonic() < until:
                 reason = self._reasons.get(kind, "refused")
                 self.cpu_fallbacks += 1
-                return self._fallback(query, f"the GPU was not lent a moment ago ({reason})")
+                return self._fallback(query, f"the GPU was refused a moment ago ({reason})")
             if query and self._query_busy:
                 self.cpu_fallbacks += 1
                 return self._fallback(query, "the GPU is still busy with an earlier search")
@@ -297,7 +297,7 @@ class ZeroGPU:
             self.cpu_fallbacks += 1
             self._refused_until[kind] = time.monotonic() + self.retry_seconds
             self._reasons[kind] = reason
-        return self._fallback(query, f"the GPU was not lent ({reason})")
+        return self._fallback(query, f"the GPU was refused ({reason})")
 
     @staticmethod
     def _fallback(query: bool, why: str) -> None:
