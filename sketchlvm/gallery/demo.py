@@ -6,8 +6,7 @@ the demo gallery; locally ``--demo`` (or ``SKETCHLVM_DEMO=1``) asks for it, and 
 keeps saying how to add a gallery of your own.
 
 The photos come through the ``hf://`` path (``sketchlvm.hub``): downloaded once into the Hugging Face
-cache (or preloaded when the Space is built, ``preload_from_hub``), then indexed in the background like
-any other gallery. The page names their source and licence (:meth:`DemoGallery.credit`).
+cache, then indexed in the background like any other gallery. The page names their source and licence (:meth:`DemoGallery.credit`).
 
 Why these photos (docs/spaces.md has the longer answer): everyday objects people can draw in a few
 strokes (cups, chairs, scissors, umbrellas...), many of them Sketchy and Quick, Draw! categories; real
