@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def _returns_a_vector(batch):
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {args.model} (random weights), {args.calls} calls, runtime {model.runtime.name}")
     for name, values in (("cpu encode", cpu), ("spaces cold", cold), ("spaces warm", warm)):
         values = sorted(values)
-        p95 = values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))]
+        p95 = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
         print(f"{name:<14} p50 {statistics.median(values):8.1f} ms  p95 {p95:8.1f} ms  "
               f"ratio {statistics.median(values) / base:6.2f}")
     print(f"scheduler requests: {sum(1 for path, _ in scheduler.calls if path == '/schedule')}")

@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def _ms(call, n: int) -> tuple[float, float]:
@@ -43,7 +43,7 @@ def _ms(call, n: int) -> tuple[float, float]:
         call()
         times.append((time.perf_counter() - started) * 1000)
     times.sort()
-    return statistics.median(times), times[min(n - 1, int(round(0.95 * (n - 1))))]
+    return statistics.median(times), times[min(n - 1, round(0.95 * (n - 1)))]
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> str:

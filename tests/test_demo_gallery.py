@@ -75,7 +75,7 @@ def test_an_owners_gallery_wins_over_the_demo(demo_in_cache, tmp_path, sketchy_r
 
     own = tmp_path / "own" / "cat"
     own.mkdir(parents=True)
-    shutil.copy(sorted((sketchy_root / "photo" / "cat").glob("*.jpg"))[0], own)
+    shutil.copy(min((sketchy_root / "photo" / "cat").glob("*.jpg")), own)
     monkeypatch.setenv("SPACE_ID", "alice/sketchlvm")
     monkeypatch.setenv("SKETCHLVM_GALLERY", str(own.parent))
     state = _prepare(TINY)

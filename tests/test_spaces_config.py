@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 import yaml
 
 from sketchlvm.runtime.zerogpu import ZEROGPU_PYTHON, ZEROGPU_TORCH
@@ -22,7 +21,7 @@ TORCHVISION_FOR = {"2.8.0": "0.23.0", "2.9.1": "0.24.1", "2.10.0": "0.25.0", "2.
 
 def front_matter() -> dict:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    match = re.match(r"\A---\n(.*?)\n---\n", text, re.S)
+    match = re.match(r"\A---\n(.*?)\n---\n", text, re.DOTALL)
     assert match, "README.md must start with the Space's YAML front matter between --- lines"
     return yaml.safe_load(match.group(1))
 

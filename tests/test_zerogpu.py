@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import pytest
+from zerogpu_standin import StandInScheduler
 
 from sketchlvm.config import TINY_ARCH, IndexConfig
 from sketchlvm.gallery import build_gallery_index
@@ -25,7 +26,6 @@ from sketchlvm.model.factory import create_sketchlvm
 from sketchlvm.preprocess.strokes import load_ndjson, render_strokes
 from sketchlvm.runtime import zerogpu
 from sketchlvm.search import Searcher
-from zerogpu_standin import StandInScheduler
 
 spaces = pytest.importorskip("spaces")
 

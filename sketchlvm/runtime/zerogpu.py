@@ -44,10 +44,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: the page's handlers import this module for take_note
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -119,27 +121,31 @@ class _Target:
 _TARGETS: dict[int, _Target] = {}  # filled before the first call, so a forked worker inherits it
 
 
-def _exact(device: torch.device) -> None:
+def _exact(torch, device: torch.device) -> None:
     if device.type == "cuda":  # fp32 means fp32: TF32 would move vectors beyond the index's tolerances
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
 
 
-@torch.no_grad()
 def encode_images(key: int, batch: torch.Tensor, modality: str, mode: str) -> np.ndarray:
     """(B, 3, S, S) normalised CPU images -> (B, D) float32 unit vectors, on the GPU copy of model ``key``."""
+    import torch
+
     target = _TARGETS[key]
-    _exact(target.device)
-    features = target.encoders[mode](batch.to(target.device), modality)
+    _exact(torch, target.device)
+    with torch.no_grad():
+        features = target.encoders[mode](batch.to(target.device), modality)
     return features.float().cpu().numpy()
 
 
-@torch.no_grad()
 def encode_tokens(key: int, tokens: torch.Tensor) -> np.ndarray:
     """(N, context) token ids -> (N, D) float32 unit vectors, with the GPU copy of CLIP's text tower."""
+    import torch
+
     target = _TARGETS[key]
-    _exact(target.device)
-    features = target.text_model.encode_text(tokens.to(target.device), normalize=True)
+    _exact(torch, target.device)
+    with torch.no_grad():
+        features = target.text_model.encode_text(tokens.to(target.device), normalize=True)
     return features.float().cpu().numpy()
 
 
@@ -177,7 +183,8 @@ class ZeroGPU:
 
     def __init__(self, model: Any, policy: str | None = None, device: str | torch.device = "cuda",
                  retry_seconds: float = 60.0, query_wait_seconds: float = 3.0):
-        import spaces  # a no-op package off ZeroGPU; on ZeroGPU, app.py imported it before torch touched CUDA
+        import spaces  # a no-op package off ZeroGPU; on ZeroGPU, sketchlvm.webapp imported it before CUDA was touched
+        import torch
 
         self.policy = requested_policy(policy)
         self.kinds = {"off": set(), "photos": {"photo"}, "all": set(KINDS)}[self.policy]
@@ -303,7 +310,6 @@ class ZeroGPU:
     def _fallback(query: bool, why: str) -> None:
         if query:
             _NOTE.set(f"⚠️ Answered on the CPU: {why}.")
-        return None
 
 
 def attach(model: Any, policy: str | None = None, device: str | torch.device = "cuda", **options: Any) -> ZeroGPU:
