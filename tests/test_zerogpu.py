@@ -177,6 +177,9 @@ def test_indexing_runs_in_bounded_gpu_calls_and_carries_on_on_the_cpu_when_refus
         np.testing.assert_allclose(index.vectors(mode), reference.vectors(mode), atol=1e-4)
     line = gate.status("photo")
     assert line.startswith("Indexing runs on the CPU") and "ZeroGPU client error" in line
+    from sketchlvm.webapp.state import AppState, gpu_line
+
+    assert gpu_line(AppState(Searcher(model, index))) == line  # what the progress line adds while indexing
 
 
 def test_on_zerogpu_the_app_keeps_the_model_on_the_cpu_and_indexes_once_the_page_is_up(gallery, monkeypatch,
