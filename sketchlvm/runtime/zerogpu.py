@@ -285,8 +285,9 @@ class ZeroGPU:
         error = None if future.cancelled() else future.exception()
         with self._lock:
             self._query_busy = False
-            if error is not None and kind not in self._refused_until:
-                self._refused_until[kind] = time.monotonic() + self.retry_seconds
+            now = time.monotonic()
+            if error is not None and self._refused_until.get(kind, 0.0) <= now:  # not already backing off
+                self._refused_until[kind] = now + self.retry_seconds
                 self._reasons[kind] = short_reason(error)
 
     def _granted(self, kind: str, out: Any) -> np.ndarray:
