@@ -202,3 +202,45 @@ def test_on_zerogpu_the_app_keeps_the_model_on_the_cpu_and_indexes_once_the_page
     assert zerogpu.host_device("auto") == zerogpu.host_device("cpu") == "cpu"
     with pytest.raises(ValueError, match="leave SKETCHLVM_DEVICE unset"):  # spaces makes cuda look present
         zerogpu.host_device("cuda")
+
+
+STARTUP_ON_ZEROGPU = """
+import json, os, sys
+from zerogpu_standin import StandInScheduler
+scheduler = StandInScheduler()
+os.environ.update(SPACES_ZERO_GPU="true", SPACES_ZERO_DEVICE_API_URL=scheduler.url)
+from sketchlvm.webapp import main as app_main  # imports spaces, in ZeroGPU mode: torch is patched from here on
+import torch
+from sketchlvm.runtime import zerogpu
+from sketchlvm.runtime.engine import example_sketches
+state = app_main.prepare(app_main.build_parser().parse_args(sys.argv[1:]))
+model = state.searcher.model
+copy = next(zerogpu._TARGETS[model.runtime.offload.key].encoders["category"].parameters())
+vector = model.encode_sketches(example_sketches()[:1], "category")
+print(json.dumps({"patched": torch.cuda.is_available(), "device": str(model.device),
+                  "runtime": model.runtime.describe(), "copy": str(copy.device), "vector": list(vector.shape),
+                  "indexing": state.indexer.snapshot().state}))
+"""
+
+
+def test_startup_under_spaces_in_zerogpu_mode_keeps_onnx_runtime_for_the_cpu_path(gallery, tmp_path):
+    """The app's start as on a ZeroGPU Space, in a process of its own (spaces patches torch process-wide at
+    import): the CPU path still exports and runs its ONNX graphs, and the GPU copy sits on (emulated) cuda."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")]), "HF_HUB_OFFLINE": "1",
+           "SKETCHLVM_ONNX_CACHE": str(tmp_path / "onnx"), "SKETCHLVM_GALLERIES_DIR": str(tmp_path / "galleries")}
+    args = ["--gallery", str(gallery), "--model", TINY_ARCH, "--pretrained", "none"]
+    done = subprocess.run([sys.executable, "-c", STARTUP_ON_ZEROGPU, *args], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert facts["patched"] and facts["device"] == "cpu" and facts["copy"].startswith("cuda")
+    assert facts["runtime"].startswith("onnx: ONNX Runtime") and "text tower on ONNX Runtime" in facts["runtime"]
+    assert "ZeroGPU: photos" in facts["runtime"] and facts["vector"][0] == 1
+    assert facts["indexing"] == "idle"  # main() starts it after launch

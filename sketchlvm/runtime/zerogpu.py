@@ -183,9 +183,18 @@ class ZeroGPU:
 
     def __init__(self, model: Any, policy: str | None = None, device: str | torch.device = "cuda",
                  retry_seconds: float = 60.0, query_wait_seconds: float = 3.0):
-        import spaces  # a no-op package off ZeroGPU; on ZeroGPU, sketchlvm.webapp imported it before CUDA was touched
         import torch
 
+        import spaces  # a no-op package off ZeroGPU; on ZeroGPU sketchlvm.webapp imported it before CUDA was touched
+        import torch
+
+        # On ZeroGPU, `spaces` has patched torch: CUDA emulation, and torch function and dispatch modes on the
+        # thread that imported it. torch.onnx.export cannot trace under those modes (measured: "aten::view()
+        # Expected a value of type 'Tensor'"), and the CPU path would lose ONNX Runtime. The modes are per
+        # thread, so the CPU path's graphs are exported and checked on a thread of their own (reading
+        # runtime.name does that), before the GPU copy is made.
+        with ThreadPoolExecutor(1, thread_name_prefix="zerogpu-prepare") as prepare:
+            prepare.submit(lambda: model.runtime.name).result()
         self.policy = requested_policy(policy)
         self.kinds = {"off": set(), "photos": {"photo"}, "all": set(KINDS)}[self.policy]
         self.device = torch.device(device)
