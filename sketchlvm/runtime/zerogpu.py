@@ -183,8 +183,6 @@ class ZeroGPU:
 
     def __init__(self, model: Any, policy: str | None = None, device: str | torch.device = "cuda",
                  retry_seconds: float = 60.0, query_wait_seconds: float = 3.0):
-        import torch
-
         import spaces  # a no-op package off ZeroGPU; on ZeroGPU sketchlvm.webapp imported it before CUDA was touched
         import torch
 
