@@ -163,6 +163,9 @@ class Runtime:
         self._prepare_lock = threading.Lock()
         self._text: _Onnx | None = None  # the text tower's graph, when it runs on ONNX Runtime
         self.text_reason: str | None = None  # why the text tower runs on torch although ONNX Runtime runs
+        # On ZeroGPU, a runtime.zerogpu.ZeroGPU gate that sends encodes to @spaces.GPU calls first; what it
+        # hands back (None: refused, busy, or not for the GPU) runs here as usual.
+        self.offload = None
 
     @property
     def name(self) -> str:
@@ -311,6 +314,10 @@ class Runtime:
         """(B, 3, S, S) normalised images -> (B, D) float32 unit vectors. ``int8=False`` forces fp32.
 
         On the CPU, index batches run in slices of ``RuntimeConfig.index_run_batch`` (see there)."""
+        if self.offload is not None:
+            out = self.offload.encode_images(batch, modality, mode)
+            if out is not None:
+                return out
         step = self.config.index_run_batch
         if _role(modality) == "index" and self.model.device.type == "cpu" and 0 < step < len(batch):
             return np.concatenate([self._encode(batch[i : i + step], modality, mode, int8)
@@ -348,6 +355,10 @@ class Runtime:
     def encode_text(self, tokens: torch.Tensor) -> np.ndarray:
         """(N, context) token ids -> (N, D) float32 unit vectors, on the text graph when it agreed with torch."""
         _ = self.name  # prepares the graphs on first use, the text one included
+        if self.offload is not None:
+            out = self.offload.encode_tokens(tokens)
+            if out is not None:
+                return out
         if self._text is None:
             with self._turn("query"):
                 return self.model.text_tower.encode_tokens_torch(tokens)
@@ -382,6 +393,11 @@ class Runtime:
                                                         "max_abs_diff": self.config.max_abs_diff}}
 
     def describe(self) -> str:
+        if self.offload is not None:
+            return f"{self._describe()}; {self.offload.describe()}"
+        return self._describe()
+
+    def _describe(self) -> str:
         if self.name == "torch":
             what = f"torch fp32 on {self.model.device}" if self.model.device.type == "cpu" else f"torch on {self.model.device}"
             if self.requested != "torch":

@@ -10,6 +10,11 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+# ZeroGPU: the `spaces` package patches torch's CUDA and must be imported before anything initialises CUDA
+# (see sketchlvm/runtime/zerogpu.py). Elsewhere it is not needed.
+if os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true"):
+    import spaces  # noqa: E402,F401
+
 from sketchlvm.webapp.handlers import (  # noqa: E402
     MAX_SKETCH_PIXELS,
     fit_to_canvas,

@@ -14,6 +14,7 @@ import gradio as gr
 from PIL import Image, ImageOps
 
 from sketchlvm.config import PACKAGE_DIR
+from sketchlvm.runtime.zerogpu import take_note
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
 from sketchlvm.preprocess.strokes import EmptySketchError, StrokeFormatError, crop_to_ink, parse_strokes, render_strokes
 from sketchlvm.model.text import TextQueryError
@@ -77,7 +78,7 @@ def present(state: AppState, results: list, mode: str, elapsed_ms: float, *,
         f"**{len(results)} best match{'es' if len(results) != 1 else ''}** · {label} mode "
         f"({MODE_HINTS.get(mode, '')}) · {elapsed_ms:.0f} ms"
     )
-    for line in (extra, coverage_note(state)):
+    for line in (extra, take_note(), coverage_note(state)):  # take_note: answered on the CPU, not ZeroGPU
         if line:
             message += f"\n\n{line}"
     return [item for _, item in shown], message, [r.relpath for r, _ in shown]

@@ -16,6 +16,7 @@ from sketchlvm.arguments import port as _port
 from sketchlvm.arguments import positive_int as _positive_int
 from sketchlvm.arguments import runtime as _runtime
 from sketchlvm.config import ModelConfig
+from sketchlvm.runtime import zerogpu
 from sketchlvm.search import Searcher
 from sketchlvm.webapp import (  # noqa: F401  (app.py re-exports the app's public names)
     DEFAULT_TOP_K,
@@ -60,6 +61,12 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
         "only changed photos are re-embedded. Without it the gallery indexed most recently "
         "(indexes live in galleries/, or $SKETCHLVM_GALLERIES_DIR) is used; with none, the app starts empty "
         "and says how to add one [SKETCHLVM_GALLERY]",
+    )
+    parser.add_argument(
+        "--demo", action="store_true", default=_truthy(_env("SKETCHLVM_DEMO")),
+        help="without --gallery: search the demo gallery (everyday-object photos from a public Hugging Face "
+        "dataset, fetched once into the Hugging Face cache; the page names their source and licence). A Space "
+        "whose owner set no gallery shows it anyway [SKETCHLVM_DEMO=1]",
     )
     parser.add_argument(
         "--checkpoint", metavar="FILE", default=_env("SKETCHLVM_CHECKPOINT"),
@@ -107,22 +114,47 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
     return parser
 
 
+def choose_gallery(args: argparse.Namespace):
+    """(gallery folder or None, credit line or None): ``--gallery``; else the demo gallery when asked for
+    (``--demo``) or on a Space (its owner set none); else the gallery indexed most recently. A demo that
+    cannot be had stops an explicit request (HubUnavailableError) but leaves a Space empty, saying why."""
+    from sketchlvm.gallery import latest_gallery
+    from sketchlvm.gallery.demo import DEMO, demo_requested, wants_demo
+    from sketchlvm.hub import HubUnavailableError, resolve_folder
+
+    if args.gallery:
+        return resolve_folder(args.gallery), None  # an hf:// one fails fast
+    if not wants_demo(args.gallery, args.demo):
+        return latest_gallery(), None
+    try:
+        folder = resolve_folder(DEMO.uri)
+    except HubUnavailableError as error:
+        if demo_requested(args.demo):
+            raise
+        print(f"warning: the demo gallery could not be fetched, so the Space starts empty: {error}", file=sys.stderr)
+        return None, None
+    print(f"No gallery set: searching the demo gallery {DEMO.uri} ({DEMO.source}, {DEMO.licence})")
+    return folder, DEMO.credit()
+
+
 def prepare(args: argparse.Namespace) -> AppState:
     """Load the model and start indexing the gallery in the background: the page comes up at once and
     shows the progress, search covers what is indexed so far. Raises WeightsUnavailableError,
     HubUnavailableError, FileNotFoundError (no such gallery)."""
-    from sketchlvm.hub import resolve_folder
-    from sketchlvm.gallery import latest_gallery
     from sketchlvm.gallery.background import BackgroundIndexer
     from sketchlvm.model.factory import create_sketchlvm
 
-    gallery = resolve_folder(args.gallery) if args.gallery else latest_gallery()  # an hf:// one fails fast
+    gallery, credit = choose_gallery(args)
     if gallery is not None and not gallery.is_dir():
         raise FileNotFoundError(f"gallery folder {str(gallery)!r} does not exist (--gallery / SKETCHLVM_GALLERY)")
+    on_zerogpu = zerogpu.on_zerogpu()
     model = create_sketchlvm(
-        arch=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, device=args.device,
+        arch=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
+        device=zerogpu.host_device(args.device) if on_zerogpu else args.device,
         runtime=args.runtime, text=True,  # the text tower: sketch + words and words-only search
     )
+    if on_zerogpu:  # the CPU model answers what ZeroGPU does not; its GPU copy goes to cuda now, before launch
+        zerogpu.attach(model)
     for key, value in model.describe().items():
         print(f"{key:>18}: {value}")
     searcher = Searcher(model, None, default_k=args.top_k)
@@ -131,7 +163,11 @@ def prepare(args: argparse.Namespace) -> AppState:
         return AppState(searcher)
     gallery = gallery.resolve()
     indexer = BackgroundIndexer(gallery, model, on_index=searcher.set_index)
-    state = AppState(searcher, gallery_dir=gallery, cache_dir=indexer.cache_dir, indexer=indexer)
+    state = AppState(searcher, gallery_dir=gallery, cache_dir=indexer.cache_dir, indexer=indexer, credit=credit)
+    if on_zerogpu and model.runtime.name != "onnx-int8":
+        # spaces prepares its GPU transfers when the app launches: main() starts indexing right after.
+        print(f"Indexing gallery {gallery} in the background once the page is up (ZeroGPU) …")
+        return state
     print(f"Indexing gallery {gallery} in the background (the page shows the progress) …")
     indexer.start()
     if model.runtime.name == "onnx-int8":
@@ -172,7 +208,12 @@ def main(argv: list[str] | None = None, prog: str = "app.py") -> int:
         return 2
     demo = build_demo(state)
     try:
-        launch(demo, **launch_kwargs(state, args.host, args.port, args.share))
+        if zerogpu.on_zerogpu() and state.indexer is not None and state.indexer.snapshot().state == "idle":
+            launch(demo, **launch_kwargs(state, args.host, args.port, args.share), prevent_thread_lock=True)
+            state.indexer.start()  # after spaces' start-up (at launch): each chunk is then a GPU call
+            demo.block_thread()
+        else:
+            launch(demo, **launch_kwargs(state, args.host, args.port, args.share))
     finally:
         if state.indexer is not None:  # save the batch in flight (a kill loses at most one commit's work)
             state.indexer.stop(timeout=5)

@@ -133,6 +133,7 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
     with gr.Blocks(title="SketchLVM: search photos by sketch") as demo:
         banner = gr.Markdown(banner_markdown(state), elem_id="sketchlvm-banner")
         gr.Markdown("# SketchLVM\nDraw something; the photos of your gallery that match it appear next to the canvas.")
+        gr.Markdown(state.credit or "", visible=bool(state.credit), elem_id="sketchlvm-credit")
         progress_line = gr.Markdown(progress_markdown(state), elem_id="sketchlvm-progress")
         # Polls the background build while it runs; its tick switches it off when the build is over.
         progress_timer = gr.Timer(PROGRESS_POLL_S, active=state.indexer is not None)

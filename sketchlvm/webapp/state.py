@@ -31,7 +31,8 @@ class AppState:
 
     ``indexer``: the ``BackgroundIndexer`` building the gallery's index (None without a gallery, or
     when the caller indexed it itself; "Rebuild index" then makes one). ``notes``: lines for the
-    status panel (the int8 check).
+    status panel (the int8 check). ``credit``: the line that names where the gallery's photos come from
+    and their licence (the demo gallery), or None.
     """
 
     searcher: Searcher
@@ -40,6 +41,7 @@ class AppState:
     examples: list[Path] = field(default_factory=list)
     indexer: Any = None
     notes: list[str] = field(default_factory=list)
+    credit: str | None = None  # the demo gallery's source and licence (gallery.demo), shown under the title
 
     def ensure_indexer(self):
         """The background indexer of the gallery, made on first use; None without a gallery."""
@@ -111,7 +113,14 @@ def progress_markdown(state: AppState) -> str:
     progress = state.progress()
     if progress is None or (not progress.running and progress.complete and progress.state != "failed"):
         return ""
-    return progress.summary()
+    gpu = gpu_line(state) if progress.running else None
+    return progress.summary() + (f"\n\n{gpu}" if gpu else "")
+
+
+def gpu_line(state: AppState) -> str | None:
+    """On ZeroGPU, while indexing runs on the CPU because the GPU was refused: the line that says so."""
+    gate = getattr(state.searcher.model.runtime, "offload", None)
+    return gate.status("photo") if gate is not None else None
 
 
 def coverage_note(state: AppState) -> str | None:
