@@ -101,6 +101,10 @@ class DataConfig:
     # Optional caps for quick experiments; 0 means everything.
     max_classes: int = 0
     max_per_class: int = 0
+    # sketchy_fg: which photos make each class's gallery (sketchlvm.datasets.fine_grained.FINE_GRAINED_GALLERIES):
+    # "sketched" (the original Sketchy photos, the paper's protocol) or "with-distractors" (plus the
+    # Sketchy-extended folder's unsketched photos, ~6x as many).
+    fine_grained_gallery: str = "sketched"
     # Share of every training (seen) class's sketches and photos held out to choose the best
     # checkpoint (fine-grained: of its sketched photos, with their sketches); seeded by
     # validation_seed, recorded in the checkpoint.

@@ -158,7 +158,8 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
     # ---- data
     if not dc.root:
         raise ValueError("data.root is not set: pass --root DATASET_FOLDER")
-    train_data, test_data = load_test_data(dc.dataset, dc.root, dc.split, dc.max_classes, dc.max_per_class)
+    train_data, test_data = load_test_data(dc.dataset, dc.root, dc.split, dc.max_classes, dc.max_per_class,
+                                           dc.fine_grained_gallery)
     validation_record = None
     if tc.select_on == "validation":
         train_data, selection_data, validation_record = hold_out_validation(
