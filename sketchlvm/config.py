@@ -134,9 +134,10 @@ class TrainConfig:
     eval_metric: str = "mAP@200"
     eval_every: int = 1
     # Which data picks the best checkpoint: "validation" (held-out seen-class data, see
-    # DataConfig.validation_fraction) or "test" (the unseen test classes: the released code's
-    # behaviour, which makes the test numbers optimistic). The best checkpoint is evaluated on the
-    # test classes once at the end either way.
+    # DataConfig.validation_fraction) or "test" (the unseen test classes, by eval_metric, which makes
+    # the test numbers optimistic; the released code also chose on the test classes, but by triplet
+    # validation loss, not a retrieval metric). The best checkpoint is evaluated on the test classes
+    # once at the end either way.
     select_on: str = "validation"
     # Also measure the test classes after every evaluated epoch (for reporting only; slower).
     test_every_epoch: bool = False
