@@ -121,3 +121,14 @@ def test_the_canvas_path_honours_the_checkpoints_framing_stroke_width_and_margin
     # thicker lines than the default width: more ink
     thin = SketchTransform(64, PreprocessConfig(sketch_framing="pad-square"))(StrokeDrawing(small, on_canvas=True))
     assert _ink(app).sum() > _ink(thin).sum()
+
+
+def test_training_triplets_take_drawings_through_the_same_path(giraffe, sketchy_root):
+    from sketchlvm.preprocess.transforms import PhotoTransform
+    from sketchlvm.training.trainer import TripletImages
+
+    transform = SketchTransform(64, PreprocessConfig(sketch_framing="pad-square"))
+    photo = sorted((sketchy_root / "photo" / "giraffe").glob("*.jpg"))[0]
+    images = TripletImages([QuickDrawDrawing("giraffe", 0, giraffe.strokes)], [photo, photo], [0, 0], transform,
+                           PhotoTransform(64))
+    assert torch.equal(images[(0, 0, 1, 0)][0], _app(transform, fit_strokes(giraffe.strokes)))

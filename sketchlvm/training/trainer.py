@@ -66,11 +66,12 @@ class TripletImages(Dataset):
         return len(self.sketch_paths)
 
     def __getitem__(self, triplet):
+        from sketchlvm.datasets.images import load_item  # files, or stroke drawings rendered by the transform
         from sketchlvm.preprocess.transforms import load_photo
 
         s, p, n, label = (int(v) for v in triplet)
         return (
-            self.sketch_transform(load_photo(self.sketch_paths[s])),
+            self.sketch_transform(load_item(self.sketch_paths[s])),
             self.photo_transform(load_photo(self.photo_paths[p])),
             self.photo_transform(load_photo(self.photo_paths[n])),
             label,
