@@ -128,7 +128,7 @@ def test_training_triplets_take_drawings_through_the_same_path(giraffe, sketchy_
     from sketchlvm.training.trainer import TripletImages
 
     transform = SketchTransform(64, PreprocessConfig(sketch_framing="pad-square"))
-    photo = sorted((sketchy_root / "photo" / "giraffe").glob("*.jpg"))[0]
+    photo = min((sketchy_root / "photo" / "giraffe").glob("*.jpg"))
     images = TripletImages([QuickDrawDrawing("giraffe", 0, giraffe.strokes)], [photo, photo], [0, 0], transform,
                            PhotoTransform(64))
     assert torch.equal(images[(0, 0, 1, 0)][0], _app(transform, fit_strokes(giraffe.strokes)))

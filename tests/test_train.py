@@ -245,7 +245,7 @@ def test_a_kill_between_the_two_writes_cannot_resume_on_mismatched_weights(sketc
     matter: resuming reads one self-consistent state file."""
     import shutil
 
-    common = dict(data={"max_classes": 3, "max_per_class": 6}, train={"epochs": 1, "batch_size": 4, "eval_every": 99})
+    common = {"data": {"max_classes": 3, "max_per_class": 6}, "train": {"epochs": 1, "batch_size": 4, "eval_every": 99}}
     straight = train(_config("tiny_sketchy_category", sketchy_root, tmp_path / "a", **common), show_progress=False)
 
     run = _config("tiny_sketchy_category", sketchy_root, tmp_path / "b", **common)
@@ -270,7 +270,7 @@ def test_a_kill_between_the_two_writes_cannot_resume_on_mismatched_weights(sketc
 
 
 def test_stopping_by_max_steps_adds_no_evaluation(sketchy_root, tmp_path):
-    common = dict(data={"max_classes": 3, "max_per_class": 6}, train={"epochs": 1, "batch_size": 4, "eval_every": 1})
+    common = {"data": {"max_classes": 3, "max_per_class": 6}, "train": {"epochs": 1, "batch_size": 4, "eval_every": 1}}
     straight = train(_config("tiny_sketchy_category", sketchy_root, tmp_path / "a", **common), show_progress=False)
     run = _config("tiny_sketchy_category", sketchy_root, tmp_path / "b", **common)
     run.train.max_steps = 1  # inside the epoch

@@ -24,7 +24,6 @@ The framing (``PreprocessConfig.sketch_framing``), the same for every source:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 

@@ -40,19 +40,17 @@ import numpy as np
 
 from sketchlvm.config import SKETCH_FRAMINGS
 from sketchlvm.evaluation.metrics import evaluate_retrieval
-from sketchlvm.evaluation.protocol import apply_framing, resolve_framing
 from sketchlvm.evaluation.partial.framing import (
     SCHEDULES,
     UNITS,
+    load_stroke_sketches,
     match_key,
     partial_drawings,
-    schedule_fractions,
-    load_stroke_sketches,
     photo_gallery,
+    schedule_fractions,
     shared_classes,
-    step_fractions,
-    truncate_strokes,
 )
+from sketchlvm.evaluation.protocol import apply_framing, resolve_framing
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +261,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> PartialResult:
-    from sketchlvm.model.factory import create_sketchlvm
     from sketchlvm.evaluation.partial.report import write_partial_report
+    from sketchlvm.model.factory import create_sketchlvm
 
     sketches = load_stroke_sketches(args.strokes, args.limit_per_class)
     # Embedding runs on the torch encoders: no ONNX graph is built or checked for nothing.
