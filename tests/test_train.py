@@ -78,10 +78,11 @@ def test_category_training_fits_without_collapse(sketchy_root, tmp_path):
 def test_fine_grained_training_raises_acc_at_5_on_its_pairs(sketchy_root, tmp_path):
     config = _config(
         "tiny_sketchy_fine_grained", sketchy_root, tmp_path / "run",
-        data={"max_classes": 4, "max_per_class": 8},
+        # with the unsketched photos as distractors: ~4 sketched photos a class would make Acc@5 trivially 1
+        data={"max_classes": 4, "max_per_class": 8, "fine_grained_gallery": "with-distractors"},
         train={"epochs": 8, "classes_per_batch": 4, "samples_per_class": 4, "eval_every": 8},
     )
-    train_pairs, _ = load_test_data("sketchy_fg", sketchy_root, "sketchy_21", 4, 8)
+    train_pairs, _ = load_test_data("sketchy_fg", sketchy_root, "sketchy_21", 4, 8, "with-distractors")
     sketch_tf, photo_tf = SketchTransform(64, config.preprocess), PhotoTransform(64, config.preprocess)
     device = torch.device("cpu")
     before = evaluate_fine_grained(_untrained_encoder(config), sketch_tf, photo_tf, train_pairs, device)

@@ -67,7 +67,9 @@ PAPER_NUMBERS: dict[str, dict[str, Any]] = {
         "title": "Sketchy fine-grained, 21 unseen classes",
         # The papers do not state the gallery; within the sketch's class is the usual reading of
         # the earlier fine-grained ZS-SBIR work they compare with, so ours is shown that way.
-        "protocol": "Acc@k within the sketch's class (the papers do not say; our reading, see README)",
+        "protocol": ("Acc@k within the sketch's class, among the photos that have sketches (the original Sketchy "
+                     "photos; --fg-gallery sketched). The papers do not state the gallery; this is our reading, "
+                     "see docs/evaluation.md"),
         "metrics": ("Acc@1_within_class", "Acc@5_within_class"),
         "rows": {
             "CLIP for All Things (paper)": {"Acc@1_within_class": 0.2868, "Acc@5_within_class": 0.6234},

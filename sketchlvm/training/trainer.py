@@ -218,6 +218,12 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
                     and any(saved["config"]["data"].get(k) != now["data"][k] for k in split_keys))):
             raise ValueError(f"{out} holds a run with another model, mode or validation split (runs from before the "
                              f"validation split: --select-on test); pass another --out or --no-resume")
+        # Runs from before the gallery option ranked and sampled among the distractors too.
+        if dc.dataset == "sketchy_fg" and saved["config"]["data"].get("fine_grained_gallery", "with-distractors") \
+                != dc.fine_grained_gallery:
+            raise ValueError(f"{out} holds a run on another fine-grained gallery "
+                             f"({saved['config']['data'].get('fine_grained_gallery', 'with-distractors')}); pass "
+                             f"--set data.fine_grained_gallery=... to match it, another --out, or --no-resume")
         if "learned" in saved:  # the weights of the same step as the optimiser and the position
             apply_state(encoder, saved["learned"], str(state_path))
         else:  # a state file from before the weights moved into it: last.safetensors was written beside it
