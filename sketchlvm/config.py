@@ -101,6 +101,10 @@ class DataConfig:
     # Optional caps for quick experiments; 0 means everything.
     max_classes: int = 0
     max_per_class: int = 0
+    # sketchy_fg: which photos make each class's gallery (sketchlvm.datasets.fine_grained.FINE_GRAINED_GALLERIES):
+    # "sketched" (the original Sketchy photos, the paper's protocol) or "with-distractors" (plus the
+    # Sketchy-extended folder's unsketched photos, ~6x as many).
+    fine_grained_gallery: str = "sketched"
     # Share of every training (seen) class's sketches and photos held out to choose the best
     # checkpoint (fine-grained: of its sketched photos, with their sketches); seeded by
     # validation_seed, recorded in the checkpoint.
@@ -130,9 +134,10 @@ class TrainConfig:
     eval_metric: str = "mAP@200"
     eval_every: int = 1
     # Which data picks the best checkpoint: "validation" (held-out seen-class data, see
-    # DataConfig.validation_fraction) or "test" (the unseen test classes: the released code's
-    # behaviour, which makes the test numbers optimistic). The best checkpoint is evaluated on the
-    # test classes once at the end either way.
+    # DataConfig.validation_fraction) or "test" (the unseen test classes, by eval_metric, which makes
+    # the test numbers optimistic; the released code also chose on the test classes, but by triplet
+    # validation loss, not a retrieval metric). The best checkpoint is evaluated on the test classes
+    # once at the end either way.
     select_on: str = "validation"
     # Also measure the test classes after every evaluated epoch (for reporting only; slower).
     test_every_epoch: bool = False

@@ -120,7 +120,7 @@ def test_category_caps_are_deterministic(sketchy_root):
 
 
 def test_sketchy_fine_grained_pairs(sketchy_root):
-    pairs = FineGrainedPairs.sketchy(sketchy_root, classes=sorted(SKETCHY_21))
+    pairs = FineGrainedPairs.sketchy(sketchy_root, classes=sorted(SKETCHY_21), gallery="with-distractors")
     assert pairs.class_names == sorted(SKETCHY_21)
     assert len(pairs.photo_paths) == 21 * 25 and len(pairs) == 21 * 25
     for sketch, photo_index, label in pairs.pairs:
@@ -138,8 +138,8 @@ def test_sketchy_fine_grained_pairs(sketchy_root):
 
 
 def test_sketchy_fine_grained_caps(sketchy_root):
-    a = FineGrainedPairs.sketchy(sketchy_root, max_classes=5, max_per_class=6)
-    b = FineGrainedPairs.sketchy(sketchy_root, max_classes=5, max_per_class=6)
+    a = FineGrainedPairs.sketchy(sketchy_root, max_classes=5, max_per_class=6, gallery="with-distractors")
+    b = FineGrainedPairs.sketchy(sketchy_root, max_classes=5, max_per_class=6, gallery="with-distractors")
     assert a.photo_paths == b.photo_paths and a.sketch_paths == b.sketch_paths
     assert len(a.photo_paths) == 30
     # Photos with sketches come first, so every capped class still has its sketched photos.
@@ -188,7 +188,11 @@ def test_quickdraw_sketches(quickdraw_root):
         QuickDrawSketches(quickdraw_root, classes=["unicorn"])
     image = QuickDrawSketches.render(first, size=64)
     assert image.mode == "RGB" and image.size == (64, 64)
-    ds = ImageListDataset(drawings[:3], transform=np.asarray, loader=source.renderer(32))
+    # drawings reach the transform as strokes, rendered once at its own size and framing
+    from sketchlvm.preprocess.transforms import SketchTransform
+
+    transform = SketchTransform(32)
+    ds = ImageListDataset(drawings[:3], transform=lambda d: np.asarray(transform.to_image(d)))
     array, index = ds[2]
     assert index == 2 and array.shape == (32, 32, 3) and array.min() < 128  # some ink
 

@@ -8,11 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from sketchlvm.datasets import normalise_class_name
 from sketchlvm.evaluation.partial.run import evaluate_partial, main, on_the_fly_summary, score_steps
 from sketchlvm.evaluation.partial.framing import (
-    PartialRenderer,
+    bhunia_point_counts,
     load_stroke_sketches,
+    match_key,
+    partial_drawings,
     shared_classes,
     step_fractions,
     truncate_strokes,
@@ -57,12 +58,25 @@ def test_steps_count_exactly():
 
 
 def test_partial_drawings_keep_the_finished_drawings_frame():
-    renderer = PartialRenderer(size=64)
-    frame = renderer.frame(STROKES)
-    first = np.asarray(renderer((STROKES[:1], frame)).convert("L")) < 128
-    whole = np.asarray(renderer((STROKES, frame)).convert("L")) < 128
+    from sketchlvm.config import PreprocessConfig
+    from sketchlvm.preprocess.drawing import StrokeDrawing, render_drawing
+
+    config = PreprocessConfig(sketch_framing="pad-square")
+    first = np.asarray(render_drawing(StrokeDrawing(STROKES[:1], placed_as=STROKES), config, 64).convert("L")) < 128
+    whole = np.asarray(render_drawing(StrokeDrawing(STROKES), config, 64).convert("L")) < 128
     assert first.any() and (whole | first).sum() == whole.sum()  # the first stroke's ink is where it ends up
     assert first.sum() < whole.sum()
+
+
+def test_bhunia_schedule_by_hand():
+    """Their loop over N = 100 points snapshots after points round(k * 100 / 17), k = 1..16 (0-based), then at the end."""
+    assert bhunia_point_counts(100) == [7, 13, 19, 25, 30, 36, 42, 48, 54, 60, 66, 72, 77, 83, 89, 95, 100]
+    assert bhunia_point_counts(5)[-1] == 5 and len(bhunia_point_counts(5)) == 17
+    steps = partial_drawings(STROKES, "bhunia2020", 10, "strokes")  # steps and unit do not apply
+    assert len(steps) == 17 and steps[-1] == STROKES
+    assert [sum(len(s[0]) for s in step) for step in steps] == bhunia_point_counts(6)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        partial_drawings(STROKES, "linear", 10, "strokes")
 
 
 # ---------------------------------------------------------------------------------- m@A and m@B
@@ -117,14 +131,15 @@ def test_quickdraw_and_sketchy_classes_match_after_normalisation(quickdraw_root,
     sk = sorted(p.name for p in (sketchy_root / "photo").iterdir() if p.is_dir())
     shared = shared_classes(qd, sk)
     assert 50 < len(shared) < min(len(qd), len(sk))  # a real overlap, not everything
-    assert shared["teddy_bear"] == ("teddy-bear", "teddy_bear")
-    assert shared["hot_air_balloon"] == ("hot air balloon", "hot-air_balloon")
-    assert shared["alarm_clock"] == ("alarm clock", "alarm_clock")
+    assert shared["teddybear"] == ("teddy-bear", "teddy_bear")
+    assert shared["hotairballoon"] == ("hot air balloon", "hot-air_balloon")
+    assert shared["alarmclock"] == ("alarm clock", "alarm_clock")
     assert shared["giraffe"] == ("giraffe", "giraffe")
-    assert "aircraft_carrier" not in shared  # Quick, Draw! only
+    assert shared["hotdog"] == ("hot dog", "hotdog")  # was lost: hot_dog != hotdog after normalising
+    assert "aircraftcarrier" not in shared  # Quick, Draw! only
     assert "cabin" not in shared  # Sketchy only
-    assert all(normalise_class_name(a) == normalise_class_name(b) == key for key, (a, b) in shared.items())
-    assert shared_classes(["Hot-Air Balloon"], ["hot_air balloon"]) == {"hot_air_balloon": ("Hot-Air Balloon", "hot_air balloon")}
+    assert all(match_key(a) == match_key(b) == key for key, (a, b) in shared.items())
+    assert shared_classes(["Hot-Air Balloon"], ["hot_air balloon"]) == {"hotairballoon": ("Hot-Air Balloon", "hot_air balloon")}
 
 
 def test_loading_ndjson_and_app_stroke_json(quickdraw_root, tmp_path):
@@ -221,3 +236,38 @@ def test_fine_grained_protocol_with_app_stroke_json(quickdraw_root, sketchy_root
     with pytest.raises(ValueError, match="no gallery item with their id"):
         evaluate_partial(tiny_model, load_stroke_sketches(tmp_path), sketchy_root / "photo", steps=2,
                          protocol="fine_grained", max_photos_per_class=3)
+
+
+def test_a_checkpoint_is_scored_on_its_own_split_and_the_report_says_which_classes_it_saw(
+        quickdraw_root, sketchy_root, tmp_path):
+    """sketchy_21 shares 16 classes with Quick, Draw!: a sketchy_21 checkpoint is scored on those by default,
+    not on all the shared classes, most of which it trained on."""
+    from sketchlvm.config import PreprocessConfig
+    from sketchlvm.datasets import SPLITS, split_classes
+    from sketchlvm.model.checkpoint import preprocess_metadata, save_checkpoint
+    from tests.test_checkpoint import _metadata, _trained_states
+
+    seen, _ = split_classes(sorted(p.name for p in (sketchy_root / "photo").iterdir()), "sketchy_21")
+    meta = {**_metadata(), **preprocess_metadata(PreprocessConfig(), 64)}
+    meta["training"] = {"dataset": "sketchy", "split": "sketchy_21", "classes": seen}
+    checkpoint = save_checkpoint(tmp_path / "c.safetensors", _trained_states(modes=("category",)), meta)
+    common = ["--strokes", str(quickdraw_root), "--photos", str(sketchy_root / "photo"), "--checkpoint", str(checkpoint),
+              "--pretrained", "none", "--device", "cpu", "--limit-per-class", "1", "--max-photos-per-class", "2"]
+
+    assert main([*common, "--schedule", "bhunia2020", "--out", str(tmp_path / "a")]) == 0
+    doc = json.loads((tmp_path / "a" / "partial_metrics.json").read_text())
+    scored = [photo for _, photo in doc["extra"]["classes"]]
+    assert doc["extra"]["split"] == "sketchy_21" and doc["extra"]["split_source"] == "the checkpoint's training split"
+    assert len(scored) == 16 and set(scored) <= set(SPLITS["sketchy_21"])
+    assert doc["extra"]["seen_in_training"] == []
+    assert doc["extra"]["schedule"] == "bhunia2020" and len(doc["percent_of_sketch"]) == 17 and doc["unit"] == "points"
+    assert doc["extra"]["framing"] == "ink-crop" and "checkpoint" in doc["extra"]["framing_source"]
+    summary = (tmp_path / "a" / "partial_summary.md").read_text()
+    assert "classes seen in training: 0 of 16; unseen (zero-shot): 16" in summary and "bhunia2020" in summary
+
+    assert main([*common, "--split", "none", "--partial", "2", "--out", str(tmp_path / "b")]) == 0
+    doc = json.loads((tmp_path / "b" / "partial_metrics.json").read_text())
+    scored = [photo for _, photo in doc["extra"]["classes"]]
+    assert len(scored) == 94 and "hotdog" in scored  # 93 + Sketchy's hotdog = Quick, Draw!'s hot dog
+    assert len(doc["extra"]["seen_in_training"]) == 94 - 16
+    assert f"classes seen in training: {94 - 16} of 94" in (tmp_path / "b" / "partial_summary.md").read_text()

@@ -78,10 +78,11 @@ def test_category_training_fits_without_collapse(sketchy_root, tmp_path):
 def test_fine_grained_training_raises_acc_at_5_on_its_pairs(sketchy_root, tmp_path):
     config = _config(
         "tiny_sketchy_fine_grained", sketchy_root, tmp_path / "run",
-        data={"max_classes": 4, "max_per_class": 8},
+        # with the unsketched photos as distractors: ~4 sketched photos a class would make Acc@5 trivially 1
+        data={"max_classes": 4, "max_per_class": 8, "fine_grained_gallery": "with-distractors"},
         train={"epochs": 8, "classes_per_batch": 4, "samples_per_class": 4, "eval_every": 8},
     )
-    train_pairs, _ = load_test_data("sketchy_fg", sketchy_root, "sketchy_21", 4, 8)
+    train_pairs, _ = load_test_data("sketchy_fg", sketchy_root, "sketchy_21", 4, 8, "with-distractors")
     sketch_tf, photo_tf = SketchTransform(64, config.preprocess), PhotoTransform(64, config.preprocess)
     device = torch.device("cpu")
     before = evaluate_fine_grained(_untrained_encoder(config), sketch_tf, photo_tf, train_pairs, device)
@@ -238,3 +239,49 @@ def test_within_category_fine_grained_preset_trains_on_a_qmul_layout(sketchy_roo
                  "--pretrained", "none", "--workers", "0", "--out", str(out)]) == 0
     summary = (out / "summary.md").read_text()
     assert "| method | Acc@1_within_class | Acc@10_within_class |" in summary  # the numbers QMUL reports
+
+
+def test_a_kill_between_the_two_writes_cannot_resume_on_mismatched_weights(sketchy_root, tmp_path):
+    """last.safetensors and the training state written at different steps (a kill between two writes) must not
+    matter: resuming reads one self-consistent state file."""
+    import shutil
+
+    common = {"data": {"max_classes": 3, "max_per_class": 6}, "train": {"epochs": 1, "batch_size": 4, "eval_every": 99}}
+    straight = train(_config("tiny_sketchy_category", sketchy_root, tmp_path / "a", **common), show_progress=False)
+
+    run = _config("tiny_sketchy_category", sketchy_root, tmp_path / "b", **common)
+    run.train.max_steps = 1
+    train(run, show_progress=False)
+    shutil.copytree(tmp_path / "b", tmp_path / "at1")
+    run.train.max_steps = 2
+    train(run, show_progress=False)
+    at2 = tmp_path / "b"
+    assert load_checkpoint(at2 / "last.safetensors").metadata["step"] == 2
+    for name, (state_from, last_from) in {"old-state": (tmp_path / "at1", at2), "old-last": (at2, tmp_path / "at1")}.items():
+        mixed = tmp_path / name
+        shutil.copytree(state_from, mixed)
+        shutil.copy2(last_from / "last.safetensors", mixed / "last.safetensors")
+        resumed_config = _config("tiny_sketchy_category", sketchy_root, mixed, **common)
+        resumed = train(resumed_config, show_progress=False)
+        a = load_checkpoint(straight.last_checkpoint).states["category"]
+        b = load_checkpoint(resumed.last_checkpoint).states["category"]
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=f"{name}: {key}")
+        assert resumed.history[-1]["step"] == straight.history[-1]["step"], name
+
+
+def test_stopping_by_max_steps_adds_no_evaluation(sketchy_root, tmp_path):
+    common = {"data": {"max_classes": 3, "max_per_class": 6}, "train": {"epochs": 1, "batch_size": 4, "eval_every": 1}}
+    straight = train(_config("tiny_sketchy_category", sketchy_root, tmp_path / "a", **common), show_progress=False)
+    run = _config("tiny_sketchy_category", sketchy_root, tmp_path / "b", **common)
+    run.train.max_steps = 1  # inside the epoch
+    stopped = train(run, show_progress=False)
+    assert stopped.history == [] and stopped.best_checkpoint is None
+    assert not (tmp_path / "b" / "history.jsonl").exists()
+    run.train.max_steps = 0
+    resumed = train(run, show_progress=False)
+    assert [e["step"] for e in resumed.history] == [e["step"] for e in straight.history]
+    assert resumed.history[-1]["metrics"] == pytest.approx(straight.history[-1]["metrics"], rel=1e-4)
+    assert resumed.history[-1]["mean_loss"] == pytest.approx(straight.history[-1]["mean_loss"], rel=1e-4)
+    lines = (tmp_path / "b" / "history.jsonl").read_text().splitlines()
+    assert len(lines) == len((tmp_path / "a" / "history.jsonl").read_text().splitlines())

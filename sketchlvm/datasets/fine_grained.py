@@ -1,6 +1,9 @@
 """Fine-grained sketch-photo pairs (Sketchy; QMUL ShoeV2 / ChairV2) and the validation hold-out.
 
 - Sketchy fine-grained: ``sketch/<class>/<photo_id>-<k>.png`` drawn from ``photo/<class>/<photo_id>.jpg``.
+  Which photos make the gallery is a named option (:data:`FINE_GRAINED_GALLERIES`): by default only the
+  photos that have sketches (the original Sketchy photos, 100 a class), as the paper ranks them; the
+  Sketchy-extended folder's other ~500-600 photos a class are kept only on request (``"with-distractors"``).
 - QMUL ShoeV2 / ChairV2 in the layout of the common public loaders (Bhunia et al.):
   ``ROOT/trainA`` and ``ROOT/testA`` hold sketches ``<photo_id>_<k>.png``, ``ROOT/trainB`` and
   ``ROOT/testB`` the photos ``<photo_id>.png`` (ids may themselves contain ``_``; the last
@@ -18,13 +21,21 @@ import numpy as np
 
 from sketchlvm.datasets.folders import list_class_folders, list_images, select_classes
 
+# Which Sketchy photos a fine-grained gallery holds: name -> what the report says about it.
+FINE_GRAINED_GALLERIES = {
+    "sketched": "only the photos that have sketches (the original Sketchy photos: the paper's protocol)",
+    "with-distractors": "the photos that have sketches plus every other photo of the class in the folder "
+                        "(Sketchy-extended's unsketched photos as same-class distractors)",
+}
+DEFAULT_FINE_GRAINED_GALLERY = "sketched"
+
 
 @dataclass
 class FineGrainedPairs:
     """Instance-level pairs: sketch i was drawn from photo ``sketch_photo[i]``.
 
-    Photo lists hold the whole gallery, including photos without sketches (same-class
-    distractors and hard negatives). Labels index :attr:`class_names`.
+    Photo lists hold the whole gallery: with ``gallery="with-distractors"`` that includes photos without
+    sketches (same-class distractors and hard negatives). Labels index :attr:`class_names`.
     """
 
     sketch_paths: list[Path]
@@ -59,6 +70,22 @@ class FineGrainedPairs:
             class_names=list(self.class_names),
         )
 
+    def gallery_description(self) -> dict:
+        """Photos per class in the gallery and how many of them have sketches, for reports."""
+        per_class = np.bincount(self.photo_labels, minlength=len(self.class_names))
+        sketched = np.zeros(len(self.photo_paths), dtype=bool)
+        sketched[self.sketch_photo] = True
+        with_sketch = np.bincount(self.photo_labels[sketched], minlength=len(self.class_names))
+        return {
+            "photos": len(self.photo_paths),
+            "photos_with_sketches": int(sketched.sum()),
+            "photos_per_class": {"min": int(per_class.min()) if per_class.size else 0,
+                                 "max": int(per_class.max(initial=0)),
+                                 "mean": float(per_class.mean()) if per_class.size else 0.0},
+            "sketched_photos_per_class": {"min": int(with_sketch.min()) if with_sketch.size else 0,
+                                          "max": int(with_sketch.max(initial=0))},
+        }
+
     @property
     def sketch_photo_ids(self) -> list[str]:
         return [self.photo_ids[i] for i in self.sketch_photo]
@@ -79,13 +106,18 @@ class FineGrainedPairs:
         classes: Sequence[str] | None = None,
         max_classes: int = 0,
         max_per_class: int = 0,
+        gallery: str = DEFAULT_FINE_GRAINED_GALLERY,
     ) -> "FineGrainedPairs":
         """Sketchy: ``sketch/<class>/<photo_id>-<k>.png`` paired with ``photo/<class>/<photo_id>.*``.
 
-        ``max_per_class`` keeps that many photos per class, photos with sketches first (sorted),
-        then distractors; sketches follow their photos. A sketch whose photo does not exist is a
-        ValueError (wrong folder pairing).
+        ``gallery`` (:data:`FINE_GRAINED_GALLERIES`): ``"sketched"`` keeps only the photos that have
+        sketches, so adding or removing unsketched photos in the folder changes nothing;
+        ``"with-distractors"`` adds every other photo of the class. ``max_per_class`` keeps that many
+        photos per class, photos with sketches first (sorted), then distractors; sketches follow their
+        photos. A sketch whose photo does not exist is a ValueError (wrong folder pairing).
         """
+        if gallery not in FINE_GRAINED_GALLERIES:
+            raise ValueError(f"unknown fine-grained gallery {gallery!r}; choose one of {', '.join(FINE_GRAINED_GALLERIES)}")
         root = Path(root)
         names = select_classes(list_class_folders(root), classes, max_classes)
         builder = _PairBuilder(names)
@@ -101,7 +133,7 @@ class FineGrainedPairs:
                     f"sketch/<class>/<photo_id>-<k>.png)"
                 )
             sketched = sorted(set(drawn_from))
-            order = sketched + sorted(set(photos) - set(sketched))
+            order = sketched + (sorted(set(photos) - set(sketched)) if gallery == "with-distractors" else [])
             if max_per_class > 0:
                 order = order[:max_per_class]
             builder.add_class(label, [(pid, photos[pid]) for pid in order], list(zip(sketches, drawn_from)))

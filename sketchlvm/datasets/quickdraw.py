@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -70,16 +70,19 @@ class QuickDrawSketches:
         return list(self)
 
     @staticmethod
-    def render(drawing: QuickDrawDrawing | list, size: int = 256, **kwargs: Any) -> Any:
-        """Drawing -> PIL RGB sketch via :func:`sketchlvm.preprocess.strokes.render_strokes`."""
-        from sketchlvm.preprocess.strokes import render_strokes
+    def drawing(item: QuickDrawDrawing | list) -> Any:
+        """A drawing (or a raw stroke list) -> the :class:`~sketchlvm.preprocess.drawing.StrokeDrawing` that
+        ``SketchTransform`` renders, placed on the app's canvas as a finished drawing is: the one renderer and
+        framing the app and partial evaluation use, at the transform's own size and preprocessing."""
+        from sketchlvm.preprocess.drawing import StrokeDrawing
 
-        strokes = drawing.strokes if isinstance(drawing, QuickDrawDrawing) else drawing
-        return render_strokes(strokes, size=size, **kwargs)
+        return StrokeDrawing(item.strokes if isinstance(item, QuickDrawDrawing) else item)
 
     @classmethod
-    def renderer(cls, size: int = 256, **kwargs: Any) -> Callable[[Any], Any]:
-        """A loader for :class:`ImageListDataset` over drawings."""
-        return lambda drawing: cls.render(drawing, size, **kwargs)
+    def render(cls, item: QuickDrawDrawing | list, size: int = 256, config: Any = None) -> Any:
+        """Drawing -> the PIL RGB sketch a model with ``config`` (default ``PreprocessConfig()``) sees at
+        ``size`` (see :meth:`drawing`)."""
+        from sketchlvm.config import PreprocessConfig
+        from sketchlvm.preprocess.drawing import render_drawing
 
-
+        return render_drawing(cls.drawing(item), config or PreprocessConfig(), size)

@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sketchlvm.config import configure_cli_logging
+from sketchlvm.config import SKETCH_FRAMINGS, configure_cli_logging
 from sketchlvm.datasets import CategoryDataset, FineGrainedPairs, list_class_folders, load_category_split, split_classes
+from sketchlvm.datasets.fine_grained import DEFAULT_FINE_GRAINED_GALLERY, FINE_GRAINED_GALLERIES
 from sketchlvm.evaluation.embedding import embed_items
 from sketchlvm.model.encoder import PromptedVisionEncoder
 from sketchlvm.evaluation.metrics import RetrievalResult, evaluate_retrieval
+from sketchlvm.evaluation.protocol import apply_framing, caps_note, resolve_framing
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +116,8 @@ def fine_grained_result(
 
     The class-level metrics (mAP, P@k) and ``Acc@k_whole_gallery`` come from one ranking over the
     whole gallery; ``Acc@k_within_class`` from the per-class rankings, merged back into query order.
-    ``per_query["match_rank"]`` is the within-class rank.
+    ``per_query["match_rank"]`` is the within-class rank (-1: the sketch's photo is missing; such sketches
+    are left out of Acc@k under both protocols and counted in ``n_without_match``).
     """
     overall = evaluate_retrieval(query_features, query_labels, gallery_features, gallery_labels,
                                  query_ids, gallery_ids, accuracy_ks=ACCURACY_KS)
@@ -130,9 +133,12 @@ def fine_grained_result(
             query_ids[q], gallery_ids[g], precision_ks=(1,), map_cutoff=1, no_relevant="zero",
         )
         match_rank[q] = within.per_query["match_rank"]
+    # A sketch whose own photo is not in the gallery is left out of Acc@k under both protocols (the
+    # metric module's "exclude" policy, which the whole-gallery ranking above applies), so the two agree;
+    # the report states how many there were (n_without_match).
     found = match_rank >= 0
     for k in ACCURACY_KS:
-        overall.metrics[f"Acc@{k}_within_class"] = float(np.mean(found & (match_rank < k)))
+        overall.metrics[f"Acc@{k}_within_class"] = float(np.mean(match_rank[found] < k)) if found.any() else float("nan")
     overall.per_query["match_rank"] = match_rank
     return overall
 
@@ -163,30 +169,33 @@ def evaluate_fine_grained(
     )
 
 
-def load_test_data(dataset: str, root: str | Path, split: str | None, max_classes: int = 0, max_per_class: int = 0):
-    """-> (seen part, unseen part) of a dataset: CategoryDataset or FineGrainedPairs."""
+def load_test_data(dataset: str, root: str | Path, split: str | None, max_classes: int = 0, max_per_class: int = 0,
+                   fg_gallery: str = DEFAULT_FINE_GRAINED_GALLERY):
+    """-> (seen part, unseen part) of a dataset: CategoryDataset or FineGrainedPairs. ``fg_gallery``: which
+    Sketchy photos a fine-grained gallery holds (``FINE_GRAINED_GALLERIES``; default the sketched ones)."""
     if dataset in CATEGORY_DATASETS:
         return load_category_split(root, split or DEFAULT_SPLITS[dataset], max_classes, max_per_class)
     if dataset == "sketchy_fg":
         seen, unseen = split_classes(list_class_folders(root), split or DEFAULT_SPLITS[dataset])
         return (
-            FineGrainedPairs.sketchy(root, seen, max_classes, max_per_class),
-            FineGrainedPairs.sketchy(root, unseen, max_classes, max_per_class),
+            FineGrainedPairs.sketchy(root, seen, max_classes, max_per_class, fg_gallery),
+            FineGrainedPairs.sketchy(root, unseen, max_classes, max_per_class, fg_gallery),
         )
     if dataset in ("shoev2", "chairv2"):
         return FineGrainedPairs.qmul(root, "train"), FineGrainedPairs.qmul(root, "test")
     raise ValueError(f"unknown dataset {dataset!r}; choose one of {CATEGORY_DATASETS + FINE_GRAINED_DATASETS}")
 
 
-def describe_protocol(dataset: str, generalised: bool = False) -> str:
+def describe_protocol(dataset: str, generalised: bool = False, fg_gallery: str = DEFAULT_FINE_GRAINED_GALLERY) -> str:
     """One sentence on how the numbers were measured, for reports."""
     if dataset in CATEGORY_DATASETS:
         gallery = "every unseen-class photo plus every seen-class photo (generalised)" if generalised else \
             "every unseen-class photo"
         return (f"category-level zero-shot SBIR: every unseen-class sketch ranked against {gallery}; a photo is "
                 f"relevant when its class matches (SAKE-style VOC-interpolated AP)")
+    gallery = f"; gallery: {FINE_GRAINED_GALLERIES[fg_gallery]}" if dataset == "sketchy_fg" else ""
     return ("fine-grained: Acc@k of each sketch's own photo, ranked among the photos of the sketch's class "
-            "(Acc@k_within_class) and among every photo of the evaluated classes (Acc@k_whole_gallery)")
+            f"(Acc@k_within_class) and among every photo of the evaluated classes (Acc@k_whole_gallery){gallery}")
 
 
 def evaluate_features_file(path: str | Path) -> Evaluation:
@@ -226,6 +235,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", help="CLIP weights: tag (openai), file, folder, or none (random, tests only)")
     p.add_argument("--features", help=".npz with query_features, query_labels, gallery_features, gallery_labels "
                    "(+ optional query_ids, gallery_ids): score these instead of encoding")
+    p.add_argument("--framing", choices=SKETCH_FRAMINGS,
+                   help="how sketches are framed before resizing (default: the checkpoint's; with no checkpoint the "
+                   "dataset protocol's, pad-square); see docs/evaluation.md")
+    p.add_argument("--fg-gallery", choices=tuple(FINE_GRAINED_GALLERIES), default=DEFAULT_FINE_GRAINED_GALLERY,
+                   help="sketchy_fg: rank among the sketched photos only (default, the paper's protocol) or also "
+                   "among the folder's unsketched photos (with-distractors)")
     p.add_argument("--generalised", action="store_true", help="add the seen classes' photos to the gallery (GZS-SBIR)")
     p.add_argument("--max-classes", type=int, default=0, help="evaluate on this many classes only (0: all)")
     p.add_argument("--max-per-class", type=int, default=0, help="cap sketches and photos per class (0: all)")
@@ -254,8 +269,12 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         from sketchlvm.model.factory import create_sketchlvm
 
         mode = args.mode or ("category" if args.dataset in CATEGORY_DATASETS else "fine_grained")
-        model = create_sketchlvm(args.model, args.pretrained, args.checkpoint, args.device)
-        seen, unseen = load_test_data(args.dataset, args.root, args.split, args.max_classes, args.max_per_class)
+        # Evaluation embeds with the torch encoders directly: no ONNX graph is built or checked.
+        model = create_sketchlvm(args.model, args.pretrained, args.checkpoint, args.device, runtime="torch")
+        framing, framing_source = resolve_framing(model, args.dataset, args.framing)
+        apply_framing(model, framing)
+        seen, unseen = load_test_data(args.dataset, args.root, args.split, args.max_classes, args.max_per_class,
+                                      args.fg_gallery)
         encoder = model.encoders[mode]
         common = dict(device=model.device, batch_size=args.batch_size, num_workers=args.workers, precision=args.precision)
         if args.dataset in CATEGORY_DATASETS:
@@ -266,13 +285,21 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         else:
             evaluation = evaluate_fine_grained(encoder, model.sketch_transform, model.photo_transform, unseen, **common)
         dataset_key = args.dataset
+        split = args.split or DEFAULT_SPLITS.get(args.dataset)
         info = {
-            "dataset": args.dataset, "root": str(args.root), "split": args.split or DEFAULT_SPLITS.get(args.dataset),
+            "dataset": args.dataset, "root": str(args.root), "split": split,
             "mode": mode, "generalised": args.generalised, "model": model.describe(), "precision": args.precision,
-            "protocol": describe_protocol(args.dataset, args.generalised),
+            "protocol": describe_protocol(args.dataset, args.generalised, args.fg_gallery),
+            "framing": framing, "framing_source": framing_source,
             "checkpoint": {"path": str(model.checkpoint.path), "sha256": model.checkpoint.sha256} if model.checkpoint else None,
             "queries": len(evaluation.query_labels), "gallery": len(evaluation.gallery_labels),
+            "classes": list(unseen.class_names), "max_classes": args.max_classes, "max_per_class": args.max_per_class,
+            "subset": caps_note(args.max_classes, args.max_per_class, unseen.class_names,
+                                split if args.dataset in DEFAULT_SPLITS else None),
         }
+        if isinstance(unseen, FineGrainedPairs):
+            info["fg_gallery"] = args.fg_gallery if args.dataset == "sketchy_fg" else "the test photos (testB)"
+            info["gallery_photos"] = unseen.gallery_description()
     if args.save_features:
         arrays = dict(
             query_features=evaluation.query_features, query_labels=evaluation.query_labels,

@@ -67,7 +67,9 @@ PAPER_NUMBERS: dict[str, dict[str, Any]] = {
         "title": "Sketchy fine-grained, 21 unseen classes",
         # The papers do not state the gallery; within the sketch's class is the usual reading of
         # the earlier fine-grained ZS-SBIR work they compare with, so ours is shown that way.
-        "protocol": "Acc@k within the sketch's class (the papers do not say; our reading, see README)",
+        "protocol": ("Acc@k within the sketch's class, among the photos that have sketches (the original Sketchy "
+                     "photos; --fg-gallery sketched). The papers do not state the gallery; this is our reading, "
+                     "see docs/evaluation.md"),
         "metrics": ("Acc@1_within_class", "Acc@5_within_class"),
         "rows": {
             "CLIP for All Things (paper)": {"Acc@1_within_class": 0.2868, "Acc@5_within_class": 0.6234},
@@ -171,6 +173,25 @@ def measured_facts(info: Mapping[str, Any] | None) -> dict[str, str]:
         "split": str(info.get("split") or "not recorded"),
         "protocol": info.get("protocol") or "not recorded",
     }
+    if info.get("framing"):
+        facts["sketch framing"] = f"{info['framing']} ({info.get('framing_source', 'source not recorded')})"
+    if model.get("runtime"):
+        facts["embedded by"] = str(model["runtime"])
+    if info.get("classes") is not None:
+        classes = list(info["classes"])
+        facts["classes"] = f"{len(classes)}: {', '.join(map(str, classes))}"
+    caps = [f"--{k.replace('_', '-')} {info[k]}" for k in ("max_classes", "max_per_class") if info.get(k)]
+    if caps:
+        facts["caps"] = ", ".join(caps)
+    if isinstance(info.get("gallery_photos"), Mapping):
+        g = info["gallery_photos"]
+        per = g.get("photos_per_class", {})
+        facts["fine-grained gallery"] = (
+            f"{info.get('fg_gallery', '?')}: {g.get('photos')} photos, {g.get('photos_with_sketches')} of them "
+            f"sketched; {per.get('min')}-{per.get('max')} photos per class (mean {per.get('mean', 0):.1f})")
+    if info.get("queries_without_own_photo"):
+        facts["sketches without their photo"] = (f"{info['queries_without_own_photo']}: left out of every Acc@k "
+                                                 "(both protocols)")
     if info.get("features"):
         facts["features file"] = str(info["features"])
     return facts
@@ -192,7 +213,11 @@ def summary_markdown(metrics: Mapping[str, float], dataset_key: str, info: Mappi
         lines += [f"No published numbers to compare against for `{dataset_key}`.", ""]
     else:
         cols = ref["metrics"]
-        lines += [f"## {ref['title']}: ours beside the published numbers", ""]
+        if info and info.get("subset"):  # a capped run is not the benchmark: say what it ran on
+            lines += [f"## A subset, {info['subset']}", "",
+                      f"The published rows below are on the full benchmark ({ref['title']}).", ""]
+        else:
+            lines += [f"## {ref['title']}: ours beside the published numbers", ""]
         lines.append("| method | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---|" * len(cols))
         lines.append("| **ours** | " + " | ".join(_fmt(c, metrics.get(c)) for c in cols) + " |")
@@ -365,7 +390,10 @@ def write_report(out_dir: str | Path, evaluation: Any, dataset_key: str | None, 
     from sketchlvm.evaluation.metrics import top_k
 
     result = evaluation.result
-    extra = {**(info or {}), "queries_without_relevant": result.n_without_relevant}
+    info = {**(info or {})}
+    if evaluation.query_ids is not None:
+        info["queries_without_own_photo"] = result.n_without_match
+    extra = {**info, "queries_without_relevant": result.n_without_relevant}
     write_metrics_json(out_dir, result.metrics, extra)
     write_summary_markdown(out_dir, result.metrics, dataset_key or "custom", info)
     facts = measured_facts(info)
@@ -374,7 +402,10 @@ def write_report(out_dir: str | Path, evaluation: Any, dataset_key: str | None, 
     if evaluation.query_items and isinstance(evaluation.query_items[0], (str, Path)):
         rows = np.unique(np.linspace(0, len(evaluation.query_items) - 1, min(8, len(evaluation.query_items))).round().astype(int))
         _, top = top_k(evaluation.query_features[rows], evaluation.gallery_features, 5)
-        relevant = evaluation.gallery_labels[top] == evaluation.query_labels[rows][:, None]
+        if evaluation.query_ids is not None:  # fine-grained: only the sketch's own photo is right
+            relevant = np.asarray(evaluation.gallery_ids)[top] == np.asarray(evaluation.query_ids)[rows][:, None]
+        else:
+            relevant = evaluation.gallery_labels[top] == evaluation.query_labels[rows][:, None]
         write_example_grid(out_dir, [evaluation.query_items[i] for i in rows], evaluation.gallery_items, top, relevant,
                            query_labels=[evaluation.query_labels[i] for i in rows],
                            gallery_labels=list(evaluation.gallery_labels))

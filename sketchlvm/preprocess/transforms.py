@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from sketchlvm.config import SKETCH_FRAMINGS, PreprocessConfig
+from sketchlvm.config import PreprocessConfig
+from sketchlvm.preprocess.drawing import FRAMED_KEY, StrokeDrawing, check_framing, framed_signature, render_drawing
 from sketchlvm.preprocess.strokes import WHITE, EmptySketchError, canvas_to_image, crop_to_ink, flatten_to_rgb, ink_bbox
 
 logger = logging.getLogger(__name__)
@@ -148,25 +149,30 @@ def pad_to_square(image: Image.Image, size: int) -> Image.Image:
 
 
 class SketchTransform:
-    """Canvas value or sketch image -> float32 tensor (3, S, S).
+    """Canvas value, sketch image or stroke drawing -> float32 tensor (3, S, S).
 
-    canvas_to_image (flatten onto white) -> frame (``config.sketch_framing``: ``pad-square`` keeps
-    the whole sketch, ``ink-crop`` crops to the ink with ``config.sketch_margin``) -> resize to S
-    -> normalise with ``config.sketch_mean/std``. Raises
+    A :class:`~sketchlvm.preprocess.drawing.StrokeDrawing` (the app's canvas, Quick, Draw! strokes, a partial
+    drawing) is rendered and framed once, at S, by :func:`~sketchlvm.preprocess.drawing.render_drawing` with
+    this transform's config, so every stroke path gives the same tensor. An image: canvas_to_image (flatten
+    onto white) -> frame (``config.sketch_framing``: ``pad-square`` keeps the whole sketch, ``ink-crop`` crops
+    to the ink with ``config.sketch_margin``) -> resize to S. An image that ``render_drawing`` already framed
+    for this config and size is not framed twice. Then normalise with ``config.sketch_mean/std``. Raises
     :class:`~sketchlvm.preprocess.strokes.EmptySketchError` when nothing is drawn.
     """
 
     def __init__(self, image_size: int, config: PreprocessConfig | None = None):
         self.image_size = _check_size_arg(image_size)
         self.config = config or PreprocessConfig()
-        if self.config.sketch_framing not in SKETCH_FRAMINGS:
-            raise ValueError(
-                f"unknown sketch_framing {self.config.sketch_framing!r}; choose one of {', '.join(SKETCH_FRAMINGS)}"
-            )
+        check_framing(self.config)
+        self._framed = framed_signature(self.config, self.image_size)
 
     def to_image(self, sketch: Any) -> Image.Image:
         """The framed, resized RGB sketch that the tensor is made from (S x S)."""
+        if isinstance(sketch, StrokeDrawing):
+            return render_drawing(sketch, self.config, self.image_size)
         image = canvas_to_image(sketch)
+        if image.info.get(FRAMED_KEY) == self._framed and image.size == (self.image_size, self.image_size):
+            return image
         if self.config.sketch_framing == "pad-square":
             if ink_bbox(image, self.config.ink_threshold) is None:
                 raise EmptySketchError(f"nothing drawn: no pixel darker than {255 - self.config.ink_threshold} "

@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
                    "Acc@{1,5,10}_whole_gallery (among every photo of the evaluated classes)")
     p.add_argument("--select-on", choices=("validation", "test"),
                    help="data that picks the best checkpoint: validation (default; held-out sketches and photos of the "
-                   "training classes) or test (the unseen test classes, as the released code did)")
+                   "training classes) or test (the unseen test classes, by --eval-metric; the released code also chose on "
+                   "the test classes, but by its triplet validation loss)")
     p.add_argument("--validation-fraction", type=float, help="share of each training class held out for validation (0.1)")
     p.add_argument("--validation-seed", type=int, help="seed of the validation split (0)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")

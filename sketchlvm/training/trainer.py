@@ -3,9 +3,12 @@
 dataset -> sampler -> losses -> this loop -> checkpoint -> per-epoch evaluation. The best checkpoint
 is kept by the chosen retrieval metric (never by loss) measured on a seeded validation split of the
 training classes (``train.select_on="validation"``); the unseen test classes are evaluated once at
-the end, on the best checkpoint (``select_on="test"`` keeps the released code's behaviour).
-A run is resumable: ``train_state.pt`` in the output folder records the optimiser, the step and the
-position inside the epoch (batches are a pure function of seed and epoch, so they can be skipped).
+the end, on the best checkpoint. ``select_on="test"`` selects on the test classes by the same retrieval
+metric; the released code also chose on the test classes, but by its triplet validation loss.
+A run is resumable: ``train_state.pt`` in the output folder records, in one atomic write, the learned
+weights, the optimiser, the step and the position inside the epoch (batches are a pure function of seed
+and epoch, so they can be skipped). A stop by ``max_steps`` inside an epoch saves that state and nothing
+else: no evaluation or history entry that an uninterrupted run would not have made.
 Multi-GPU: launch with ``torchrun --nproc_per_node N -m sketchlvm train ...``; each rank takes every
 N-th batch, so the effective batch is ``batch_size x N``. Evaluation runs on every rank, each
 embedding its share of the images; the process group's timeout (``train.dist_timeout_minutes``)
@@ -63,11 +66,12 @@ class TripletImages(Dataset):
         return len(self.sketch_paths)
 
     def __getitem__(self, triplet):
+        from sketchlvm.datasets.images import load_item  # files, or stroke drawings rendered by the transform
         from sketchlvm.preprocess.transforms import load_photo
 
         s, p, n, label = (int(v) for v in triplet)
         return (
-            self.sketch_transform(load_photo(self.sketch_paths[s])),
+            self.sketch_transform(load_item(self.sketch_paths[s])),
             self.photo_transform(load_photo(self.photo_paths[p])),
             self.photo_transform(load_photo(self.photo_paths[n])),
             label,
@@ -158,7 +162,8 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
     # ---- data
     if not dc.root:
         raise ValueError("data.root is not set: pass --root DATASET_FOLDER")
-    train_data, test_data = load_test_data(dc.dataset, dc.root, dc.split, dc.max_classes, dc.max_per_class)
+    train_data, test_data = load_test_data(dc.dataset, dc.root, dc.split, dc.max_classes, dc.max_per_class,
+                                           dc.fine_grained_gallery)
     validation_record = None
     if tc.select_on == "validation":
         train_data, selection_data, validation_record = hold_out_validation(
@@ -213,7 +218,17 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
                     and any(saved["config"]["data"].get(k) != now["data"][k] for k in split_keys))):
             raise ValueError(f"{out} holds a run with another model, mode or validation split (runs from before the "
                              f"validation split: --select-on test); pass another --out or --no-resume")
-        apply_state(encoder, load_checkpoint(out / LAST_FILE).states[tc.mode], f"{out / LAST_FILE}")
+        # Runs from before the gallery option ranked and sampled among the distractors too.
+        if dc.dataset == "sketchy_fg" and saved["config"]["data"].get("fine_grained_gallery", "with-distractors") \
+                != dc.fine_grained_gallery:
+            raise ValueError(f"{out} holds a run on another fine-grained gallery "
+                             f"({saved['config']['data'].get('fine_grained_gallery', 'with-distractors')}); pass "
+                             f"--set data.fine_grained_gallery=... to match it, another --out, or --no-resume")
+        if "learned" in saved:  # the weights of the same step as the optimiser and the position
+            apply_state(encoder, saved["learned"], str(state_path))
+        else:  # a state file from before the weights moved into it: last.safetensors was written beside it
+            log.warning("%s predates the one-file training state; taking the weights from %s", state_path, LAST_FILE)
+            apply_state(encoder, load_checkpoint(out / LAST_FILE).states[tc.mode], f"{out / LAST_FILE}")
         optimizer.load_state_dict(saved["optimizer"])
         scaler.load_state_dict(saved["scaler"])
         state = saved["progress"]
@@ -236,13 +251,16 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
         return save_checkpoint(out / name, {tc.mode: learned_state(encoder, trainable_names)}, meta)
 
     def save_progress() -> None:
+        """One atomic write holds everything a resume needs: the learned weights, the optimiser, the scaler and
+        the position, all of the same step, so a kill at any moment leaves either the old state or the new one.
+        ``last.safetensors`` is written after it, as the exported checkpoint; resuming never reads it."""
         if rank != 0:
             return
-        save(LAST_FILE)
         tmp = state_path.with_suffix(".tmp")
-        torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "progress": state,
-                    "config": config.to_dict()}, tmp)
+        torch.save({"learned": learned_state(encoder, trainable_names), "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(), "progress": state, "config": config.to_dict()}, tmp)
         os.replace(tmp, state_path)
+        save(LAST_FILE)
 
     def evaluate(data) -> dict[str, float]:
         """On every rank: each embeds its share; all get the same metrics (fp32, the evaluation default)."""
@@ -264,7 +282,8 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
         loader = DataLoader(images, batch_sampler=[b.tolist() for b in batches[state["batch"]:]], num_workers=dc.num_workers)
         bar = tqdm(loader, total=len(batches), initial=state["batch"], desc=f"epoch {state['epoch'] + 1}/{tc.epochs}",
                    unit="batch", disable=not show_progress or rank != 0, dynamic_ncols=True)
-        tick, parts, epoch_losses = time.monotonic(), {"total": None}, []
+        tick, parts = time.monotonic(), {"total": None}
+        epoch_losses = state.setdefault("epoch_losses", [])  # kept in the state: a resumed epoch's mean is whole
         for sketch, positive, negative, labels, negative_labels in bar:
             sketch, positive, negative = (t.to(device, non_blocking=True) for t in (sketch, positive, negative))
             labels, negative_labels = labels.to(device), negative_labels.to(device)
@@ -300,12 +319,18 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
             if tc.max_steps and state["step"] >= tc.max_steps:
                 break
         bar.close()
-        finished_epoch = state["batch"] >= len(batches)
-        if finished_epoch:
-            state["epoch"] += 1
-            state["batch"] = 0
+        if state["batch"] < len(batches):
+            # Stopped inside the epoch by max_steps: save where we are, but evaluate and log nothing that a run
+            # going on from here would not (resuming with a larger --max-steps continues exactly).
+            log.info("stopped by max_steps at step %d inside epoch %d; resumable, no evaluation made",
+                     state["step"], state["epoch"] + 1)
+            save_progress()
+            break
+        state["epoch"] += 1
+        state["batch"] = 0
+        state["epoch_losses"] = []
         entry: dict[str, Any] = {"epoch": state["epoch"], "step": state["step"], "mean_loss": float(np.mean(epoch_losses)) if epoch_losses else None}
-        if state["epoch"] % max(tc.eval_every, 1) == 0 or not finished_epoch:
+        if state["epoch"] % max(tc.eval_every, 1) == 0:
             metrics = evaluate(selection_data)
             entry["metrics"], entry["selected_on"] = metrics, tc.select_on
             score = metrics.get(tc.eval_metric)

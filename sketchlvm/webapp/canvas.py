@@ -19,9 +19,9 @@ from typing import Any
 import gradio as gr
 
 from sketchlvm.config import PreprocessConfig
+from sketchlvm.preprocess.drawing import CANVAS_UNITS  # the canvas is 512 x 512 units, whatever its size on screen
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-CANVAS_UNITS = 512  # the canvas is 512 x 512 units, whatever its size on screen
 MIN_LINE_UNITS = 1.5  # thinnest line shown: a tiny drawing still shows up (the renderer draws >= 1 px)
 
 TEMPLATE = """
@@ -85,20 +85,13 @@ class StrokeCanvas(gr.HTML):
         return self.example_payload()
 
 
-def fit_strokes(strokes: list, units: int = CANVAS_UNITS, margin: float = 0.1) -> list[list[list[float]]]:
-    """Stroke list in any units -> the same drawing scaled and centred into the canvas (for examples)."""
-    xs = [x for s in strokes for x in s[0]]
-    ys = [y for s in strokes for y in s[1]]
-    if not xs:
+def fit_strokes(strokes: list, units: int = CANVAS_UNITS, config: PreprocessConfig | None = None) -> list[list[list[float]]]:
+    """Stroke list in any units -> the same drawing placed on the canvas (for examples), exactly as
+    Quick, Draw! strokes are placed for the model (``sketchlvm.preprocess.drawing.place_on_canvas``)."""
+    from sketchlvm.preprocess.drawing import place_on_canvas
+    from sketchlvm.preprocess.strokes import EmptySketchError
+
+    try:
+        return place_on_canvas(strokes, config, units)
+    except EmptySketchError:
         return []
-    extent = max(max(xs) - min(xs), max(ys) - min(ys), 1e-9)
-    scale = units * (1 - 2 * margin) / extent
-    dx = (units - (max(xs) - min(xs)) * scale) / 2 - min(xs) * scale
-    dy = (units - (max(ys) - min(ys)) * scale) / 2 - min(ys) * scale
-    fitted = []
-    for s in strokes:
-        out = [[round(x * scale + dx, 1) for x in s[0]], [round(y * scale + dy, 1) for y in s[1]]]
-        if len(s) > 2:
-            out.append(list(s[2]))
-        fitted.append(out)
-    return fitted

@@ -18,6 +18,7 @@ from sketchlvm.runtime.zerogpu import take_note
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
 from sketchlvm.preprocess.strokes import EmptySketchError, StrokeFormatError, crop_to_ink, parse_strokes, render_strokes
 from sketchlvm.model.text import TextQueryError
+from sketchlvm.preprocess.drawing import StrokeDrawing
 from sketchlvm.preprocess.transforms import ImageLoadError, load_photo
 from sketchlvm.webapp.canvas import CANVAS_UNITS, fit_strokes
 from sketchlvm.webapp.results import gallery_item
@@ -124,14 +125,15 @@ def search_with_photo(state: AppState, path: str | None, mode: str, k: float) ->
 
 
 def strokes_to_sketch(state: AppState, strokes_json: Any) -> Image.Image:
-    """Stroke JSON -> the sketch image the model sees, through the renderer dataset strokes use.
+    """Stroke JSON -> the sketch image the model sees: rendered and framed on the canvas by the model's own
+    sketch transform (its checkpoint's framing, stroke width and margin), as dataset and partial strokes are.
 
     Raises StrokeFormatError (bad JSON, over a limit) or EmptySketchError (nothing drawn).
     """
     strokes = parse_strokes(strokes_json)
     if not strokes:
         raise EmptySketchError("nothing drawn")
-    return render_strokes(strokes, size=state.searcher.model.image_size)
+    return state.searcher.model.sketch_transform.to_image(StrokeDrawing(strokes, on_canvas=True))
 
 
 def search_strokes(state: AppState, strokes_json: Any, mode: str, k: float, *, live: bool, text: str | None = None,

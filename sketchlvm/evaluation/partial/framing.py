@@ -1,8 +1,9 @@
 """Stroke-ordered sketches for partial-sketch evaluation: loading, truncating, replaying.
 
 Sources: Quick, Draw! ``.ndjson`` files and the app's stroke JSON (the list of strokes
-``[[xs, ys, ts], ...]`` that :mod:`sketchlvm.preprocess.strokes` renders). A partial drawing is replayed in
-the frame of the finished one, as it stood on the canvas while the user was still drawing.
+``[[xs, ys, ts], ...]`` that :mod:`sketchlvm.preprocess.strokes` renders). A partial drawing is replayed where
+it stood on the canvas while the user was still drawing (``StrokeDrawing(partial, placed_as=finished)``), and
+the model's sketch transform frames it as it frames the app's canvas (:mod:`sketchlvm.preprocess.drawing`).
 """
 
 from __future__ import annotations
@@ -116,8 +117,15 @@ def truncate_strokes(strokes: Sequence, fraction: float, unit: str = "strokes") 
     if unit == "strokes":
         keep = min(len(strokes), max(1, math.ceil(round(fraction * len(strokes), 9))))
         return strokes[:keep]
+    total = sum(_stroke_points(strokes))
+    return first_points(strokes, min(total, max(1, math.ceil(round(fraction * total, 9)))))
+
+
+def first_points(strokes: Sequence, count: int) -> list:
+    """The first ``count`` points in drawing order (the last kept stroke may be cut short)."""
+    strokes = list(strokes)
     counts = _stroke_points(strokes)
-    left = min(sum(counts), max(1, math.ceil(round(fraction * sum(counts), 9))))
+    left = int(count)
     out = []
     for stroke, n in zip(strokes, counts):
         if left <= 0:
@@ -137,51 +145,56 @@ def step_fractions(steps: int) -> list[float]:
     return [k / steps for k in range(1, steps + 1)]
 
 
-class PartialRenderer:
-    """Renders partial drawings in the frame of the finished one, as they stood on the canvas.
+# Step schedules, each a named reading (docs/evaluation.md): how a finished drawing is cut into steps.
+SCHEDULES = {
+    "even": "S even steps (--steps) of the strokes or points (--unit): the first ceil(k/S x total), k = 1..S",
+    "bhunia2020": ("Bhunia et al. 2020's on-the-fly schedule: points, 17 snapshots; after the point whose index "
+                   "is in round(linspace(0, N, 18))[1:17], then the finished drawing (their render_sketch code; "
+                   "a drawing of fewer than ~17 points repeats snapshots)"),
+}
+BHUNIA_SNAPSHOTS = 17
 
-    A partial drawing rendered on its own would be zoomed to fill the image; on the canvas it sits
-    where the user drew it, at the finished drawing's scale. The sketch transform then frames it
-    exactly as it frames a canvas drawing in the app.
-    """
 
-    def __init__(self, size: int = 256):
-        from sketchlvm.config import PreprocessConfig
+def bhunia_point_counts(n_points: int) -> list[int]:
+    """Points drawn at each of Bhunia et al.'s 17 snapshots of an ``n_points`` drawing: their loop draws point
+    i (0-based) and snapshots when i is in ``np.round(np.linspace(0, N, 18)[1:])`` (the last mark, N, is never
+    reached), then appends the finished drawing."""
+    marks = np.round(np.linspace(0, n_points, BHUNIA_SNAPSHOTS + 1)[1:])
+    return [min(n_points, int(m) + 1) for m in marks[:-1]] + [n_points]
 
-        config = PreprocessConfig()
-        self.size = int(size)
-        self.margin = config.sketch_margin
-        self.box = self.size / (1 + 2 * self.margin)  # side of the finished drawing's inked square
-        self.stroke_px = max(1.0, config.stroke_width * self.box)
 
-    def frame(self, strokes: Sequence) -> tuple[tuple[float, float], float]:
-        """(offset, scale) mapping the finished drawing into the centre of the image."""
-        pts = np.concatenate([np.stack([np.asarray(s[0], float), np.asarray(s[1], float)], 1) for s in strokes if len(s[0])])
-        pts = pts[np.isfinite(pts).all(axis=1)]
-        low, high = pts.min(axis=0), pts.max(axis=0)
-        extent = float((high - low).max())
-        scale = (self.box - self.stroke_px) / extent if extent > 0 else 1.0
-        centre = (low + high) / 2
-        offset = self.size / 2 - centre * scale
-        return (float(offset[0]), float(offset[1])), scale
+def schedule_fractions(schedule: str, steps: int) -> list[float]:
+    """The nominal share of the sketch at each step (the x axis of the report)."""
+    if schedule == "bhunia2020":
+        return step_fractions(BHUNIA_SNAPSHOTS)
+    if schedule == "even":
+        return step_fractions(steps)
+    raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
-    def __call__(self, item: tuple[list, tuple[tuple[float, float], float]]):
-        from sketchlvm.preprocess.strokes import draw_strokes_on_canvas, flatten_to_rgb
 
-        strokes, (offset, scale) = item
-        layer = draw_strokes_on_canvas(strokes, (self.size, self.size), offset, scale, self.stroke_px)
-        return flatten_to_rgb(layer)
+def partial_drawings(strokes: Sequence, schedule: str, steps: int, unit: str) -> list[list]:
+    """The drawing as it stood at each step of ``schedule`` (the last step is the finished drawing)."""
+    if schedule == "bhunia2020":
+        total = sum(_stroke_points(strokes))
+        return [first_points(strokes, n) for n in bhunia_point_counts(total)]
+    return [truncate_strokes(strokes, fraction, unit) for fraction in schedule_fractions(schedule, steps)]
 
 
 # ------------------------------------------------------------------------------- matching classes
 
 
+def match_key(name: str) -> str:
+    """What two datasets' class names are matched by: :func:`~sketchlvm.datasets.normalise_class_name` without
+    the separators, so Sketchy ``hotdog`` = Quick, Draw! ``hot dog`` as well as ``teddy-bear`` = ``teddy_bear``."""
+    return normalise_class_name(name).replace("_", "")
+
+
 def shared_classes(sketch_classes: Sequence[str], photo_classes: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """Classes both sides have, matched after :func:`~sketchlvm.datasets.normalise_class_name`
-    (``teddy-bear`` = ``teddy_bear``, ``hot air balloon`` = ``hot-air_balloon``):
-    normalised name -> (sketch spelling, photo spelling), sorted by normalised name."""
-    sketches = {normalise_class_name(c): c for c in sketch_classes}
-    photos = {normalise_class_name(c): c for c in photo_classes}
+    """Classes both sides have, matched by :func:`match_key` (``teddy-bear`` = ``teddy_bear``,
+    ``hot air balloon`` = ``hot-air_balloon``, ``hot dog`` = ``hotdog``):
+    match key -> (sketch spelling, photo spelling), sorted by key."""
+    sketches = {match_key(c): c for c in sketch_classes}
+    photos = {match_key(c): c for c in photo_classes}
     return {key: (sketches[key], photos[key]) for key in sorted(set(sketches) & set(photos))}
 
 

@@ -56,6 +56,23 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+def _caps(info: Mapping[str, Any]) -> str:
+    names = {"max_classes": "--max-classes", "max_photos_per_class": "--max-photos-per-class",
+             "limit_per_class": "--limit-per-class"}
+    return ", ".join(f"{flag} {info[key]}" for key, flag in names.items() if info.get(key))
+
+
+def _seen_line(info: Mapping[str, Any]) -> str:
+    """Which scored classes the model was trained on: a checkpoint scored on its training classes is not zero-shot."""
+    classes = [photo for _, photo in info.get("classes", [])]
+    seen = info.get("seen_in_training")
+    if seen is None:
+        return "- classes seen in training: not recorded in the checkpoint"
+    unseen = [c for c in classes if c not in set(seen)]
+    return (f"- classes seen in training: {len(seen)} of {len(classes)}"
+            + (f" ({', '.join(seen)})" if seen else "") + f"; unseen (zero-shot): {len(unseen)}")
+
+
 def partial_document(result: Any, info: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON document: summary, per-step values, what was measured."""
     return _plain({
@@ -88,6 +105,12 @@ def partial_markdown(result: Any, info: Mapping[str, Any]) -> str:
          f"{len(classes)} classes shared with the sketches (names matched after normalisation)"),
         (f"- steps: {len(result.fractions)}, each a share of the **{result.unit}** of every sketch "
          "(the first ceil(share x total), in drawing order)"),
+        f"- schedule: **{info.get('schedule', 'even')}**: {info.get('schedule_description', '')}",
+        (f"- sketch framing: **{info.get('framing', '?')}** ({info.get('framing_source', 'source not recorded')}); "
+         "each partial drawing is placed where it stood on the canvas and framed as the app frames its canvas"),
+        f"- split: {info.get('split', 'none')} ({info.get('split_source', 'not recorded')})",
+        _seen_line(info),
+        *([f"- caps: {caps}"] if (caps := _caps(info)) else []),
         (f"- protocol: {result.protocol}; target photo = {DEFINITIONS['target'][result.protocol]}; "
          "every step ranks the whole gallery (ties: lower gallery index first)"),
         "",

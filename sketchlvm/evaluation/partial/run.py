@@ -38,16 +38,19 @@ from typing import Any
 
 import numpy as np
 
+from sketchlvm.config import SKETCH_FRAMINGS
 from sketchlvm.evaluation.metrics import evaluate_retrieval
 from sketchlvm.evaluation.partial.framing import (
+    SCHEDULES,
     UNITS,
-    PartialRenderer,
     load_stroke_sketches,
+    match_key,
+    partial_drawings,
     photo_gallery,
+    schedule_fractions,
     shared_classes,
-    step_fractions,
-    truncate_strokes,
 )
+from sketchlvm.evaluation.protocol import apply_framing, resolve_framing
 
 log = logging.getLogger(__name__)
 
@@ -129,17 +132,29 @@ def evaluate_partial(
     max_photos_per_class: int = 0,
     batch_size: int = 64,
     num_workers: int = 0,
+    split: str | None = None,
+    schedule: str = "even",
+    seen_classes: Sequence[str] | None = None,
 ) -> tuple[PartialResult, dict[str, Any]]:
     """A loaded :class:`~sketchlvm.model.factory.SketchLVM`, stroke sketches and ``PHOTOS/<class>/*`` ->
-    (result, facts for the report). Only classes both sides have are used (matched after
-    normalisation); with ``max_classes`` the first N of them by normalised name."""
+    (result, facts for the report). Only classes both sides have are used (matched by
+    :func:`~sketchlvm.evaluation.partial.framing.match_key`); with ``split`` (a name in ``SPLITS``) only its
+    unseen classes; with ``max_classes`` the first N of them by key. ``seen_classes``: the classes the
+    model was trained on, so the report can mark each scored class seen or unseen. ``schedule``: how each
+    sketch is cut into steps (:data:`~sketchlvm.evaluation.partial.framing.SCHEDULES`). Partial drawings reach
+    the model as :class:`~sketchlvm.preprocess.drawing.StrokeDrawing` placed where the finished drawing is,
+    so they are framed exactly as the app frames its canvas."""
+    from sketchlvm.datasets import unseen_classes
     from sketchlvm.evaluation.embedding import embed_items
+    from sketchlvm.preprocess.drawing import StrokeDrawing
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    fractions = step_fractions(steps)
+    fractions = schedule_fractions(schedule, steps)
     if unit not in UNITS:
         raise ValueError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
+    if schedule == "bhunia2020":
+        unit = "points"
     photo_classes = sorted(p.name for p in Path(photo_dir).iterdir() if p.is_dir() and not p.name.startswith("."))
     matches = shared_classes(sorted({s.label for s in sketches}), photo_classes)
     if not matches:
@@ -147,14 +162,18 @@ def evaluate_partial(
             f"no class is shared by the sketches ({len({s.label for s in sketches})} classes) and the photos "
             f"in {str(photo_dir)!r} ({len(photo_classes)} classes), even after normalising names"
         )
-    keys = list(matches)[: max_classes or None]
-    from sketchlvm.datasets import normalise_class_name
-
-    chosen = [s for s in sketches if normalise_class_name(s.label) in set(keys)]
+    keys = list(matches)
+    if split and split.strip().lower() != "none":
+        unseen = {match_key(c) for c in unseen_classes(split)}
+        keys = [k for k in keys if k in unseen]
+        if not keys:
+            raise ValueError(f"none of the {len(unseen)} unseen classes of {split} is shared by the sketches and photos")
+    keys = keys[: max_classes or None]
+    chosen = [s for s in sketches if match_key(s.label) in set(keys)]
     log.info("%d shared classes used; %d of %d sketches are in them", len(keys), len(chosen), len(sketches))
     paths, photo_labels = photo_gallery(photo_dir, [matches[k][1] for k in keys], max_photos_per_class)
-    gallery_labels = np.asarray([normalise_class_name(c) for c in photo_labels])
-    query_labels = np.asarray([normalise_class_name(s.label) for s in chosen])
+    gallery_labels = np.asarray([match_key(c) for c in photo_labels])
+    query_labels = np.asarray([match_key(s.label) for s in chosen])
     query_ids = gallery_ids = None
     if protocol == "fine_grained":
         missing = [s.source for s in chosen if not s.photo_id]
@@ -168,23 +187,40 @@ def evaluate_partial(
     encoder = model.encoders[mode]
     common = {"device": model.device, "batch_size": batch_size, "num_workers": num_workers}
     photos = embed_items(encoder, paths, "photo", model.photo_transform, desc="photos", **common)
-    renderer = PartialRenderer()
-    frames = [renderer.frame(s.strokes) for s in chosen]
+    cuts = [partial_drawings(s.strokes, schedule, steps, unit) for s in chosen]
     step_features = []
-    for k, fraction in enumerate(fractions, 1):
-        items = [(truncate_strokes(s.strokes, fraction, unit), frame) for s, frame in zip(chosen, frames)]
+    for k in range(len(fractions)):
+        items = [StrokeDrawing(parts[k], placed_as=s.strokes) for s, parts in zip(chosen, cuts)]
         step_features.append(embed_items(
-            encoder, items, "sketch", model.sketch_transform, loader=renderer, desc=f"step {k}/{steps}", **common
+            encoder, items, "sketch", model.sketch_transform, desc=f"step {k + 1}/{len(fractions)}", **common
         ))
     result = score_steps(step_features, query_labels, photos, gallery_labels, fractions, unit, query_ids, gallery_ids)
+    seen = None if seen_classes is None else {match_key(c) for c in seen_classes}
     info = {
         "model": model.describe(),
         "mode": mode,
         "classes": [matches[k] for k in keys],
+        "seen_in_training": None if seen is None else [matches[k][1] for k in keys if k in seen],
+        "split": split or "none",
+        "schedule": schedule,
+        "schedule_description": SCHEDULES[schedule],
+        "framing": model.preprocess.sketch_framing,
         "sketches": len(chosen),
         "gallery": len(paths),
     }
     return result, info
+
+
+def checkpoint_training(model: Any, mode: str) -> dict:
+    """The training record of ``mode`` in the model's checkpoint (``split``, ``classes``...), or {}.
+
+    A merged checkpoint keeps each mode's record under ``training[mode]["training"]``."""
+    if model.checkpoint is None or mode not in model.checkpoint.modes:
+        return {}
+    training = model.checkpoint.metadata.get("training") or {}
+    if mode in training and isinstance(training[mode], dict):
+        training = training[mode].get("training") or {}
+    return training if isinstance(training, dict) else {}
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -201,6 +237,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--photos", required=True, help="photo gallery folder: PHOTOS/<class>/<image>")
     p.add_argument("--steps", "--partial", type=int, default=10, help="evaluate after 1/S, 2/S, ..., S/S of each sketch (default 10)")
     p.add_argument("--unit", choices=UNITS, default="strokes", help="what a step counts: whole strokes or points")
+    p.add_argument("--schedule", choices=tuple(SCHEDULES), default="even",
+                   help="even: --steps even steps of --unit (default); bhunia2020: Bhunia et al.'s 17 point-based "
+                   "snapshots, so m@A / m@B compare with their tables")
+    p.add_argument("--split", help="score only this split's unseen classes (default: the checkpoint's training split; "
+                   "none: every shared class)")
+    p.add_argument("--framing", choices=SKETCH_FRAMINGS,
+                   help="sketch framing (default: the checkpoint's, else pad-square: the drawing as it stands on the canvas)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="category",
                    help="target photo: the first of the sketch's class, or its own photo ('photo' in the stroke JSON)")
     p.add_argument("--mode", choices=("category", "fine_grained"), help="encoder mode (default: the protocol)")
@@ -218,16 +261,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> PartialResult:
-    from sketchlvm.model.factory import create_sketchlvm
     from sketchlvm.evaluation.partial.report import write_partial_report
+    from sketchlvm.model.factory import create_sketchlvm
 
     sketches = load_stroke_sketches(args.strokes, args.limit_per_class)
-    model = create_sketchlvm(args.model, args.pretrained, args.checkpoint, args.device)
+    # Embedding runs on the torch encoders: no ONNX graph is built or checked for nothing.
+    model = create_sketchlvm(args.model, args.pretrained, args.checkpoint, args.device, runtime="torch")
+    framing, framing_source = resolve_framing(model, "partial", args.framing)
+    apply_framing(model, framing)
+    mode = args.mode or args.protocol
+    training = checkpoint_training(model, mode)
+    split = args.split if args.split is not None else training.get("split") or "none"
     result, info = evaluate_partial(
-        model, sketches, args.photos, args.steps, args.unit, args.protocol, args.mode,
+        model, sketches, args.photos, args.steps, args.unit, args.protocol, mode,
         args.max_classes, args.max_photos_per_class, args.batch_size, args.workers,
+        split=split, schedule=args.schedule,
+        seen_classes=training.get("classes") if mode in model.trained_modes() else [],  # zero-shot: trained on none
     )
-    info.update(strokes=str(args.strokes), photos=str(args.photos))
+    info.update(strokes=str(args.strokes), photos=str(args.photos), framing_source=framing_source,
+                split_source="--split" if args.split is not None else
+                ("the checkpoint's training split" if training.get("split") else "none (no checkpoint split)"),
+                max_classes=args.max_classes, max_photos_per_class=args.max_photos_per_class,
+                limit_per_class=args.limit_per_class)
     write_partial_report(args.out, result, info)
     return result
 
