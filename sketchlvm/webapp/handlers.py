@@ -152,6 +152,26 @@ def fit_to_canvas(image: Image.Image, size: int = UPLOAD_SIDE) -> Image.Image:
     return ImageOps.pad(image, (size, size), method=Image.Resampling.LANCZOS, color="white")
 
 
+def read_sketch_upload(path: str) -> tuple[Image.Image | None, str]:
+    """An uploaded sketch image -> (the sketch fitted to the canvas, "") or (None, the refusal message).
+
+    Refuses, with one reason, a file that is not a readable image, one over the size limit, and a blank
+    page; the reason also pops up.
+    """
+    name = Path(path).name
+    try:
+        image = load_photo(path, max_pixels=MAX_SKETCH_PIXELS)  # any format -> upright RGB; refuses non-images
+        crop_to_ink(image)  # refuses a blank page
+    except ImageLoadError as error:
+        reason = str(error).replace(str(path), name)  # no server paths in the UI
+        gr.Warning(f"Upload refused: {reason}.")
+        return None, f"**Upload refused:** {reason}. {UPLOAD_HINT}"
+    except EmptySketchError:
+        gr.Warning("That image is blank: no lines found.")
+        return None, f"**Upload refused:** {name} has no dark lines on it. {UPLOAD_HINT}"
+    return fit_to_canvas(image), ""
+
+
 def load_upload(state: AppState, path: str | None, mode: str, k: float, text: str | None = None,
                 text_weight: float = DEFAULT_TEXT_WEIGHT) -> tuple[Any, Any, Any, Any]:
     """An uploaded sketch image -> (sketch shown, gallery value, message, relpaths shown).
@@ -161,21 +181,12 @@ def load_upload(state: AppState, path: str | None, mode: str, k: float, text: st
     """
     if not path:
         return gr.skip(), gr.skip(), DRAW_HINT, gr.skip()
-    name = Path(path).name
-    try:
-        image = load_photo(path, max_pixels=MAX_SKETCH_PIXELS)  # any format -> upright RGB; refuses non-images
-        crop_to_ink(image)  # refuses a blank page
-    except ImageLoadError as error:
-        gr.Warning("That file is not an image we can read. Upload a PNG or JPEG sketch.")
-        reason = str(error).replace(str(path), name)  # no server paths in the UI
-        return gr.skip(), gr.skip(), f"**Upload refused:** {reason}. {UPLOAD_HINT}", gr.skip()
-    except EmptySketchError:
-        gr.Warning("That image is blank: no lines found.")
-        return gr.skip(), gr.skip(), f"**Upload refused:** {name} has no dark lines on it. {UPLOAD_HINT}", gr.skip()
-    fitted = fit_to_canvas(image)
+    fitted, refusal = read_sketch_upload(path)
+    if fitted is None:
+        return gr.skip(), gr.skip(), refusal, gr.skip()
     gallery, message, shown = run_search(state, fitted, mode, k, live=False, text=text, text_weight=text_weight)
     if gallery:
-        message = f"Uploaded **{name}** · {message}"
+        message = f"Uploaded **{Path(path).name}** · {message}"
     return gr.update(value=fitted, visible=True), gallery, message, shown
 
 

@@ -1,0 +1,66 @@
+// SketchLVM answer guard: the body of gr.HTML's js_on_load for #sketchlvm-answer (gets element, props, watch).
+//
+// Every search answer carries a tag: the request's sequence number (request.js numbers requests as
+// they leave), the query and the settings it was ranked with. The results and the message count as
+// current only when the tag answers the latest request, no new query was set after that request
+// (a stroke, an upload, an example: `floor`), and its settings are the ones on screen now. Otherwise
+// the page is marked out of date (body.sketchlvm-stale: dimmed, not clickable) until the answer that
+// matches arrives. Gradio already runs a page's searches one at a time (one event, always_last), so
+// this is the check that what is on screen is what was asked, not the ordering itself.
+(() => {
+  const page = (window.SketchLVMPage = window.SketchLVMPage || { seq: 0, floor: 0 });
+  page.answer = null;
+
+  function controls() {
+    const mode = document.querySelector("#sketchlvm-mode input:checked");
+    const k = document.querySelector("#sketchlvm-top-k input[type=number]");
+    const words = document.querySelector("#sketchlvm-words textarea, #sketchlvm-words input");
+    const weight = document.querySelector("#sketchlvm-text-weight input[type=number]");
+    return {
+      mode: mode ? mode.value : null,
+      k: k ? Number(k.value) : null,
+      words: words ? words.value : "",
+      weight: weight ? Number(weight.value) : null,
+    };
+  }
+
+  page.isCurrent = (tag) => {
+    if (!tag || tag.seq !== page.seq || tag.seq <= page.floor) return false;
+    const now = controls();
+    return tag.mode === now.mode && tag.k === now.k && tag.words === now.words
+      && Math.abs(tag.weight - now.weight) < 1e-6;
+  };
+
+  page.check = () => {
+    const fresh = page.answer === null || page.isCurrent(page.answer);
+    document.body.classList.toggle("sketchlvm-stale", !fresh);
+    element.dataset.fresh = fresh ? "1" : "0";
+    element.dataset.tag = page.answer ? JSON.stringify(page.answer) : "";
+  };
+
+  page.queryChanged = () => {
+    page.floor = page.seq; // every answer to a request sent before now answers an older query
+    page.check();
+  };
+
+  watch("value", () => {
+    let value = null;
+    try {
+      value = JSON.parse(props.value || "null");
+    } catch (error) {
+      value = null;
+    }
+    if (value && value.pending !== undefined) {
+      page.queriesSet = (page.queriesSet || 0) + 1; // a new query, set on the server (tests wait for it)
+      page.queryChanged();
+    }
+    else if (value && value.seq !== undefined) page.answer = value;
+    page.check();
+  });
+
+  // Settings changed on screen (mode, number of results, words, weight): re-check at once, before the
+  // search they start has even left.
+  document.addEventListener("input", page.check, true);
+  document.addEventListener("change", page.check, true);
+  page.check();
+})();
