@@ -89,14 +89,21 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         """Search the gallery with a photo (JPEG/PNG/WebP), a mode and how many results."""
         return search_with_photo(state, path, mode, k)
 
-    def answer(seq, stored, strokes, mode, k, text, weight):
-        # The page's one search: the current query (query.py) ranked with the controls on screen. The
-        # preview closes: it showed a result of the previous answer.
+    def answer(seq, stored, strokes, mode, k, text, weight, answered):
+        # The page's one search: the current query (query.py) ranked with the controls on screen. When
+        # that query or a setting changed since the page's last answer, the preview of a result of the
+        # last one closes and the highlight goes. A repeat with the same results (the words box left
+        # unchanged) leaves the results as they are: re-drawn, they would swallow a click in progress.
         current = query_module.current(stored, strokes)
         settings = query_module.Settings.read(mode, k, text, weight)
         found = query_module.run(state, current, strokes, settings)
-        return (gr.update(value=found.gallery, selected_index=None), found.message, found.shown,
-                query_module.view_update(current), found.tag(seq, current, settings), gr.update(visible=False))
+        key = (current.id, strokes if current.kind in ("drawing", "example") else "", settings)
+        same = (key, repr(found.gallery)) == answered
+        changed = answered is None or key != answered[0]
+        gallery = gr.skip() if same else gr.update(value=found.gallery, selected_index=None) if changed else found.gallery
+        return (gallery, found.message, found.shown, query_module.view_update(current),
+                found.tag(seq, current, settings), gr.update(visible=False) if changed else gr.skip(),
+                (key, repr(found.gallery)))
 
     def result_selected(shown, evt: gr.SelectData):
         if not shown or not 0 <= evt.index < len(shown):
@@ -138,6 +145,7 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         progress_timer = gr.Timer(PROGRESS_POLL_S, active=state.indexer is not None)
         shown = gr.State([])  # relpaths of the results on screen, for the preview
         query = gr.State(None)  # the page's current query besides the canvas (query.py); None: the drawing
+        answered = gr.State(None)  # ((query id, drawing, settings), results) of the page's last answer
         seq = gr.Textbox(visible=False)  # the request's number, filled in by request.js as it leaves
         # Two columns side by side on a wide screen; on a narrow one page.css lays their parts out in
         # one column, canvas then results then controls (see the @media rule there).
@@ -223,8 +231,8 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         # one: the last asked is the last shown. Its js numbers the requests (answer.js checks them).
         gr.on(
             [canvas.input, query.change, mode.change, top_k.change, words.submit, words.blur, text_weight.release],
-            answer, [seq, query, canvas, mode, top_k, words, text_weight],
-            [results, message, shown, query_view, answer_box, preview_panel],
+            answer, [seq, query, canvas, mode, top_k, words, text_weight, answered],
+            [results, message, shown, query_view, answer_box, preview_panel, answered],
             trigger_mode="always_last", show_progress="hidden", api_visibility="private",
             js=static_text("request.js"), **search_events,
         )

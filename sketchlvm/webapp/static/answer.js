@@ -2,11 +2,13 @@
 //
 // Every search answer carries a tag: the request's sequence number (request.js numbers requests as
 // they leave), the query and the settings it was ranked with. The results and the message count as
-// current only when the tag answers the latest request, no new query was set after that request
-// (a stroke, an upload, an example: `floor`), and its settings are the ones on screen now. Otherwise
+// current only when the request was sent after the query last changed (a stroke, an upload, an
+// example, "Search with this photo": `floor`) and its settings are the ones on screen now. Otherwise
 // the page is marked out of date (body.sketchlvm-stale: dimmed, not clickable) until the answer that
-// matches arrives. Gradio already runs a page's searches one at a time (one event, always_last), so
-// this is the check that what is on screen is what was asked, not the ordering itself.
+// matches arrives. A request in flight with the same query and settings (leaving the words box) does
+// not make the answer on screen out of date. Gradio already runs a page's searches one at a time (one
+// event, always_last), so this is the check that what is on screen is what was asked, not the
+// ordering itself.
 (() => {
   const page = (window.SketchLVMPage = window.SketchLVMPage || { seq: 0, floor: 0 });
   page.answer = null;
@@ -25,7 +27,7 @@
   }
 
   page.isCurrent = (tag) => {
-    if (!tag || tag.seq !== page.seq || tag.seq <= page.floor) return false;
+    if (!tag || tag.seq <= page.floor) return false; // asked before the query last changed
     const now = controls();
     return tag.mode === now.mode && tag.k === now.k && tag.words === now.words
       && Math.abs(tag.weight - now.weight) < 1e-6;
