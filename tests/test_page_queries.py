@@ -11,7 +11,6 @@ that do not match the screen: there must be none.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import socket
@@ -58,10 +57,10 @@ def running(tmp_path_factory, sketchy_root):
     files = root / "files"
     files.mkdir()
     sketch = files / "my-sketch.png"
-    sketch_image = sorted((sketchy_root / "sketch").glob("*/*.png"))[0]
+    sketch_image = min((sketchy_root / "sketch").glob("*/*.png"))
     shutil.copy(sketch_image, sketch)
     photo = files / "my-photo.jpg"  # a photo from outside the gallery
-    shutil.copy(sorted((sketchy_root / "photo" / "cat").glob("*.jpg"))[-1], photo)
+    shutil.copy(max((sketchy_root / "photo" / "cat").glob("*.jpg")), photo)
     yield url, state, {"sketch": sketch, "photo": photo}
     demo.close()
 
@@ -185,7 +184,7 @@ def expected(state, query: dict, now: dict) -> list[str]:
 
     searcher = state.searcher
     words = now["words"] if now["words"].strip() else None
-    args = dict(text=words, text_weight=now["weight"])
+    args = {"text": words, "text_weight": now["weight"]}
     mode, k = now["mode"], now["k"]
     if query["kind"] in ("drawing", "example", "words"):
         if not now["strokes"] and words is None:
@@ -275,8 +274,7 @@ def test_every_control_reranks_each_kind_of_query(running, page, kind):
         assert not page.locator("#sketchlvm-query").is_visible()
 
 
-def test_the_preview_shows_in_view_and_closes_with_a_new_answer(running, page, tmp_path):
-    _, state, _ = running
+def test_the_preview_shows_in_view_and_closes_with_a_new_answer(page, tmp_path):
     stroke(page, 4)
     settle(page)
     page.locator("#sketchlvm-results .thumbnail-item").nth(3).click()

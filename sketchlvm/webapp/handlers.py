@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 EXAMPLES_DIR = PACKAGE_DIR / "examples"
 MAX_SKETCH_PIXELS = 4096 * 4096  # uploaded sketch images
+NOT_IN_INDEX = "it was never indexed, or it changed or was removed since."  # a relpath the index lacks
 UPLOAD_SIDE = 512  # an uploaded sketch is searched as it would show on a 512 x 512 canvas
 
 
@@ -94,7 +95,7 @@ def search_like(state: AppState, relpath: str | None, mode: str, k: float) -> tu
     except EmptyGalleryError:
         return [], gallery_problem(state) or NO_GALLERY_HELP, []
     except KeyError:  # gone after a rebuild
-        return [], f"**{Path(relpath).name} is no longer in the gallery index** (it changed or was removed).", []
+        return [], f"**{Path(relpath).name} is not in the gallery index**: {NOT_IN_INDEX}", []
     except (ValueError, TypeError) as error:
         return [], f"**That search could not be run:** {error}", []
     gallery, message, shown = present(state, results, mode, (time.perf_counter() - started) * 1000)

@@ -35,7 +35,6 @@ from sketchlvm.webapp.state import (
     status_markdown,
 )
 
-DEFAULT_TOP_K = 12
 MAX_TOP_K = 60
 PROGRESS_POLL_S = 1.0  # how often an open page asks how far indexing is, while it runs
 # Searches let in at once. The encoder itself runs one query at a time (RuntimeConfig.serial_queries),
@@ -237,8 +236,8 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
             js=static_text("request.js"), **search_events,
         )
         # Setting a query only stores it; its search follows through query.change, above.
-        setters = dict(api_visibility="private", show_progress="minimal", concurrency_limit=SEARCH_CONCURRENCY,
-                       concurrency_id="set-query")
+        setters = {"api_visibility": "private", "show_progress": "minimal",
+                   "concurrency_limit": SEARCH_CONCURRENCY, "concurrency_id": "set-query"}
         upload_button.upload(lambda path, strokes: query_module.set_sketch(state, path, strokes),
                              [upload_button, canvas], [query, message, answer_box], **setters)
         photo_button.upload(lambda path, strokes: query_module.set_photo(state, path, strokes),

@@ -30,7 +30,7 @@ from sketchlvm.model.text import TextQueryError
 from sketchlvm.preprocess.strokes import EmptySketchError, StrokeFormatError
 from sketchlvm.preprocess.transforms import ImageLoadError
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
-from sketchlvm.webapp.handlers import present, strokes_to_sketch
+from sketchlvm.webapp.handlers import NOT_IN_INDEX, present, strokes_to_sketch
 from sketchlvm.webapp.state import DRAW_HINT, NO_GALLERY_HELP, AppState, gallery_problem
 
 KIND_LABELS = {  # what the query panel and the tests call each kind
@@ -161,8 +161,7 @@ def run(state: AppState, query: Query, canvas: str, settings: Settings) -> Answe
     except TextQueryError as error:  # too long, or no text tower
         return Answer([], f"**Those words could not be used:** {error}", [], kind)
     except KeyError:  # a gallery photo gone after a rebuild
-        return Answer([], f"**{query.name} is no longer in the gallery index** (it changed or was removed).", [],
-                      kind)
+        return Answer([], f"**{query.name} is not in the gallery index**: {NOT_IN_INDEX}", [], kind)
     except ImageLoadError as error:
         return Answer([], f"**That photo can no longer be read:** {error}. Upload it again.", [], kind)
     except (ValueError, TypeError) as error:  # an unknown mode, a bad weight or k
