@@ -310,17 +310,24 @@ def slow_searches(running, monkeypatch):
 
 
 WATCH = """() => {
-    // Every time the results or the message change, a current-looking page must show a current answer.
+    // Whenever the results or the message change, what is painted next must be either dimmed (out of
+    // date) or the answer to what is on screen. Checked in the frame before the paint: Gradio fills the
+    // results and the answer's tag in one update, answer.js reacts to the tag within it.
     window.__violations = [];
-    const observe = () => {
+    window.__checks = 0;
+    const check = () => {
+        window.__checks += 1;
         const p = window.SketchLVMPage;
         if (document.body.classList.contains('sketchlvm-stale') || !p.answer) return;
         if (!p.isCurrent(p.answer)) window.__violations.push(JSON.stringify(p.answer));
         const shown = document.querySelectorAll('#sketchlvm-results .caption-label').length;
         if (shown !== p.answer.results) window.__violations.push('shown ' + shown + ' vs ' + JSON.stringify(p.answer));
     };
-    new MutationObserver(observe).observe(document.querySelector('#sketchlvm-results'),
-                                          {subtree: true, childList: true, characterData: true, attributes: true});
+    const observer = new MutationObserver(() => requestAnimationFrame(check));
+    for (const id of ['#sketchlvm-results', '#sketchlvm-message'])
+        observer.observe(document.querySelector(id), {subtree: true, childList: true, characterData: true});
+    for (const id of ['#sketchlvm-mode', '#sketchlvm-top-k', '#sketchlvm-words', '#sketchlvm-text-weight'])
+        document.querySelector(id).addEventListener('input', () => requestAnimationFrame(check), true);
 }"""
 
 
@@ -363,6 +370,8 @@ def test_no_stale_answer_under_random_timing(running, page, slow_searches):
             check_screen(page, state, query)
         except AssertionError as error:
             stale.append((trial, steps, str(error)[:400]))
-    violations = page.evaluate("() => window.__violations")
+    violations, checks = page.evaluate("() => [window.__violations, window.__checks]")
+    print(f"{RACE_TRIALS} trials, {checks} painted states checked, {len(violations)} stale answers shown as current")
+    assert checks > RACE_TRIALS
     assert not stale, f"{len(stale)} of {RACE_TRIALS} trials ended on a stale answer: {stale[:3]}"
     assert not violations, f"{len(violations)} stale answers shown as current: {violations[:3]}"
