@@ -101,3 +101,11 @@ def test_an_oversized_sketch_is_refused_for_its_size_only(tmp_path, monkeypatch)
     assert "over the limit" in message and "over the limit" in popups[0], (message, popups)
     for text in (message, *popups):
         assert "not an image we can read" not in text and str(tmp_path) not in text, text
+
+
+def test_the_no_gallery_help_names_the_folder_where_indexes_are_kept(tmp_path, monkeypatch):
+    from sketchlvm.webapp.state import no_gallery_help
+
+    monkeypatch.setenv("SKETCHLVM_GALLERIES_DIR", str(tmp_path / "indexes"))
+    text = no_gallery_help()
+    assert str(tmp_path / "indexes") in text and "`galleries/`" not in text, text

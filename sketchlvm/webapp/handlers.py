@@ -24,7 +24,7 @@ from sketchlvm.webapp.state import (
     DRAW_HINT,
     MODE_HINTS,
     MODE_LABELS,
-    NO_GALLERY_HELP,
+    no_gallery_help,
     UPLOAD_HINT,
     AppState,
     coverage_note,
@@ -58,7 +58,7 @@ def run_search(state: AppState, sketch: Any, mode: str, k: float, *, live: bool,
     except EmptyGalleryError:
         if not live:
             gr.Warning("There is no photo to search yet.")
-        return [], gallery_problem(state) or NO_GALLERY_HELP, []
+        return [], gallery_problem(state) or no_gallery_help(), []
     except TextQueryError as error:  # too long, or no text tower
         return [], f"**Those words could not be used:** {error}", []
     except (ValueError, TypeError) as error:  # an unknown mode, an unreadable image, a bad weight
@@ -93,7 +93,7 @@ def search_like(state: AppState, relpath: str | None, mode: str, k: float) -> tu
     try:
         results = state.searcher.search_like(relpath, mode, int(k))
     except EmptyGalleryError:
-        return [], gallery_problem(state) or NO_GALLERY_HELP, []
+        return [], gallery_problem(state) or no_gallery_help(), []
     except KeyError:  # gone after a rebuild
         return [], f"**{Path(relpath).name} is not in the gallery index**: {NOT_IN_INDEX}", []
     except (ValueError, TypeError) as error:
@@ -112,7 +112,7 @@ def search_with_photo(state: AppState, path: str | None, mode: str, k: float) ->
     try:
         results = state.searcher.search_photo(path, mode, int(k))
     except EmptyGalleryError:
-        return [], gallery_problem(state) or NO_GALLERY_HELP, []
+        return [], gallery_problem(state) or no_gallery_help(), []
     except ImageLoadError as error:
         gr.Warning("That file is not a photo we can read. Upload a JPEG, PNG or WebP photo.")
         reason = str(error).replace(str(path), name)  # no server paths in the UI

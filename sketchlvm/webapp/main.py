@@ -144,7 +144,7 @@ def prepare(args: argparse.Namespace):
     from sketchlvm.hub import resolve_folder
     from sketchlvm.model.factory import create_sketchlvm
     from sketchlvm.search import Searcher
-    from sketchlvm.webapp.state import NO_GALLERY_HELP, AppState
+    from sketchlvm.webapp.state import AppState, no_gallery_help
 
     gallery = resolve_folder(args.gallery) if args.gallery else latest_gallery()  # an hf:// one fails fast
     if gallery is not None and gallery.exists() and not gallery.is_dir():
@@ -160,7 +160,7 @@ def prepare(args: argparse.Namespace):
         print(f"{key:>18}: {value}")
     searcher = Searcher(model, None, default_k=args.top_k)
     if gallery is None:
-        print("No gallery: the app starts empty. " + NO_GALLERY_HELP.replace("**", "").replace("`", ""))
+        print("No gallery: the app starts empty. " + no_gallery_help().replace("**", "").replace("`", ""))
         return AppState(searcher)
     gallery = gallery.resolve()
     indexer = BackgroundIndexer(gallery, model, on_index=searcher.set_index)

@@ -28,7 +28,7 @@ from sketchlvm.webapp.results import original, serve_thumbnails_in_place, served
 from sketchlvm.webapp.state import (
     DRAW_HINT,
     MODE_LABELS,
-    NO_GALLERY_HELP,
+    no_gallery_help,
     AppState,
     banner_markdown,
     progress_markdown,
@@ -120,7 +120,7 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         indexer = state.ensure_indexer()
         if indexer is None:
             gr.Warning("No gallery to index: start the app with --gallery DIR.")
-            return status_markdown(state), NO_GALLERY_HELP, banner_markdown(state), "", gr.Timer(active=False)
+            return status_markdown(state), no_gallery_help(), banner_markdown(state), "", gr.Timer(active=False)
         try:
             indexer.rebuild()
         except (OSError, ValueError) as error:  # the folder is gone

@@ -31,7 +31,7 @@ from sketchlvm.preprocess.strokes import EmptySketchError, StrokeFormatError
 from sketchlvm.preprocess.transforms import ImageLoadError
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
 from sketchlvm.webapp.handlers import NOT_IN_INDEX, present, strokes_to_sketch
-from sketchlvm.webapp.state import DRAW_HINT, NO_GALLERY_HELP, AppState, gallery_problem
+from sketchlvm.webapp.state import DRAW_HINT, AppState, gallery_problem, no_gallery_help
 
 KIND_LABELS = {  # what the query panel and the tests call each kind
     "drawing": "your drawing",
@@ -157,7 +157,7 @@ def run(state: AppState, query: Query, canvas: str, settings: Settings) -> Answe
     except StrokeFormatError as error:
         return Answer([], f"**Those strokes could not be used:** {error}.", [], kind)
     except EmptyGalleryError:
-        return Answer([], gallery_problem(state) or NO_GALLERY_HELP, [], kind)
+        return Answer([], gallery_problem(state) or no_gallery_help(), [], kind)
     except TextQueryError as error:  # too long, or no text tower
         return Answer([], f"**Those words could not be used:** {error}", [], kind)
     except KeyError:  # a gallery photo gone after a rebuild
