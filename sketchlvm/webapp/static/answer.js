@@ -61,8 +61,13 @@
   });
 
   // Settings changed on screen (mode, number of results, words, weight): re-check at once, before the
-  // search they start has even left.
-  document.addEventListener("input", page.check, true);
-  document.addEventListener("change", page.check, true);
+  // search they start has even left, and again before the next paint: a slider's number box follows
+  // its range a moment after the range's own input event.
+  const recheck = () => {
+    page.check();
+    requestAnimationFrame(page.check);
+  };
+  document.addEventListener("input", recheck, true);
+  document.addEventListener("change", recheck, true);
   page.check();
 })();
