@@ -109,3 +109,23 @@ def test_the_no_gallery_help_names_the_folder_where_indexes_are_kept(tmp_path, m
     monkeypatch.setenv("SKETCHLVM_GALLERIES_DIR", str(tmp_path / "indexes"))
     text = no_gallery_help()
     assert str(tmp_path / "indexes") in text and "`galleries/`" not in text, text
+
+
+def test_index_build_of_an_empty_folder_says_so_and_fails(tmp_path, monkeypatch, capsys):
+    from sketchlvm.gallery.cli import main as index_main
+
+    monkeypatch.setenv("SKETCHLVM_GALLERIES_DIR", str(tmp_path / "galleries"))
+    empty = tmp_path / "photos"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        index_main(["build", str(empty), "--model", "SketchLVM-Tiny", "--pretrained", "none", "--device", "cpu",
+                    "--quiet"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "has no usable photos" in err and ".jpg" in err and "Traceback" not in err, err
+
+
+def test_the_report_module_says_it_is_not_a_command():
+    done = subprocess.run([sys.executable, "-m", "sketchlvm.evaluation.report", "--help"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120, check=False)
+    assert done.returncode == 2 and "sketchlvm evaluate" in done.stderr, (done.returncode, done.stderr)

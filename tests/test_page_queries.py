@@ -319,7 +319,12 @@ WATCH = """() => {
         window.__checks += 1;
         const p = window.SketchLVMPage;
         if (document.body.classList.contains('sketchlvm-stale') || !p.answer) return;
-        if (!p.isCurrent(p.answer)) window.__violations.push(JSON.stringify(p.answer));
+        const now = {mode: document.querySelector('#sketchlvm-mode input:checked')?.value,
+                     k: document.querySelector('#sketchlvm-top-k input[type=number]')?.value,
+                     words: document.querySelector('#sketchlvm-words textarea, #sketchlvm-words input')?.value,
+                     weight: document.querySelector('#sketchlvm-text-weight input[type=number]')?.value,
+                     seq: p.seq, floor: p.floor};
+        if (!p.isCurrent(p.answer)) window.__violations.push(JSON.stringify({answer: p.answer, now}));
         const shown = document.querySelectorAll('#sketchlvm-results .caption-label').length;
         if (shown !== p.answer.results) window.__violations.push('shown ' + shown + ' vs ' + JSON.stringify(p.answer));
     };
@@ -337,6 +342,9 @@ def test_no_stale_answer_under_random_timing(running, page, slow_searches):
     page must show the answer to what is on screen, ranked as the library ranks it."""
     _, state, files = running
     rng = random.Random(2126)
+    for part in ("#sketchlvm-results", "#sketchlvm-message", "#sketchlvm-mode", "#sketchlvm-top-k", "#sketchlvm-words",
+                 "#sketchlvm-text-weight"):
+        page.locator(part).first.wait_for(state="attached")
     page.evaluate(WATCH)
     query = {"kind": "drawing"}
     stale = []

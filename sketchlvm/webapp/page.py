@@ -106,14 +106,13 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
 
     def result_selected(shown, evt: gr.SelectData):
         if not shown or not 0 <= evt.index < len(shown):
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip()
         relpath = shown[evt.index]
         photo = original(state, relpath)
         if photo is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        name = relpath.rsplit("/", 1)[-1]
-        return (gr.update(value=photo, label=f"{relpath} (original)"), relpath,
-                gr.update(value=f"Search with this photo ({name})"), gr.update(visible=True))
+            return gr.skip(), gr.skip(), gr.skip()
+        # The preview's label names the photo; the button stays short enough for a phone.
+        return gr.update(value=photo, label=f"{relpath} (original)"), relpath, gr.update(visible=True)
 
     def rebuild():
         """Index what changed in the gallery folder, in the background (the page shows the progress)."""
@@ -249,7 +248,7 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
             return query_module.set_example(state, evt.index)
 
         examples.select(example_selected, None, [canvas, query, answer_box], **setters)
-        results.select(result_selected, shown, [preview, selected, like_button, preview_panel],
+        results.select(result_selected, shown, [preview, selected, preview_panel],
                        api_visibility="private", show_progress="hidden", queue=False)
         close_button.click(lambda: gr.update(visible=False), None, preview_panel, api_visibility="private",
                            queue=False)
