@@ -45,6 +45,23 @@
     page.check();
   };
 
+  // Settings changed on screen (mode, number of results, words, weight): re-check at once, before the
+  // search they start has even left, and again before the next paint: a slider's number box follows
+  // its range a moment after the range's own input event.
+  const recheck = () => {
+    page.check();
+    requestAnimationFrame(page.check);
+  };
+  document.addEventListener("input", recheck, true);
+  document.addEventListener("change", recheck, true);
+  // Gradio re-renders a control after its own event (the mode's radio buttons, a slider's number box):
+  // check again whenever their markup changes, so a value that settles late is seen before the paint.
+  const controlsChanged = new MutationObserver(recheck);
+  for (const id of ["#sketchlvm-mode", "#sketchlvm-top-k", "#sketchlvm-text-weight"]) {
+    const control = document.querySelector(id);
+    if (control) controlsChanged.observe(control, { subtree: true, attributes: true, childList: true });
+  }
+
   watch("value", () => {
     let value = null;
     try {
@@ -57,17 +74,8 @@
       page.queryChanged();
     }
     else if (value && value.seq !== undefined) page.answer = value;
-    page.check();
+    recheck();
   });
 
-  // Settings changed on screen (mode, number of results, words, weight): re-check at once, before the
-  // search they start has even left, and again before the next paint: a slider's number box follows
-  // its range a moment after the range's own input event.
-  const recheck = () => {
-    page.check();
-    requestAnimationFrame(page.check);
-  };
-  document.addEventListener("input", recheck, true);
-  document.addEventListener("change", recheck, true);
   page.check();
 })();
