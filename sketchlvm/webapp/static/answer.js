@@ -13,29 +13,37 @@
   const page = (window.SketchLVMPage = window.SketchLVMPage || { seq: 0, floor: 0 });
   page.answer = null;
 
+  // A slider's range and its number box each follow the other a moment late, and not always with an
+  // event: a setting counts only when both show it.
+  function sliderValues(id) {
+    return [...document.querySelectorAll(`${id} input[type=number], ${id} input[type=range]`)].map((i) => Number(i.value));
+  }
+
   function controls() {
     const mode = document.querySelector("#sketchlvm-mode input:checked");
-    const k = document.querySelector("#sketchlvm-top-k input[type=number]");
     const words = document.querySelector("#sketchlvm-words textarea, #sketchlvm-words input");
-    const weight = document.querySelector("#sketchlvm-text-weight input[type=number]");
     return {
       mode: mode ? mode.value : null,
-      k: k ? Number(k.value) : null,
+      k: sliderValues("#sketchlvm-top-k"),
       words: words ? words.value : "",
-      weight: weight ? Number(weight.value) : null,
+      weight: sliderValues("#sketchlvm-text-weight"),
     };
   }
 
   page.isCurrent = (tag) => {
     if (!tag || tag.seq <= page.floor) return false; // asked before the query last changed
     const now = controls();
-    return tag.mode === now.mode && tag.k === now.k && tag.words === now.words
-      && Math.abs(tag.weight - now.weight) < 1e-6;
+    return tag.mode === now.mode && tag.words === now.words && now.k.length > 0 && now.weight.length > 0
+      && now.k.every((k) => k === tag.k) && now.weight.every((w) => Math.abs(w - tag.weight) < 1e-6);
   };
 
+  let again = null;
   page.check = () => {
     const fresh = page.answer === null || page.isCurrent(page.answer);
     document.body.classList.toggle("sketchlvm-stale", !fresh);
+    // While out of date, look again shortly: a control may settle with no event to say so.
+    clearTimeout(again);
+    if (!fresh) again = setTimeout(page.check, 100);
     element.dataset.fresh = fresh ? "1" : "0";
     element.dataset.tag = page.answer ? JSON.stringify(page.answer) : "";
   };
