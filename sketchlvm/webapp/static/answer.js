@@ -37,13 +37,9 @@
       && now.k.every((k) => k === tag.k) && now.weight.every((w) => Math.abs(w - tag.weight) < 1e-6);
   };
 
-  let again = null;
   page.check = () => {
     const fresh = page.answer === null || page.isCurrent(page.answer);
     document.body.classList.toggle("sketchlvm-stale", !fresh);
-    // While out of date, look again shortly: a control may settle with no event to say so.
-    clearTimeout(again);
-    if (!fresh) again = setTimeout(page.check, 100);
     element.dataset.fresh = fresh ? "1" : "0";
     element.dataset.tag = page.answer ? JSON.stringify(page.answer) : "";
   };
@@ -69,6 +65,12 @@
     const control = document.querySelector(id);
     if (control) controlsChanged.observe(control, { subtree: true, attributes: true, childList: true });
   }
+
+  // And every 100 ms: a control can settle with no event or markup change to say so (seen in the race
+  // test with Gradio's radio buttons), so a mismatch is dimmed within 100 ms whatever the cause.
+  setInterval(() => {
+    if (element.isConnected && !document.hidden) page.check();
+  }, 100);
 
   watch("value", () => {
     let value = null;
