@@ -9,19 +9,27 @@ Hugging Face Spaces run this file. The command line itself lives in ``sketchlvm.
 
 import sys
 
-from sketchlvm.webapp.main import (  # noqa: F401  (re-exported: the app's public names, as before)
-    DEFAULT_TOP_K,
-    DRAW_HINT,
-    NO_GALLERY_HELP,
-    UPLOAD_HINT,
-    AppState,
-    build_demo,
-    build_parser,
-    launch,
-    launch_kwargs,
-    main,
-    prepare,
-)
+from sketchlvm.webapp.main import build_parser, main, prepare  # noqa: F401  (light: nothing heavy until main runs)
+
+_EXPORTS = {  # the app's other public names, as before, imported on first use (they import gradio)
+    "DEFAULT_TOP_K": "sketchlvm.webapp.main",
+    "launch": "sketchlvm.webapp.main",
+    "DRAW_HINT": "sketchlvm.webapp.state",
+    "NO_GALLERY_HELP": "sketchlvm.webapp.state",
+    "UPLOAD_HINT": "sketchlvm.webapp.state",
+    "AppState": "sketchlvm.webapp.state",
+    "build_demo": "sketchlvm.webapp.page",
+    "launch_kwargs": "sketchlvm.webapp.page",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(_EXPORTS[name]), name)
+
 
 if __name__ == "__main__":
     sys.exit(main())

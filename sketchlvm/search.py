@@ -209,9 +209,13 @@ class Searcher:
         query = text_vector[None] if sketch_vector is None else fuse(sketch_vector, text_vector, w)
         return self._ranked(query, mode, k)
 
-    def search_like(self, photo: int | str, mode: str = "category", k: int | None = None) -> list[SearchResult]:
+    def search_like(self, photo: int | str, mode: str = "category", k: int | None = None, *,
+                    text: str | None = None, text_weight: float = DEFAULT_TEXT_WEIGHT) -> list[SearchResult]:
         """"More like this": the photos closest to gallery photo ``photo`` (its position in the index or
-        its relpath), from its stored vector (nothing is re-encoded). The photo itself comes first."""
+        its relpath), from its stored vector (nothing is re-encoded). The photo itself comes first.
+
+        With words (``text``), the photo's vector and the words' are fused as a sketch's are, and the
+        ranking is that of the fused query (the photo itself no longer comes first by rule)."""
         k = self._check_k(k)
         self._check_mode(mode)
         index = self._require_index()
@@ -219,14 +223,18 @@ class Searcher:
         if not 0 <= i < len(index):
             raise ValueError(f"no photo {photo!r} in the gallery index ({len(index)} photos)")
         query = np.ascontiguousarray(index.vectors(mode)[i][None], dtype=np.float32)  # (1, D)
+        if text is not None and text.strip():
+            return self._ranked(self._with_words(query, text, text_weight), mode, k)
         scores, ids = index.search(query, mode, min(k + 1, len(index)))  # (1, k + 1): room for the photo itself
         pairs = [(float(np.dot(query[0], query[0])), i)]
         pairs += [(float(sc), int(j)) for sc, j in zip(scores[0], ids[0]) if j >= 0 and j != i]  # noqa: B905
         return [self._result(index, j, sc, rank) for rank, (sc, j) in enumerate(pairs[:k], start=1)]
 
-    def search_photo(self, image: Any, mode: str = "category", k: int | None = None) -> list[SearchResult]:
+    def search_photo(self, image: Any, mode: str = "category", k: int | None = None, *,
+                     text: str | None = None, text_weight: float = DEFAULT_TEXT_WEIGHT) -> list[SearchResult]:
         """An uploaded photo (path, bytes, file object or PIL image) as the query, encoded as the gallery's
-        photos are. Raises ``ImageLoadError`` (a ``ValueError``) for a file that is not a usable image."""
+        photos are; with words, fused with them as a sketch is. Raises ``ImageLoadError`` (a
+        ``ValueError``) for a file that is not a usable image."""
         k = self._check_k(k)
         self._check_mode(mode)
         # Decoded as the index build decodes (upright RGB, size-checked, JPEGs drafted near the model's size),
@@ -234,7 +242,14 @@ class Searcher:
         photo = load_photo(image, self.model.preprocess.max_image_pixels, draft_size=self.model.image_size)
         key = "photo:" + sketch_key(photo)
         query = self._cached(key, self.model.encoder_key(mode, "photo"), lambda: self.model.encode_photos([photo], mode))
+        if text is not None and text.strip():
+            query = self._with_words(query, text, text_weight)
         return self._ranked(query, mode, k)
+
+    def _with_words(self, query: np.ndarray, text: str, text_weight: float) -> np.ndarray:
+        """A (1, D) photo query fused with the words, as a sketch is (``fuse``). Raises ``TextQueryError``."""
+        w = check_text_weight(text_weight)
+        return fuse(query[0], self.model.encode_text(text), w)
 
     # -- ranking ----------------------------------------------------------------------------------
 

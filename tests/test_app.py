@@ -395,7 +395,8 @@ def test_environment_sets_flags_and_flags_win(monkeypatch):
 
 def test_missing_weights_exit_cleanly(capsys, tmp_path):
     missing = tmp_path / "nope.safetensors"
-    code = app_module.main(["--model", "SketchLVM-Tiny", "--pretrained", str(missing), "--device", "cpu"])
+    code = app_module.main(["--model", "SketchLVM-Tiny", "--pretrained", str(missing), "--device", "cpu",
+                            "--port", str(free_port())])  # the port is checked first: a free one
     err = capsys.readouterr().err
     assert code != 0
     assert err.startswith("error: ") and "does not exist" in err and "Traceback" not in err

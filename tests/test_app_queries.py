@@ -116,7 +116,8 @@ def test_search_with_this_photo_puts_the_photo_first(running, mode):
     assert got == library(state.searcher.search_like(relpath, mode, K))
     assert f"More like **{Path(relpath).name}**" in message
     gallery, message = client.predict("gone/photo.jpg", mode, K, api_name="/search_like")
-    assert gallery == [] and "no longer in the gallery index" in message
+    assert gallery == [] and "gone/photo.jpg" not in message and "photo.jpg is not in the gallery index" in message
+    assert "no longer" not in message  # it never was: say nothing untrue
 
 
 def test_an_uploaded_photo_is_a_query(running, tmp_path):
@@ -135,7 +136,8 @@ def test_an_uploaded_photo_is_a_query(running, tmp_path):
 @pytest.mark.browser
 def test_words_and_search_with_this_photo_in_a_real_browser(running, tmp_path):
     """Headless Chromium: words typed beside a blank canvas search (Enter), clicking a result offers
-    "Search with this photo", which puts that photo first. Screenshots in tmp_path."""
+    "Search with this photo", which re-ranks with the words still in the box and, without them, puts
+    that photo first. Screenshots in tmp_path."""
     from test_browser import CHROMIUM, CHROMIUM_ARGS
 
     if not CHROMIUM.is_file():
@@ -162,7 +164,15 @@ def test_words_and_search_with_this_photo_in_a_real_browser(running, tmp_path):
         page.get_by_text(f"More like {words_only[2]}").wait_for()
         shown = [c.split(" · ")[-1] for c in page.locator(captions).all_inner_texts()]
         relpath = next(p.relpath for p in state.searcher.index.photos if p.relpath.endswith("/" + words_only[2]))
-        assert shown == library(state.searcher.search_like(relpath, "category", K)) and shown[0] == words_only[2]
+        # The words still in the box re-rank this query too (one query, every control applies) ...
+        assert shown == library(state.searcher.search_like(relpath, "category", K, text="a red mug"))
+        # ... and without them the photo alone is the query, and comes first.
+        page.locator("#sketchlvm-words textarea, #sketchlvm-words input").first.fill("")
+        page.locator("#sketchlvm-words textarea, #sketchlvm-words input").first.press("Enter")
+        alone = library(state.searcher.search_like(relpath, "category", K))
+        page.wait_for_function(f"(alone) => JSON.stringify([...document.querySelectorAll('{captions}')]"
+                               ".map(c => c.innerText.split(' · ').pop().trim())) === JSON.stringify(alone)", arg=alone)
+        assert alone[0] == words_only[2]
         page.screenshot(path=str(tmp_path / "more-like-this.png"))
         browser.close()
     print(f"screenshots in {tmp_path}")

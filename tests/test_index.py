@@ -374,8 +374,10 @@ def test_model_change_forces_rebuild_of_that_mode(model, sketchy_root, tmp_path,
         return {**ident, "checkpoint_sha256": "f" * 64, "n_prompts": 3} if mode == "fine_grained" else ident
 
     monkeypatch.setattr(model, "identity", trained_fine_grained)
-    with pytest.raises(StaleIndexError, match=r"fine_grained.*python -m sketchlvm index build"):
+    with pytest.raises(StaleIndexError, match=r"fine_grained.*python -m sketchlvm index build") as stale:
         open_gallery_index(cache, model)
+    # The suggested command rebuilds for this model, not the default one: its own flags.
+    assert f"--model {model.arch} --pretrained none" in str(stale.value), stale.value
     spy = EncodeSpy(model, monkeypatch)
     index = build_gallery_index(gallery, model, cache, CONFIG, show_progress_bar=False)
     assert [mode for mode, _ in spy.calls] == ["fine_grained"] * len(spy.calls) and len(spy.encoded) == 10

@@ -409,3 +409,11 @@ def write_report(out_dir: str | Path, evaluation: Any, dataset_key: str | None, 
         write_example_grid(out_dir, [evaluation.query_items[i] for i in rows], evaluation.gallery_items, top, relevant,
                            query_labels=[evaluation.query_labels[i] for i in rows],
                            gallery_labels=list(evaluation.gallery_labels))
+
+
+if __name__ == "__main__":  # a library module: say where its reports come from instead of doing nothing
+    import sys
+
+    print("sketchlvm.evaluation.report writes the reports of `sketchlvm evaluate`; it is not a command. "
+          "Run: sketchlvm evaluate --help", file=sys.stderr)
+    sys.exit(2)

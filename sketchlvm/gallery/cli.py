@@ -86,6 +86,11 @@ def _build(args: argparse.Namespace) -> int:
     print(f"indexed {len(index)} photos in {time.perf_counter() - t0:.1f} s: {r.added} added, {r.updated} updated, "
           f"{r.removed} removed, {r.unchanged} unchanged, {len(r.skipped)} skipped")
     _print_skipped(r.skipped, index.cache_dir)
+    if not len(index):  # nothing to search: say why and what to do, as the app does
+        found = "every file found was skipped (above)" if r.skipped else "no photos found"
+        print(f"error: {gallery} has no usable photos ({found}): add .jpg, .png or .webp photos to it (one "
+              "subfolder per category gives each photo its category), then run this again", file=sys.stderr)
+        return 2
     if model.runtime.name == "onnx-int8" and len(index):
         from sketchlvm.runtime.int8 import check_int8
 

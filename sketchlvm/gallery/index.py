@@ -212,9 +212,23 @@ class GalleryIndex:
         return scores, ids.astype(np.int64, copy=False)
 
 
+def rebuild_command(root: str | Path, model: SketchLVM) -> str:
+    """The ``python -m sketchlvm index build`` command that re-embeds ``root`` with ``model``: its own model flags,
+    so the suggestion rebuilds for the model that is running, not the default one."""
+    import shlex
+
+    weights = model.weights
+    pretrained = "none" if weights.kind == "random" else weights.value
+    parts = ["python", "-m", "sketchlvm", "index", "build", str(root), "--model", model.arch, "--pretrained", str(pretrained)]
+    checkpoint = getattr(model, "checkpoint", None)
+    if checkpoint is not None and getattr(checkpoint, "path", None) is not None:
+        parts += ["--checkpoint", str(checkpoint.path)]
+    return " ".join(shlex.quote(part) for part in parts)
+
+
 def _check_identity(manifest: dict, model: SketchLVM, cache: Path) -> None:
     root = manifest.get("root", "DIR")
-    fix = f"rebuild it with: python -m sketchlvm index build {root} (only the changed modes are re-embedded)"
+    fix = f"rebuild it with: {rebuild_command(root, model)} (only the changed modes are re-embedded)"
     for mode in model.modes:
         if mode not in manifest["modes"]:
             raise StaleIndexError(f"the gallery index in {cache} has no {mode!r} embeddings; {fix}")

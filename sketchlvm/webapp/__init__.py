@@ -1,10 +1,14 @@
-"""The web app: stroke canvas (canvas.py + static/), page layout (page.py), handlers, results, state.
+"""The web app: stroke canvas (canvas.py + static/), page layout (page.py), the page's query (query.py),
+handlers, results, state; main.py is the command line.
 
 Owns everything a person sees and clicks. May import everything below it (search, gallery, model,
 preprocess, config); nothing in ``sketchlvm`` imports it except the ``sketchlvm`` command (cli.py).
+The public names below are imported on first use, so ``python app.py --help`` (which imports
+``sketchlvm.webapp.main``) answers before gradio, torch or the model are loaded.
 """
 
 import os
+from importlib import import_module
 
 # Read by gradio and huggingface_hub at import time, so set before importing either.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -15,32 +19,37 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 if os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true"):
     import spaces  # noqa: E402,F401
 
-from sketchlvm.webapp.handlers import (  # noqa: E402
-    MAX_SKETCH_PIXELS,
-    fit_to_canvas,
-    load_example,
-    load_upload,
-    render_examples,
-    run_search,
-    search_like,
-    search_strokes,
-    search_with_photo,
-)
-from sketchlvm.webapp.page import DEFAULT_TOP_K, MAX_TOP_K, build_demo, launch, launch_kwargs
-from sketchlvm.webapp.results import caption, gallery_item
-from sketchlvm.webapp.state import (
-    DRAW_HINT,
-    NO_GALLERY_HELP,
-    UPLOAD_HINT,
-    AppState,
-    banner_markdown,
-    progress_markdown,
-    status_markdown,
-)
+_EXPORTS = {
+    "MAX_SKETCH_PIXELS": "sketchlvm.webapp.handlers",
+    "fit_to_canvas": "sketchlvm.webapp.handlers",
+    "load_example": "sketchlvm.webapp.handlers",
+    "load_upload": "sketchlvm.webapp.handlers",
+    "render_examples": "sketchlvm.webapp.handlers",
+    "run_search": "sketchlvm.webapp.handlers",
+    "search_like": "sketchlvm.webapp.handlers",
+    "search_strokes": "sketchlvm.webapp.handlers",
+    "search_with_photo": "sketchlvm.webapp.handlers",
+    "DEFAULT_TOP_K": "sketchlvm.webapp.main",
+    "MAX_TOP_K": "sketchlvm.webapp.page",
+    "build_demo": "sketchlvm.webapp.page",
+    "launch": "sketchlvm.webapp.page",
+    "launch_kwargs": "sketchlvm.webapp.page",
+    "caption": "sketchlvm.webapp.results",
+    "gallery_item": "sketchlvm.webapp.results",
+    "DRAW_HINT": "sketchlvm.webapp.state",
+    "NO_GALLERY_HELP": "sketchlvm.webapp.state",
+    "UPLOAD_HINT": "sketchlvm.webapp.state",
+    "AppState": "sketchlvm.webapp.state",
+    "banner_markdown": "sketchlvm.webapp.state",
+    "progress_markdown": "sketchlvm.webapp.state",
+    "status_markdown": "sketchlvm.webapp.state",
+}
+__all__ = list(_EXPORTS)
 
-__all__ = [
-    "AppState", "DEFAULT_TOP_K", "DRAW_HINT", "MAX_SKETCH_PIXELS", "MAX_TOP_K", "NO_GALLERY_HELP", "UPLOAD_HINT",
-    "banner_markdown", "build_demo", "caption", "fit_to_canvas", "gallery_item", "launch", "launch_kwargs",
-    "load_example", "load_upload", "progress_markdown", "render_examples", "run_search", "search_like",
-    "search_strokes", "search_with_photo", "status_markdown",
-]
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

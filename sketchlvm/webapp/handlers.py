@@ -26,7 +26,7 @@ from sketchlvm.webapp.state import (
     DRAW_HINT,
     MODE_HINTS,
     MODE_LABELS,
-    NO_GALLERY_HELP,
+    no_gallery_help,
     UPLOAD_HINT,
     AppState,
     coverage_note,
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 EXAMPLES_DIR = PACKAGE_DIR / "examples"
 MAX_SKETCH_PIXELS = 4096 * 4096  # uploaded sketch images
+NOT_IN_INDEX = "it was never indexed, or it changed or was removed since."  # a relpath the index lacks
 UPLOAD_SIDE = 512  # an uploaded sketch is searched as it would show on a 512 x 512 canvas
 
 
@@ -59,7 +60,7 @@ def run_search(state: AppState, sketch: Any, mode: str, k: float, *, live: bool,
     except EmptyGalleryError:
         if not live:
             gr.Warning("There is no photo to search yet.")
-        return [], gallery_problem(state) or NO_GALLERY_HELP, []
+        return [], gallery_problem(state) or no_gallery_help(), []
     except TextQueryError as error:  # too long, or no text tower
         return [], f"**Those words could not be used:** {error}", []
     except (ValueError, TypeError) as error:  # an unknown mode, an unreadable image, a bad weight
@@ -94,9 +95,9 @@ def search_like(state: AppState, relpath: str | None, mode: str, k: float) -> tu
     try:
         results = state.searcher.search_like(relpath, mode, int(k))
     except EmptyGalleryError:
-        return [], gallery_problem(state) or NO_GALLERY_HELP, []
+        return [], gallery_problem(state) or no_gallery_help(), []
     except KeyError:  # gone after a rebuild
-        return [], f"**{Path(relpath).name} is no longer in the gallery index** (it changed or was removed).", []
+        return [], f"**{Path(relpath).name} is not in the gallery index**: {NOT_IN_INDEX}", []
     except (ValueError, TypeError) as error:
         return [], f"**That search could not be run:** {error}", []
     gallery, message, shown = present(state, results, mode, (time.perf_counter() - started) * 1000)
@@ -113,7 +114,7 @@ def search_with_photo(state: AppState, path: str | None, mode: str, k: float) ->
     try:
         results = state.searcher.search_photo(path, mode, int(k))
     except EmptyGalleryError:
-        return [], gallery_problem(state) or NO_GALLERY_HELP, []
+        return [], gallery_problem(state) or no_gallery_help(), []
     except ImageLoadError as error:
         gr.Warning("That file is not a photo we can read. Upload a JPEG, PNG or WebP photo.")
         reason = str(error).replace(str(path), name)  # no server paths in the UI
@@ -155,6 +156,26 @@ def fit_to_canvas(image: Image.Image, size: int = UPLOAD_SIDE) -> Image.Image:
     return ImageOps.pad(image, (size, size), method=Image.Resampling.LANCZOS, color="white")
 
 
+def read_sketch_upload(path: str) -> tuple[Image.Image | None, str]:
+    """An uploaded sketch image -> (the sketch fitted to the canvas, "") or (None, the refusal message).
+
+    Refuses, with one reason, a file that is not a readable image, one over the size limit, and a blank
+    page; the reason also pops up.
+    """
+    name = Path(path).name
+    try:
+        image = load_photo(path, max_pixels=MAX_SKETCH_PIXELS)  # any format -> upright RGB; refuses non-images
+        crop_to_ink(image)  # refuses a blank page
+    except ImageLoadError as error:
+        reason = str(error).replace(str(path), name)  # no server paths in the UI
+        gr.Warning(f"Upload refused: {reason}.")
+        return None, f"**Upload refused:** {reason}. {UPLOAD_HINT}"
+    except EmptySketchError:
+        gr.Warning("That image is blank: no lines found.")
+        return None, f"**Upload refused:** {name} has no dark lines on it. {UPLOAD_HINT}"
+    return fit_to_canvas(image), ""
+
+
 def load_upload(state: AppState, path: str | None, mode: str, k: float, text: str | None = None,
                 text_weight: float = DEFAULT_TEXT_WEIGHT) -> tuple[Any, Any, Any, Any]:
     """An uploaded sketch image -> (sketch shown, gallery value, message, relpaths shown).
@@ -164,21 +185,12 @@ def load_upload(state: AppState, path: str | None, mode: str, k: float, text: st
     """
     if not path:
         return gr.skip(), gr.skip(), DRAW_HINT, gr.skip()
-    name = Path(path).name
-    try:
-        image = load_photo(path, max_pixels=MAX_SKETCH_PIXELS)  # any format -> upright RGB; refuses non-images
-        crop_to_ink(image)  # refuses a blank page
-    except ImageLoadError as error:
-        gr.Warning("That file is not an image we can read. Upload a PNG or JPEG sketch.")
-        reason = str(error).replace(str(path), name)  # no server paths in the UI
-        return gr.skip(), gr.skip(), f"**Upload refused:** {reason}. {UPLOAD_HINT}", gr.skip()
-    except EmptySketchError:
-        gr.Warning("That image is blank: no lines found.")
-        return gr.skip(), gr.skip(), f"**Upload refused:** {name} has no dark lines on it. {UPLOAD_HINT}", gr.skip()
-    fitted = fit_to_canvas(image)
+    fitted, refusal = read_sketch_upload(path)
+    if fitted is None:
+        return gr.skip(), gr.skip(), refusal, gr.skip()
     gallery, message, shown = run_search(state, fitted, mode, k, live=False, text=text, text_weight=text_weight)
     if gallery:
-        message = f"Uploaded **{name}** · {message}"
+        message = f"Uploaded **{Path(path).name}** · {message}"
     return gr.update(value=fitted, visible=True), gallery, message, shown
 
 

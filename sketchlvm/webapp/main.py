@@ -2,32 +2,29 @@
 loading, background indexing of the gallery, then the page that ``sketchlvm.webapp.page`` builds.
 
 Run as ``python app.py`` (Spaces run that file), ``sketchlvm app`` or ``python -m sketchlvm app``.
+
+Nothing heavy (gradio, torch, numpy, the model) is imported until the arguments are parsed and the port
+is known to be free: ``--help`` and a wrong flag answer at once, and a port in use is one line, not a
+traceback after the model loaded. tests/test_app_cli.py checks ``sys.modules`` for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import socket
 import sys
+from typing import Any
 
 from sketchlvm.arguments import device as _device
 from sketchlvm.arguments import port as _port
 from sketchlvm.arguments import positive_int as _positive_int
 from sketchlvm.arguments import runtime as _runtime
 from sketchlvm.config import ModelConfig
-from sketchlvm.runtime import zerogpu
-from sketchlvm.search import Searcher
-from sketchlvm.webapp import (  # noqa: F401  (app.py re-exports the app's public names)
-    DEFAULT_TOP_K,
-    DRAW_HINT,
-    NO_GALLERY_HELP,
-    UPLOAD_HINT,
-    AppState,
-    build_demo,
-    launch,
-    launch_kwargs,
-)
+
+DEFAULT_TOP_K = 12  # results shown at first (--top-k); the page's slider changes it
 
 # --------------------------------------------------------------------------------------------
 # Command line
@@ -85,12 +82,12 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
         f"Default: {model_defaults.pretrained} [SKETCHLVM_PRETRAINED]",
     )
     parser.add_argument(
-        "--device", metavar="auto|cpu|cuda", type=_device, default=_env("SKETCHLVM_DEVICE", "auto"),
+        "--device", metavar="auto|cpu|cuda", default=_env("SKETCHLVM_DEVICE", "auto"),
         help="where the model runs (cuda:N also accepted); auto, the default, picks CUDA when present "
         "[SKETCHLVM_DEVICE]",
     )
     parser.add_argument(
-        "--runtime", metavar="auto|torch|onnx|onnx-int8", type=_runtime, default=_env("SKETCHLVM_RUNTIME", "auto"),
+        "--runtime", metavar="auto|torch|onnx|onnx-int8", default=_env("SKETCHLVM_RUNTIME", "auto"),
         help="what runs the encoder: auto (the default) = ONNX Runtime fp32 on CPU when installed, torch on CUDA; "
         "onnx-int8 = int8 sketches, only if their rankings agree with fp32 on the gallery [SKETCHLVM_RUNTIME]",
     )
@@ -137,14 +134,50 @@ def choose_gallery(args: argparse.Namespace):
     return folder, DEMO.credit()
 
 
-def prepare(args: argparse.Namespace) -> AppState:
+def check_port(host: str, port: int) -> str | None:
+    """Why the app cannot listen on ``host:port`` (in use, or not allowed), or None when it can.
+
+    Binds and closes at once, as Gradio will bind it: a port taken between this check and the launch
+    still fails, but then after the model loaded rather than before.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        if os.name != "nt":
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return (f"port {port} on {host} is already in use: stop what runs there, or choose another with "
+                        "--port N (or SKETCHLVM_PORT)")
+            if error.errno == errno.EACCES:
+                return f"port {port} on {host} needs privileges this user lacks: choose one above 1023 with --port N"
+            return f"cannot listen on {host}:{port} ({error.strerror or error}): check --host and --port"
+    return None
+
+
+def launch(demo: Any, **kwargs: Any):
+    """``sketchlvm.webapp.page.launch``, imported when the app starts (gradio is heavy)."""
+    from sketchlvm.webapp.page import launch as launch_page
+
+    return launch_page(demo, **kwargs)
+
+
+def prepare(args: argparse.Namespace):
     """Load the model and start indexing the gallery in the background: the page comes up at once and
-    shows the progress, search covers what is indexed so far. Raises WeightsUnavailableError,
-    HubUnavailableError, FileNotFoundError (no such gallery)."""
+    shows the progress, search covers what is indexed so far. Returns the ``AppState``. Raises
+    WeightsUnavailableError, HubUnavailableError, FileNotFoundError (no such gallery),
+    NotADirectoryError (a file given as the gallery)."""
     from sketchlvm.gallery.background import BackgroundIndexer
     from sketchlvm.model.factory import create_sketchlvm
+    from sketchlvm.runtime import zerogpu
+    from sketchlvm.search import Searcher
+    from sketchlvm.webapp.state import AppState, no_gallery_help
 
     gallery, credit = choose_gallery(args)
+    if gallery is not None and gallery.exists() and not gallery.is_dir():
+        raise NotADirectoryError(f"--gallery {str(gallery)!r} is a file, not a folder: give the folder that holds "
+                                 "the photos (--gallery / SKETCHLVM_GALLERY)")
     if gallery is not None and not gallery.is_dir():
         raise FileNotFoundError(f"gallery folder {str(gallery)!r} does not exist (--gallery / SKETCHLVM_GALLERY)")
     on_zerogpu = zerogpu.on_zerogpu()
@@ -159,7 +192,7 @@ def prepare(args: argparse.Namespace) -> AppState:
         print(f"{key:>18}: {value}")
     searcher = Searcher(model, None, default_k=args.top_k)
     if gallery is None:
-        print("No gallery: the app starts empty. " + NO_GALLERY_HELP.replace("**", "").replace("`", ""))
+        print("No gallery: the app starts empty. " + no_gallery_help().replace("**", "").replace("`", ""))
         return AppState(searcher)
     gallery = gallery.resolve()
     indexer = BackgroundIndexer(gallery, model, on_index=searcher.set_index)
@@ -189,14 +222,26 @@ def prepare(args: argparse.Namespace) -> AppState:
 
 
 def main(argv: list[str] | None = None, prog: str = "app.py") -> int:
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    problem = check_port(args.host, args.port)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    # Checked after the port: these checks import torch (is CUDA there?) and the runtime.
+    for flag, check in (("--device", _device), ("--runtime", _runtime)):
+        name = flag.lstrip("-")
+        try:
+            setattr(args, name, check(getattr(args, name)))
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"argument {flag}: {error}")
     # Our own progress at INFO; other libraries (open_clip logs on the root logger, faiss, httpx) warnings only.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("sketchlvm").setLevel(logging.INFO)
-    from sketchlvm.hub import HubUnavailableError
     from sketchlvm.gallery import StaleIndexError
-    from sketchlvm.runtime.engine import Int8RefusedError
+    from sketchlvm.hub import HubUnavailableError
     from sketchlvm.model.weights import WeightsUnavailableError
+    from sketchlvm.runtime.engine import Int8RefusedError
 
     try:
         state = prepare(args)
@@ -206,6 +251,9 @@ def main(argv: list[str] | None = None, prog: str = "app.py") -> int:
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from sketchlvm.runtime import zerogpu
+    from sketchlvm.webapp.page import build_demo, launch_kwargs
+
     demo = build_demo(state)
     try:
         if zerogpu.on_zerogpu() and state.indexer is not None and state.indexer.snapshot().state == "idle":
@@ -214,6 +262,10 @@ def main(argv: list[str] | None = None, prog: str = "app.py") -> int:
             demo.block_thread()
         else:
             launch(demo, **launch_kwargs(state, args.host, args.port, args.share))
+    except OSError as error:  # the port was taken while the model loaded
+        print(f"error: cannot listen on {args.host}:{args.port} ({error}): choose another with --port N",
+              file=sys.stderr)
+        return 2
     finally:
         if state.indexer is not None:  # save the batch in flight (a kill loses at most one commit's work)
             state.indexer.stop(timeout=5)

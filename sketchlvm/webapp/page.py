@@ -16,11 +16,10 @@ import gradio as gr
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, Searcher
 from sketchlvm.model.text import MAX_TEXT_CHARS, TEXT_TEMPLATE
 from sketchlvm.webapp.canvas import STATIC_DIR, StrokeCanvas
+from sketchlvm.webapp import query as query_module
 from sketchlvm.webapp.handlers import (
-    load_example,
     load_upload,
     render_examples,
-    run_search,
     search_like,
     search_strokes,
     search_with_photo,
@@ -29,14 +28,13 @@ from sketchlvm.webapp.results import original, serve_thumbnails_in_place, served
 from sketchlvm.webapp.state import (
     DRAW_HINT,
     MODE_LABELS,
-    NO_GALLERY_HELP,
+    no_gallery_help,
     AppState,
     banner_markdown,
     progress_markdown,
     status_markdown,
 )
 
-DEFAULT_TOP_K = 12
 MAX_TOP_K = 60
 PROGRESS_POLL_S = 1.0  # how often an open page asks how far indexing is, while it runs
 # Searches let in at once. The encoder itself runs one query at a time (RuntimeConfig.serial_queries),
@@ -52,8 +50,12 @@ ANALYTICS_SUMMARY_EVERY = 100  # events between two of Gradio's queue-analytics 
 
 
 @cache
+def static_text(name: str) -> str:
+    return (STATIC_DIR / name).read_text(encoding="utf-8")
+
+
 def page_css() -> str:
-    return (STATIC_DIR / "page.css").read_text(encoding="utf-8")
+    return static_text("page.css")
 
 
 def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
@@ -72,34 +74,10 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         gallery, message, _ = search_strokes(state, strokes, mode, k, live=False, text=text, text_weight=text_weight)
         return gallery, message
 
-    def search_live(strokes, uploaded, mode, k, text, text_weight):
-        # The query is the canvas, unless a sketch was uploaded since the last stroke; plus the words.
-        if uploaded is not None:
-            return run_search(state, uploaded, mode, k, live=True, text=text, text_weight=text_weight)
-        return search_strokes(state, strokes, mode, k, live=True, text=text, text_weight=text_weight)
-
-    def stroke_drawn(strokes, mode, k, text, text_weight):
-        gallery, message, shown = search_strokes(state, strokes, mode, k, live=True, text=text,
-                                                 text_weight=text_weight)
-        return gallery, message, shown, gr.update(value=None, visible=False)
-
     def uploaded(path, mode, k, text, text_weight):
         """Search the gallery with a sketch image (PNG/JPEG, dark lines on white), a mode, how many
         results and optional words with their weight. Returns (the sketch as searched, results, message)."""
         return load_upload(state, path, mode, k, text, text_weight)
-
-    def example_selected(mode, k, text, text_weight, evt: gr.SelectData):
-        strokes, gallery, message, shown = load_example(state, evt.index, mode, k, text, text_weight)
-        return strokes, gallery, message, shown, gr.update(value=None, visible=False)
-
-    def result_selected(shown, evt: gr.SelectData):
-        if not shown or not 0 <= evt.index < len(shown):
-            return gr.skip(), gr.skip(), gr.skip()
-        relpath = shown[evt.index]
-        photo = original(state, relpath)
-        preview_update = gr.update(value=photo, visible=photo is not None, label=f"{relpath} (original)")
-        name = relpath.rsplit("/", 1)[-1]
-        return preview_update, relpath, gr.update(visible=True, value=f"Search with this photo ({name})")
 
     def like(relpath, mode, k):
         """More like this: a gallery photo (its path in the gallery, as in the captions' folder/file) as the
@@ -110,12 +88,38 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         """Search the gallery with a photo (JPEG/PNG/WebP), a mode and how many results."""
         return search_with_photo(state, path, mode, k)
 
+    def answer(seq, stored, strokes, mode, k, text, weight, answered):
+        # The page's one search: the current query (query.py) ranked with the controls on screen. When
+        # that query or a setting changed since the page's last answer, the preview of a result of the
+        # last one closes and the highlight goes. A repeat with the same results (the words box left
+        # unchanged) leaves the results as they are: re-drawn, they would swallow a click in progress.
+        current = query_module.current(stored, strokes)
+        settings = query_module.Settings.read(mode, k, text, weight)
+        found = query_module.run(state, current, strokes, settings)
+        key = (current.id, strokes if current.kind in ("drawing", "example") else "", settings)
+        same = (key, repr(found.gallery)) == answered
+        changed = answered is None or key != answered[0]
+        gallery = gr.skip() if same else gr.update(value=found.gallery, selected_index=None) if changed else found.gallery
+        return (gallery, found.message, found.shown, query_module.view_update(current),
+                found.tag(seq, current, settings), gr.update(visible=False) if changed else gr.skip(),
+                (key, repr(found.gallery)))
+
+    def result_selected(shown, evt: gr.SelectData):
+        if not shown or not 0 <= evt.index < len(shown):
+            return gr.skip(), gr.skip(), gr.skip()
+        relpath = shown[evt.index]
+        photo = original(state, relpath)
+        if photo is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        # The preview's label names the photo; the button stays short enough for a phone.
+        return gr.update(value=photo, label=f"{relpath} (original)"), relpath, gr.update(visible=True)
+
     def rebuild():
         """Index what changed in the gallery folder, in the background (the page shows the progress)."""
         indexer = state.ensure_indexer()
         if indexer is None:
             gr.Warning("No gallery to index: start the app with --gallery DIR.")
-            return status_markdown(state), NO_GALLERY_HELP, banner_markdown(state), "", gr.Timer(active=False)
+            return status_markdown(state), no_gallery_help(), banner_markdown(state), "", gr.Timer(active=False)
         try:
             indexer.rebuild()
         except (OSError, ValueError) as error:  # the folder is gone
@@ -132,42 +136,47 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
 
     with gr.Blocks(title="SketchLVM: search photos by sketch") as demo:
         banner = gr.Markdown(banner_markdown(state), elem_id="sketchlvm-banner")
-        gr.Markdown("# SketchLVM\nDraw something; the photos of your gallery that match it appear next to the canvas.")
+        gr.Markdown("# SketchLVM\nDraw something; the photos of your gallery that match it appear next to the canvas.",
+                    elem_id="sketchlvm-title")
         gr.Markdown(state.credit or "", visible=bool(state.credit), elem_id="sketchlvm-credit")
         progress_line = gr.Markdown(progress_markdown(state), elem_id="sketchlvm-progress")
         # Polls the background build while it runs; its tick switches it off when the build is over.
         progress_timer = gr.Timer(PROGRESS_POLL_S, active=state.indexer is not None)
         shown = gr.State([])  # relpaths of the results on screen, for the preview
-        with gr.Row():
-            with gr.Column(scale=1):
+        query = gr.State(None)  # the page's current query besides the canvas (query.py); None: the drawing
+        answered = gr.State(None)  # ((query id, drawing, settings), results) of the page's last answer
+        seq = gr.Textbox(visible=False)  # the request's number, filled in by request.js as it leaves
+        # Two columns side by side on a wide screen; on a narrow one page.css lays their parts out in
+        # one column, canvas then results then controls (see the @media rule there).
+        with gr.Row(elem_id="sketchlvm-main", equal_height=False):
+            with gr.Column(scale=1, min_width=320, elem_id="sketchlvm-left"):
                 canvas = StrokeCanvas(elem_id="sketchlvm-canvas")
-                with gr.Row():
+                query_view = gr.Image(
+                    label="Searching with", type="pil", interactive=False, visible=False, height=200, format="png",
+                    buttons=[], elem_id="sketchlvm-query",
+                )
+                with gr.Row(elem_id="sketchlvm-words-row"):
                     words = gr.Textbox(
                         value="", label="Words (optional): what a drawing cannot show",
                         placeholder="red, on a beach, leather",
                         info=f"Searched as “{TEXT_TEMPLATE.format('…')}”, up to {MAX_TEXT_CHARS} characters; "
                         "press Enter. Words alone search too.",
-                        lines=1, max_lines=1, scale=3, elem_id="sketchlvm-words",
+                        lines=1, max_lines=1, scale=3, min_width=200, elem_id="sketchlvm-words",
                     )
                     text_weight = gr.Slider(
                         0, 1, value=DEFAULT_TEXT_WEIGHT, step=0.05, label="Words ↔ sketch",
                         info=f"0 = the sketch only, 1 = the words only; {DEFAULT_TEXT_WEIGHT} (default) counts both "
-                        "equally", scale=2, elem_id="sketchlvm-text-weight",
+                        "equally", scale=2, min_width=160, elem_id="sketchlvm-text-weight",
                     )
-                with gr.Row():
+                with gr.Row(elem_id="sketchlvm-uploads"):
                     upload_button = gr.UploadButton(
-                        "Upload a sketch image", file_types=["image"], type="filepath", size="md"
+                        "Upload a sketch image", file_types=["image"], type="filepath", size="md",
+                        elem_id="sketchlvm-sketch-upload",
                     )
                     photo_button = gr.UploadButton(
                         "Search with a photo", file_types=["image"], type="filepath", size="md",
                         elem_id="sketchlvm-photo-query",
                     )
-                # PNG: lossless for line art, and 9 ms to encode a 512 px sketch here against WebP's 14
-                # (Gradio's default), on the upload's request path.
-                uploaded_view = gr.Image(
-                    label="Uploaded sketch (searched until you draw again)", type="pil", interactive=False,
-                    visible=False, height=200, format="png", elem_id="sketchlvm-uploaded",
-                )
                 examples = gr.Gallery(
                     value=[(str(p), p.stem) for p in state.examples],
                     label="Or start from an example (click one: it loads into the canvas)",
@@ -179,62 +188,89 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
                     visible=bool(state.examples),
                     elem_id="sketchlvm-examples",
                 )
-                with gr.Accordion("What is loaded", open=False):
+                with gr.Accordion("What is loaded", open=False, elem_id="sketchlvm-loaded"):
                     status = gr.Markdown(status_markdown(state), elem_id="sketchlvm-status")
                     rebuild_button = gr.Button("Rebuild index", size="sm", interactive=state.gallery_dir is not None)
-            with gr.Column(scale=1):
-                with gr.Row():
+            with gr.Column(scale=1, min_width=320, elem_id="sketchlvm-right"):
+                with gr.Row(elem_id="sketchlvm-controls"):
                     mode = gr.Radio(
                         choices=[(MODE_LABELS.get(m, m), m) for m in modes],
                         value=modes[0],
                         label="Search mode",
                         info="Category: same kind of thing. Fine-grained: the particular object drawn.",
+                        min_width=160,
+                        elem_id="sketchlvm-mode",
                     )
-                    top_k = gr.Slider(1, max_k, value=default_k, step=1, label="Number of results")
+                    top_k = gr.Slider(1, max_k, value=default_k, step=1, label="Number of results", min_width=160,
+                                      elem_id="sketchlvm-top-k")
                 message = gr.Markdown(DRAW_HINT, elem_id="sketchlvm-message")
                 results = gr.Gallery(
                     label="Matches (category · similarity · file) — click one to see the original",
-                    columns=4,  # 12 results in 3 rows, no scrolling
+                    show_label=False,  # the label floats over the first row; the message says what they are
+                    columns=4,  # 12 results in 3 rows, no scrolling (page.css: 3 on a phone)
                     height=560,
                     object_fit="contain",
                     allow_preview=False,
                     elem_id="sketchlvm-results",
                 )
-                selected = gr.Textbox(visible=False)  # the relpath of the result clicked last
-                like_button = gr.Button("Search with this photo", visible=False, elem_id="sketchlvm-like")
-                preview = gr.Image(label="Original", interactive=False, visible=False, elem_id="sketchlvm-preview")
+                answer_box = gr.HTML("", html_template="", js_on_load=static_text("answer.js"),
+                                     elem_id="sketchlvm-answer")
+        # The original of a clicked result, over the page (fixed, so it opens in view wherever the
+        # results are scrolled to); a new answer closes it.
+        with gr.Column(visible=False, elem_id="sketchlvm-preview-panel") as preview_panel:
+            preview = gr.Image(label="Original", interactive=False, height=360, elem_id="sketchlvm-preview")
+            with gr.Row():
+                like_button = gr.Button("Search with this photo", variant="primary", elem_id="sketchlvm-like")
+                close_button = gr.Button("Close", elem_id="sketchlvm-preview-close")
+        selected = gr.Textbox(visible=False)  # the relpath of the result clicked last
 
         search_events = dict(concurrency_limit=SEARCH_CONCURRENCY, concurrency_id="search")
-        # The public endpoint (gradio_client, curl, apps): strokes JSON + mode + k -> results. An event of
-        # its own (on a hidden button) so that its inputs and outputs are exactly those three and two.
-        api_trigger = gr.Button(visible=False)
-        api_trigger.click(search, [canvas, mode, top_k, words, text_weight], [results, message], api_name="search",
-                          **search_events)
-        # Live search: the canvas fires .input once per pen-up, undo, redo and clear; always_last drops
-        # events queued behind a newer one, so a fast drawer gets the latest drawing's results.
-        live = dict(trigger_mode="always_last", show_progress="hidden", api_visibility="private", **search_events)
-        query = [mode, top_k, words, text_weight]
-        canvas.input(stroke_drawn, [canvas, *query], [results, message, shown, uploaded_view], **live)
-        # Re-ranks from the cached embeddings (sketch per drawing, words per prompt).
-        for event in (mode.change, top_k.change, words.submit, words.blur, text_weight.release):
-            event(search_live, [canvas, uploaded_view, *query], [results, message, shown], **live)
-        # Public too: (sketch image, mode, k) -> (the sketch as searched, results, message); the State
+        # The page's one search event. Every trigger that changes the query or a setting runs it, so
+        # Gradio runs a page's searches one at a time and always_last drops those queued behind a newer
+        # one: the last asked is the last shown. Its js numbers the requests (answer.js checks them).
+        gr.on(
+            [canvas.input, query.change, mode.change, top_k.change, words.submit, words.blur, text_weight.release],
+            answer, [seq, query, canvas, mode, top_k, words, text_weight, answered],
+            [results, message, shown, query_view, answer_box, preview_panel, answered],
+            trigger_mode="always_last", show_progress="hidden", api_visibility="private",
+            js=static_text("request.js"), **search_events,
+        )
+        # Setting a query only stores it; its search follows through query.change, above.
+        setters = {"api_visibility": "private", "show_progress": "minimal",
+                   "concurrency_limit": SEARCH_CONCURRENCY, "concurrency_id": "set-query"}
+        upload_button.upload(lambda path, strokes: query_module.set_sketch(state, path, strokes),
+                             [upload_button, canvas], [query, message, answer_box], **setters)
+        photo_button.upload(lambda path, strokes: query_module.set_photo(state, path, strokes),
+                            [photo_button, canvas], [query, message, answer_box], **setters)
+        like_button.click(lambda relpath, strokes: query_module.set_gallery(state, relpath, strokes),
+                          [selected, canvas], [query, message, answer_box], **setters)
+
+        def example_selected(evt: gr.SelectData):
+            return query_module.set_example(state, evt.index)
+
+        examples.select(example_selected, None, [canvas, query, answer_box], **setters)
+        results.select(result_selected, shown, [preview, selected, preview_panel],
+                       api_visibility="private", show_progress="hidden", queue=False)
+        close_button.click(lambda: gr.update(visible=False), None, preview_panel, api_visibility="private",
+                           queue=False)
+
+        # The public endpoints (gradio_client, curl, apps), each on a hidden button of its own so that its
+        # inputs and outputs are exactly those listed; the page itself uses the events above.
+        api_search = gr.Button(visible=False)
+        api_search.click(search, [canvas, mode, top_k, words, text_weight], [results, message], api_name="search",
+                         **search_events)
+        # (sketch image, mode, k, words, weight) -> (the sketch as searched, results, message); the State
         # output is not part of the API.
-        upload_button.upload(
-            uploaded, [upload_button, *query], [uploaded_view, results, message, shown],
-            api_name="upload_sketch", show_progress="minimal", **search_events,
-        )
-        examples.select(
-            example_selected, query, [canvas, results, message, shown, uploaded_view],
-            api_visibility="private", show_progress="minimal", **search_events,
-        )
-        results.select(result_selected, shown, [preview, selected, like_button], api_visibility="private",
-                       show_progress="minimal")
-        # Public: (relpath, mode, k) -> (results, message), and (photo file, mode, k) -> (results, message).
-        like_button.click(like, [selected, mode, top_k], [results, message, shown], api_name="search_like",
-                          show_progress="minimal", **search_events)
-        photo_button.upload(photo_query, [photo_button, mode, top_k], [results, message, shown],
-                            api_name="search_photo", show_progress="minimal", **search_events)
+        api_upload = gr.Button(visible=False)
+        api_upload.click(uploaded, [upload_button, mode, top_k, words, text_weight], [query_view, results, message, shown],
+                         api_name="upload_sketch", **search_events)
+        # (relpath, mode, k) -> (results, message), and (photo file, mode, k) -> (results, message).
+        api_like = gr.Button(visible=False)
+        api_like.click(like, [selected, mode, top_k], [results, message, shown], api_name="search_like",
+                       **search_events)
+        api_photo = gr.Button(visible=False)
+        api_photo.click(photo_query, [photo_button, mode, top_k], [results, message, shown], api_name="search_photo",
+                        **search_events)
         rebuild_button.click(rebuild, None, [status, message, banner, progress_line, progress_timer],
                              api_name="rebuild_index", concurrency_limit=1)
         progress_timer.tick(poll_progress, None, [progress_line, status, banner, progress_timer],

@@ -13,11 +13,20 @@ MODE_HINTS = {
     "category": "photos of the same kind of thing",
     "fine_grained": "the particular object drawn: pose, shape, details",
 }
-NO_GALLERY_HELP = (
-    "**No gallery loaded yet.** Start the app with `python app.py --gallery /path/to/photos` "
-    "(a folder of photos; one subfolder per category gives each photo its category), or set "
-    "`SKETCHLVM_GALLERY`. Once indexed (the index is kept in `galleries/`), it is reopened by default next time."
-)
+def no_gallery_help() -> str:
+    """How to add a gallery, naming the folder where its index will be kept ($SKETCHLVM_GALLERIES_DIR
+    or the default, read now: the variable may be set after import)."""
+    from sketchlvm.gallery.scan import galleries_home
+
+    return (
+        "**No gallery loaded yet.** Start the app with `python app.py --gallery /path/to/photos` "
+        "(a folder of photos; one subfolder per category gives each photo its category), or set "
+        f"`SKETCHLVM_GALLERY`. Once indexed (the index is kept in `{galleries_home()}`), it is reopened by "
+        "default next time."
+    )
+
+
+NO_GALLERY_HELP = no_gallery_help()  # as at import; the page calls no_gallery_help()
 RANDOM_WEIGHTS_WARNING = "⚠️ **Random weights — for testing only.** Rankings are meaningless."
 UPLOAD_HINT = "Upload a PNG or JPEG of a sketch (dark lines on white)."
 DRAW_HINT = (
@@ -87,7 +96,7 @@ def status_markdown(state: AppState) -> str:
         lines.append(f"- **{MODE_LABELS.get(mode, mode)} mode:** {facts.get(f'mode {mode}', '?')}")
     index = state.searcher.index
     if state.gallery_dir is None:
-        lines.append(f"- **Gallery:** none. {NO_GALLERY_HELP}")
+        lines.append(f"- **Gallery:** none. {no_gallery_help()}")
     else:
         size = len(index) if index is not None else 0
         lines.append(f"- **Gallery:** `{state.gallery_dir}` ({size} photo{'s' if size != 1 else ''})")
@@ -136,7 +145,7 @@ def coverage_note(state: AppState) -> str | None:
 def gallery_problem(state: AppState) -> str:
     """Why there is nothing to search, or "" when there is."""
     if state.gallery_dir is None:
-        return NO_GALLERY_HELP
+        return no_gallery_help()
     progress = state.progress()
     if len(state.searcher) == 0 and progress is not None and progress.running:
         return f"**The gallery is being indexed; search starts with the first photos.** {progress.summary()}"

@@ -23,6 +23,8 @@
   let pointer = null; // its pointerId
   let t0 = null;      // time of the drawing's first point
   let sent = props.value || "";
+  // Shared with answer.js and request.js: the page's request numbers and what the canvas holds.
+  const page = (window.SketchLVMPage = window.SketchLVMPage || { seq: 0, floor: 0 });
 
   function resize() {
     // Backing store at device pixels, drawing in canvas units: sharp at any page width.
@@ -91,6 +93,9 @@
     sent = strokes.length ? JSON.stringify(strokes) : "";
     props.value = sent;
     refreshButtons();
+    // The drawing is the page's query now: results shown so far answer an older one (answer.js).
+    page.strokes = sent;
+    if (page.queryChanged) page.queryChanged();
     trigger("input");
   }
 
@@ -204,6 +209,7 @@
     current = null;
     t0 = null;
     sent = value || "";
+    page.strokes = sent;
     redraw();
     refreshButtons();
   }

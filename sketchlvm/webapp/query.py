@@ -1,0 +1,257 @@
+"""The page's one current query, and the answer that names what it answers.
+
+A page has one query at a time: the drawing on the canvas (or the words alone when it is blank), an
+uploaded sketch image, a gallery photo ("Search with this photo") or an uploaded photo. Every control
+(mode, number of results, words, their weight) re-ranks that query. Setting a query (an upload, an
+example, a click on "Search with this photo") only stores it in the page's ``gr.State``; the search
+itself runs in one event for the whole page (``page.py``), so Gradio runs a page's searches one after
+another and the last one asked is the last one shown.
+
+Every answer carries a tag: the request's sequence number (given by the browser when it sends the
+request), the query (kind and id) and the settings it was ranked with. ``static/answer.js`` shows an
+answer as current only when it answers the latest request and its settings are those on screen; any
+other is dimmed and cannot be clicked. A stroke drawn after a query was set makes the drawing the query
+again (the canvas is compared with the canvas at the time the query was set).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from sketchlvm.model.text import TextQueryError
+from sketchlvm.preprocess.strokes import EmptySketchError, StrokeFormatError
+from sketchlvm.preprocess.transforms import ImageLoadError
+from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
+from sketchlvm.webapp.handlers import NOT_IN_INDEX, present, strokes_to_sketch
+from sketchlvm.webapp.state import DRAW_HINT, AppState, gallery_problem, no_gallery_help
+
+KIND_LABELS = {  # what the query panel and the tests call each kind
+    "drawing": "your drawing",
+    "words": "the words alone",
+    "example": "example",
+    "sketch": "uploaded sketch",
+    "gallery": "gallery photo",
+    "photo": "uploaded photo",
+}
+MESSAGE_PREFIX = {  # the results message starts with what was searched ("" for a drawing)
+    "drawing": "",
+    "words": "Words only",
+    "example": "Example **{name}**",
+    "sketch": "Uploaded **{name}**",
+    "gallery": "More like **{name}**",
+    "photo": "Photo **{name}**",
+}
+_ids = itertools.count(1)  # query ids, unique in this process
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: hashed by identity, so Gradio sees each new query as a change
+class Query:
+    """What the page searches with. ``canvas``: the canvas value when the query was set (a later stroke
+    makes the drawing the query again). ``image``: the fitted sketch (kind "sketch"); ``path``: the
+    uploaded photo (kind "photo"); ``relpath``: the gallery photo (kind "gallery"); ``view``: what the
+    page shows as the query (a small image or a path), ``name``: the file or example name."""
+
+    kind: str
+    id: int
+    canvas: str = ""
+    name: str = ""
+    image: Image.Image | None = None
+    path: str | None = None
+    relpath: str | None = None
+    view: Any = None
+
+    @classmethod
+    def new(cls, kind: str, canvas: str | None, **fields: Any) -> Query:
+        return cls(kind, next(_ids), canvas or "", **fields)
+
+
+DRAWING = Query("drawing", 0)  # the page's query before anything else is set
+
+
+def current(query: Query | None, canvas: str | None) -> Query:
+    """The page's query now: the stored one, unless the canvas changed since it was set (then the drawing)."""
+    canvas = canvas or ""
+    if query is None or query.kind == "drawing" or canvas != query.canvas:
+        return DRAWING
+    return query
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The controls a query is ranked with."""
+
+    mode: str
+    k: int
+    words: str
+    weight: float
+
+    @classmethod
+    def read(cls, mode: Any, k: Any, words: Any, weight: Any) -> Settings:
+        try:
+            k = int(k)
+        except (TypeError, ValueError):
+            k = 0  # refused by the searcher with a message
+        try:
+            weight = float(weight)
+        except (TypeError, ValueError):
+            weight = DEFAULT_TEXT_WEIGHT
+        return cls(str(mode), k, words if isinstance(words, str) else "", weight)
+
+
+@dataclass
+class Answer:
+    """Results for one (query, settings): gallery value, message, relpaths shown, and the tag."""
+
+    gallery: list
+    message: str
+    shown: list[str]
+    kind: str  # the kind actually searched ("words" for a blank canvas with words)
+
+    def tag(self, seq: Any, query: Query, settings: Settings) -> str:
+        """What this answer answers, as the page's answer.js compares it with the screen."""
+        try:
+            seq = int(seq)
+        except (TypeError, ValueError):
+            seq = 0
+        return json.dumps({
+            "seq": seq, "query": {"id": query.id, "kind": self.kind}, "mode": settings.mode, "k": settings.k,
+            "words": settings.words, "weight": settings.weight, "results": len(self.shown),
+        })
+
+
+def run(state: AppState, query: Query, canvas: str, settings: Settings) -> Answer:
+    """Search ``query`` with ``settings``. Never raises for user mistakes: the message says what was wrong."""
+    searcher = state.searcher
+    words = settings.words if settings.words.strip() else None
+    kind = query.kind
+    started = time.perf_counter()
+    try:
+        if query.kind in ("drawing", "example"):
+            try:
+                sketch = strokes_to_sketch(state, canvas)
+            except EmptySketchError:
+                sketch = None
+                kind = "words" if words else "drawing"
+            if sketch is None and words is None:
+                return Answer([], DRAW_HINT, [], "drawing")
+            results = searcher.search(sketch, settings.mode, settings.k, text=words, text_weight=settings.weight)
+        elif query.kind == "sketch":
+            results = searcher.search(query.image, settings.mode, settings.k, text=words, text_weight=settings.weight)
+        elif query.kind == "gallery":
+            results = searcher.search_like(query.relpath, settings.mode, settings.k, text=words,
+                                           text_weight=settings.weight)
+        elif query.kind == "photo":
+            results = searcher.search_photo(query.path, settings.mode, settings.k, text=words,
+                                            text_weight=settings.weight)
+        else:
+            raise ValueError(f"unknown query kind {query.kind!r}")
+        note = searcher.text_query(words).note() if words is not None else None
+    except StrokeFormatError as error:
+        return Answer([], f"**Those strokes could not be used:** {error}.", [], kind)
+    except EmptyGalleryError:
+        return Answer([], gallery_problem(state) or no_gallery_help(), [], kind)
+    except TextQueryError as error:  # too long, or no text tower
+        return Answer([], f"**Those words could not be used:** {error}", [], kind)
+    except KeyError:  # a gallery photo gone after a rebuild
+        return Answer([], f"**{query.name} is not in the gallery index**: {NOT_IN_INDEX}", [], kind)
+    except ImageLoadError as error:
+        return Answer([], f"**That photo can no longer be read:** {error}. Upload it again.", [], kind)
+    except (ValueError, TypeError) as error:  # an unknown mode, a bad weight or k
+        return Answer([], f"**That search could not be run:** {error}", [], kind)
+    gallery, message, shown = present(state, results, settings.mode, (time.perf_counter() - started) * 1000,
+                                      extra=note)
+    prefix = MESSAGE_PREFIX.get(kind, "").format(name=query.name)
+    return Answer(gallery, f"{prefix} · {message}" if prefix else message, shown, kind)
+
+
+def view_update(query: Query) -> dict:
+    """The query panel: shown for an uploaded sketch, a gallery photo or an uploaded photo."""
+    if query.kind in ("sketch", "gallery", "photo") and query.view is not None:
+        title = f"Searching with: {KIND_LABELS[query.kind]} {query.name}".rstrip()
+        return gr.update(value=query.view, visible=True, label=title)
+    return gr.update(value=None, visible=False)
+
+
+def photo_view(path: str | Path, side: int = 320) -> Image.Image | None:
+    """A small copy of an uploaded photo for the query panel (the photo itself may be 10 MB)."""
+    from sketchlvm.preprocess.transforms import load_photo
+
+    try:
+        image = load_photo(path, draft_size=side)
+    except ImageLoadError:
+        return None
+    image.thumbnail((side, side))
+    return image
+
+
+def pending(query: Query) -> str:
+    """The answer component's value while a new query waits for its first answer: answer.js then treats
+    every answer to an earlier request as out of date."""
+    return json.dumps({"pending": query.id})
+
+
+def set_sketch(state: AppState, path: str | None, canvas: str | None) -> tuple[Any, Any, Any]:
+    """An uploaded sketch image becomes the query -> (query, message, answer marker). A file that is
+    not a readable image, or a blank page, leaves the query as it was and says why."""
+    from sketchlvm.webapp.handlers import read_sketch_upload
+
+    if not path:
+        return gr.skip(), gr.skip(), gr.skip()
+    fitted, refusal = read_sketch_upload(path)
+    if fitted is None:
+        return gr.skip(), refusal, gr.skip()
+    query = Query.new("sketch", canvas, name=Path(path).name, image=fitted, view=fitted)
+    return query, gr.skip(), pending(query)
+
+
+def set_photo(state: AppState, path: str | None, canvas: str | None) -> tuple[Any, Any, Any]:
+    """An uploaded photo becomes the query -> (query, message, answer marker); an unreadable file is
+    refused with the reason and leaves the query as it was."""
+    from sketchlvm.preprocess.transforms import load_photo
+
+    if not path:
+        return gr.skip(), gr.skip(), gr.skip()
+    name = Path(path).name
+    model = state.searcher.model
+    try:
+        view = load_photo(path, model.preprocess.max_image_pixels, draft_size=model.image_size)
+    except ImageLoadError as error:
+        reason = str(error).replace(str(path), name)  # no server paths in the UI
+        gr.Warning(f"Photo refused: {reason}.")
+        return gr.skip(), f"**Photo refused:** {reason}.", gr.skip()
+    view.thumbnail((320, 320))
+    query = Query.new("photo", canvas, name=name, path=str(path), view=view)
+    return query, gr.skip(), pending(query)
+
+
+def set_gallery(state: AppState, relpath: str | None, canvas: str | None) -> tuple[Any, Any, Any]:
+    """"Search with this photo": the gallery photo at ``relpath`` becomes the query."""
+    from sketchlvm.search import SearchResult
+    from sketchlvm.webapp.results import original, thumbnail_of
+
+    if not relpath:
+        return gr.skip(), "Click a result first, then *Search with this photo*.", gr.skip()
+    path = (state.gallery_dir / relpath) if state.gallery_dir is not None else Path(relpath)
+    view = thumbnail_of(state, SearchResult(path, relpath, None, 0.0, 0)) or original(state, relpath)
+    query = Query.new("gallery", canvas, name=Path(relpath).name, relpath=relpath, view=view)
+    return query, gr.skip(), pending(query)
+
+
+def set_example(state: AppState, index: int) -> tuple[Any, Any, Any]:
+    """Example ``index`` goes into the canvas and becomes the query -> (canvas value, query, marker)."""
+    from sketchlvm.webapp.handlers import EXAMPLES_DIR, example_strokes
+
+    if not 0 <= index < len(state.examples):
+        return gr.skip(), gr.skip(), gr.skip()
+    source = EXAMPLES_DIR / f"{state.examples[index].stem}.json"
+    strokes = example_strokes(source)
+    query = Query.new("example", strokes, name=source.stem)
+    return strokes, query, pending(query)

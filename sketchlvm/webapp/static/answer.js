@@ -1,0 +1,91 @@
+// SketchLVM answer guard: the body of gr.HTML's js_on_load for #sketchlvm-answer (gets element, props, watch).
+//
+// Every search answer carries a tag: the request's sequence number (request.js numbers requests as
+// they leave), the query and the settings it was ranked with. The results and the message count as
+// current only when the request was sent after the query last changed (a stroke, an upload, an
+// example, "Search with this photo": `floor`) and its settings are the ones on screen now. Otherwise
+// the page is marked out of date (body.sketchlvm-stale: dimmed, not clickable) until the answer that
+// matches arrives. A request in flight with the same query and settings (leaving the words box) does
+// not make the answer on screen out of date. Gradio already runs a page's searches one at a time (one
+// event, always_last), so this is the check that what is on screen is what was asked, not the
+// ordering itself.
+(() => {
+  const page = (window.SketchLVMPage = window.SketchLVMPage || { seq: 0, floor: 0 });
+  page.answer = null;
+
+  // A slider's range and its number box each follow the other a moment late, and not always with an
+  // event: a setting counts only when both show it.
+  function sliderValues(id) {
+    return [...document.querySelectorAll(`${id} input[type=number], ${id} input[type=range]`)].map((i) => Number(i.value));
+  }
+
+  function controls() {
+    const mode = document.querySelector("#sketchlvm-mode input:checked");
+    const words = document.querySelector("#sketchlvm-words textarea, #sketchlvm-words input");
+    return {
+      mode: mode ? mode.value : null,
+      k: sliderValues("#sketchlvm-top-k"),
+      words: words ? words.value : "",
+      weight: sliderValues("#sketchlvm-text-weight"),
+    };
+  }
+
+  page.isCurrent = (tag) => {
+    if (!tag || tag.seq <= page.floor) return false; // asked before the query last changed
+    const now = controls();
+    return tag.mode === now.mode && tag.words === now.words && now.k.length > 0 && now.weight.length > 0
+      && now.k.every((k) => k === tag.k) && now.weight.every((w) => Math.abs(w - tag.weight) < 1e-6);
+  };
+
+  page.check = () => {
+    const fresh = page.answer === null || page.isCurrent(page.answer);
+    document.body.classList.toggle("sketchlvm-stale", !fresh);
+    element.dataset.fresh = fresh ? "1" : "0";
+    element.dataset.tag = page.answer ? JSON.stringify(page.answer) : "";
+  };
+
+  page.queryChanged = () => {
+    page.floor = page.seq; // every answer to a request sent before now answers an older query
+    page.check();
+  };
+
+  // Settings changed on screen (mode, number of results, words, weight): re-check at once, before the
+  // search they start has even left, and again before the next paint: a slider's number box follows
+  // its range a moment after the range's own input event.
+  const recheck = () => {
+    page.check();
+    requestAnimationFrame(page.check);
+  };
+  document.addEventListener("input", recheck, true);
+  document.addEventListener("change", recheck, true);
+  // Gradio re-renders a control after its own event (the mode's radio buttons, a slider's number box):
+  // check again whenever their markup changes, so a value that settles late is seen before the paint.
+  const controlsChanged = new MutationObserver(recheck);
+  for (const id of ["#sketchlvm-mode", "#sketchlvm-top-k", "#sketchlvm-text-weight"]) {
+    const control = document.querySelector(id);
+    if (control) controlsChanged.observe(control, { subtree: true, attributes: true, childList: true });
+  }
+
+  // And every 100 ms: a control can settle with no event or markup change to say so (seen in the race
+  // test with Gradio's radio buttons), so a mismatch is dimmed within 100 ms whatever the cause.
+  setInterval(() => {
+    if (element.isConnected && !document.hidden) page.check();
+  }, 100);
+
+  watch("value", () => {
+    let value = null;
+    try {
+      value = JSON.parse(props.value || "null");
+    } catch (error) {
+      value = null;
+    }
+    if (value && value.pending !== undefined) {
+      page.queriesSet = (page.queriesSet || 0) + 1; // a new query, set on the server (tests wait for it)
+      page.queryChanged();
+    }
+    else if (value && value.seq !== undefined) page.answer = value;
+    recheck();
+  });
+
+  page.check();
+})();

@@ -1,0 +1,8 @@
+// SketchLVM: the `js` of the page's search event. Numbers each request as it leaves (the first input
+// is the sequence number) so that answer.js can tell the answer to the latest request from older ones.
+(seq, ...inputs) => {
+  const page = (window.SketchLVMPage = window.SketchLVMPage || { seq: 0, floor: 0 });
+  page.seq += 1;
+  if (page.check) page.check();
+  return [String(page.seq), ...inputs];
+}
