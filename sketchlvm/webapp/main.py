@@ -67,8 +67,10 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
         "with no trained prompts [SKETCHLVM_CHECKPOINT]",
     )
     parser.add_argument(
-        "--model", metavar="ARCH", default=_env("SKETCHLVM_MODEL"),
-        help=f"open_clip architecture; default: the checkpoint's, else {model_defaults.arch} [SKETCHLVM_MODEL]",
+        "--model", metavar="ARCH|EXPORT_FOLDER|hf://USER/REPO", default=_env("SKETCHLVM_MODEL"),
+        help=f"open_clip architecture (default: the checkpoint's, else {model_defaults.arch}), or a folder written "
+        "by `sketchlvm export` (local or hf://USER/REPO[/SUBDIR]): its ONNX graphs serve the app, and the serving "
+        "install (requirements-serve.txt, no torch) needs one [SKETCHLVM_MODEL]",
     )
     parser.add_argument(
         "--pretrained", metavar="TAG|FILE|FOLDER|none", default=_env("SKETCHLVM_PRETRAINED", model_defaults.pretrained),
@@ -107,6 +109,27 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
     return parser
 
 
+def _load_model(args: argparse.Namespace):
+    """An export folder (``--model FOLDER|hf://...``: ONNX Runtime only, no torch), else the torch model."""
+    from sketchlvm.model.exported import is_export, load_export
+
+    if is_export(args.model):
+        return load_export(args.model, runtime=args.runtime, checkpoint=args.checkpoint)
+    try:
+        from sketchlvm.model.factory import create_sketchlvm
+    except ImportError as error:  # the serving install: no torch, no open_clip
+        from sketchlvm.runtime.served import ExportUnavailableError
+
+        raise ExportUnavailableError(
+            f"this install has no {error.name or 'torch'} (the serving install), so it serves export folders only: "
+            "pass --model FOLDER or --model hf://USER/REPO (written by `sketchlvm export` on the full install), "
+            "or install everything with pip install -r requirements.txt") from error
+    return create_sketchlvm(
+        arch=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, device=args.device,
+        runtime=args.runtime, text=True,  # the text tower: sketch + words and words-only search
+    )
+
+
 def prepare(args: argparse.Namespace) -> AppState:
     """Load the model and start indexing the gallery in the background: the page comes up at once and
     shows the progress, search covers what is indexed so far. Raises WeightsUnavailableError,
@@ -114,15 +137,10 @@ def prepare(args: argparse.Namespace) -> AppState:
     from sketchlvm.hub import resolve_folder
     from sketchlvm.gallery import latest_gallery
     from sketchlvm.gallery.background import BackgroundIndexer
-    from sketchlvm.model.factory import create_sketchlvm
-
     gallery = resolve_folder(args.gallery) if args.gallery else latest_gallery()  # an hf:// one fails fast
     if gallery is not None and not gallery.is_dir():
         raise FileNotFoundError(f"gallery folder {str(gallery)!r} does not exist (--gallery / SKETCHLVM_GALLERY)")
-    model = create_sketchlvm(
-        arch=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, device=args.device,
-        runtime=args.runtime, text=True,  # the text tower: sketch + words and words-only search
-    )
+    model = _load_model(args)
     for key, value in model.describe().items():
         print(f"{key:>18}: {value}")
     searcher = Searcher(model, None, default_k=args.top_k)
@@ -139,7 +157,7 @@ def prepare(args: argparse.Namespace) -> AppState:
         progress = indexer.wait()
         print(progress.summary())
         if progress.state == "failed":
-            from sketchlvm.runtime.engine import Int8RefusedError
+            from sketchlvm.runtime.sessions import Int8RefusedError
 
             raise Int8RefusedError(f"indexing {gallery} failed ({progress.error}), so int8 cannot be checked; "
                                    "fix that, or start with --runtime onnx for fp32")
@@ -159,12 +177,14 @@ def main(argv: list[str] | None = None, prog: str = "app.py") -> int:
     logging.getLogger("sketchlvm").setLevel(logging.INFO)
     from sketchlvm.hub import HubUnavailableError
     from sketchlvm.gallery import StaleIndexError
-    from sketchlvm.runtime.engine import Int8RefusedError
-    from sketchlvm.model.weights import WeightsUnavailableError
+    from sketchlvm.model.errors import WeightsUnavailableError
+    from sketchlvm.runtime.served import ExportUnavailableError
+    from sketchlvm.runtime.sessions import Int8RefusedError
 
     try:
         state = prepare(args)
-    except (WeightsUnavailableError, HubUnavailableError, StaleIndexError, Int8RefusedError) as error:
+    except (WeightsUnavailableError, HubUnavailableError, StaleIndexError, Int8RefusedError,
+            ExportUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
