@@ -78,7 +78,8 @@ class ClipTokenizer:
             model = json.loads(path.read_text(encoding="utf-8")).get("model") or {}
             merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model.get("merges", [])]
         else:
-            lines = gzip.open(path).read().decode("utf-8").split("\n")[1 : _N_MERGES + 1]
+            with gzip.open(path) as handle:
+                lines = handle.read().decode("utf-8").split("\n")[1 : _N_MERGES + 1]
             merges = [tuple(line.split()) for line in lines]
         if len(merges) < _N_MERGES or any(len(m) != 2 for m in merges[:_N_MERGES]):
             raise ValueError(f"{path} does not hold CLIP's BPE merges ({len(merges)} found, {_N_MERGES} needed)")
