@@ -158,7 +158,7 @@ def main() -> None:
         results["install"] = {"full_mb": round(full_bytes / 1e6), "full_distributions": full_n,
                               "serve_mb": round(serve_bytes / 1e6), "serve_distributions": serve_n}
         if args.serve_python:
-            venv = Path(args.serve_python).resolve().parents[1]
+            venv = Path(args.serve_python).absolute().parents[1]  # not resolve(): bin/python links out of the venv
             du = subprocess.run(["du", "-sb", str(venv)], capture_output=True, text=True).stdout.split()[0]
             results["install"]["serve_venv_mb"] = round(int(du) / 1e6)
         installs = {
