@@ -42,7 +42,7 @@ def port(text: str) -> int:
 
 def runtime(text: str) -> str:
     """auto, torch, onnx or onnx-int8 (sketchlvm.runtime.engine)."""
-    from sketchlvm.runtime.engine import requested_runtime
+    from sketchlvm.runtime.sessions import requested_runtime
 
     try:
         return requested_runtime(text)
@@ -52,8 +52,13 @@ def runtime(text: str) -> str:
 
 def device(text: str) -> str:
     """auto, cpu, cuda or cuda:N, refused at parse time when CUDA is asked for but absent."""
-    from sketchlvm.device import resolve_device
-
+    try:
+        from sketchlvm.device import resolve_device
+    except ImportError:  # the serving install (no torch): ONNX Runtime on the CPU
+        if text.strip().lower() in ("auto", "cpu"):
+            return text.strip().lower()
+        raise argparse.ArgumentTypeError(f"device {text!r} needs torch (the full install: pip install -r "
+                                         "requirements.txt); the serving install runs on the CPU (auto or cpu)") from None
     try:
         resolve_device(text)
     except (RuntimeError, ValueError) as error:

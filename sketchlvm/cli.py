@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "partial": ("sketchlvm.evaluation.partial.run", "score retrieval from partial (unfinished) sketches"),
     "cluster": ("sketchlvm.cluster.cli", "embed a very large gallery on a Ray cluster, then merge it"),
     "checkpoint": ("sketchlvm.model.checkpoint", "inspect or merge checkpoints"),
+    "export": ("sketchlvm.model.export_folder", "write a folder that serves the app without torch (ONNX Runtime only)"),
 }
 
 

@@ -124,8 +124,8 @@ def _overlaps(model, calls) -> int:
     import threading
     import time
 
-    runtime = model.runtime
-    real_session = runtime._session
+    sessions = model.runtime._onnx  # the ONNX sessions (runtime/sessions.py), shared with the serving runtime
+    real_session = sessions.session
     lock, state = threading.Lock(), {"now": 0, "most": 0}
 
     class Watched:
@@ -143,7 +143,7 @@ def _overlaps(model, calls) -> int:
                 with lock:
                     state["now"] -= 1
 
-    runtime._session = lambda path, role: Watched(real_session(path, role))
+    sessions.session = lambda path, role: Watched(real_session(path, role))
     try:
         threads = [threading.Thread(target=call) for call in calls]
         for thread in threads:
@@ -151,7 +151,7 @@ def _overlaps(model, calls) -> int:
         for thread in threads:
             thread.join()
     finally:
-        runtime._session = real_session
+        sessions.session = real_session
     return state["most"]
 
 

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
+from sketchlvm.model.base import EncodingModel
 from sketchlvm.model.checkpoint import Checkpoint, apply_state, check_fits, load_checkpoint, preprocess_from_metadata
 from sketchlvm.config import MODES, ModelConfig, PreprocessConfig, RuntimeConfig
 from sketchlvm.device import resolve_device
 from sketchlvm.model.encoder import PromptedVisionEncoder
 from sketchlvm.hub import resolve_file
 from sketchlvm.model.prompts import VisualPrompts
-from sketchlvm.model.text import NO_TEXT_TOWER, TextQueryError, TextTower
+from sketchlvm.model.text import TextTower
 from sketchlvm.model.weights import WeightsSource, load_clip
 
 log = logging.getLogger(__name__)
@@ -37,8 +35,8 @@ def build_prompted_encoder(visual: torch.nn.Module, mode: str, n_prompts: int, i
     return PromptedVisionEncoder(visual, prompts)
 
 
-class SketchLVM:
-    """Per-mode prompted encoders over one CLIP backbone, with their preprocessing."""
+class SketchLVM(EncodingModel):
+    """Per-mode prompted encoders over one CLIP backbone, with their preprocessing (encoding: ``EncodingModel``)."""
 
     def __init__(
         self,
@@ -74,10 +72,6 @@ class SketchLVM:
         if self.text_tower is not None:
             self.text_tower.use_runtime(self.runtime)
         return self
-
-    @property
-    def modes(self) -> tuple[str, ...]:
-        return tuple(self.encoders)
 
     def trained_modes(self) -> list[str]:
         return self.checkpoint.modes if self.checkpoint else []
@@ -126,31 +120,6 @@ class SketchLVM:
             # would disagree beyond them get another identity, so one index never mixes them.
             "photo_encoder": self.runtime.photo_identity(),
         }
-
-    @torch.no_grad()
-    def encode_tensors(self, batch: torch.Tensor, modality: str, mode: str) -> np.ndarray:
-        """(B, 3, S, S) normalised images -> (B, D) float32 unit vectors."""
-        if mode not in self.encoders:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {self.modes}")
-        return self.runtime.encode(batch, modality, mode)
-
-    def encode_sketches(self, sketches: Sequence[Any], mode: str) -> np.ndarray:
-        """Canvas values or sketch images -> (N, D). Raises ``EmptySketchError`` for a blank drawing."""
-        batch = torch.stack([self.sketch_transform(s) for s in sketches])
-        return self.encode_tensors(batch, "sketch", mode)
-
-    def encode_photos(self, photos: Sequence[Image.Image], mode: str) -> np.ndarray:
-        """RGB photos -> (N, D)."""
-        batch = torch.stack([self.photo_transform(p) for p in photos])
-        return self.encode_tensors(batch, "photo", mode)
-
-    def encode_text(self, text: str) -> np.ndarray:
-        """Words -> (D,) unit vector in the photo space (see ``sketchlvm.model.text``); cached per prompt.
-
-        The text tower is plain CLIP in every mode (the prompts are visual only)."""
-        if self.text_tower is None:
-            raise TextQueryError(NO_TEXT_TOWER)
-        return self.text_tower.encode(text)
 
 
 def _checkpoint_preprocess(loaded: Checkpoint, requested: PreprocessConfig | None) -> PreprocessConfig | None:

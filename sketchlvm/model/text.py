@@ -22,11 +22,9 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
-
-from sketchlvm.device import autocast
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +72,16 @@ class TextTower:
     """CLIP's text tower and tokenizer: ``encode(text) -> (D,)`` float32 unit vector, cached per prompt.
 
     ``clip_model`` is an open_clip model whose ``encode_text`` is used (its visual tower may be gone);
-    ``tokenizer`` is open_clip's for the same model. Thread-safe.
+    ``tokenizer`` is open_clip's for the same model. The serving install has no torch: there
+    ``clip_model`` is None, the tokenizer is ``sketchlvm.preprocess.tokenizer.ClipTokenizer`` and every
+    prompt runs on the runtime's text graph. Thread-safe.
     """
 
-    def __init__(self, clip_model: torch.nn.Module, tokenizer: Callable, device: torch.device,
+    def __init__(self, clip_model: Any, tokenizer: Callable, device: Any,
                  template: str = TEXT_TEMPLATE, max_chars: int = MAX_TEXT_CHARS, cache_size: int = 256):
         if "{}" not in template:
             raise ValueError(f"text template {template!r} has no {{}} for the words")
-        self.clip_model = clip_model.eval().requires_grad_(False)
+        self.clip_model = clip_model.eval().requires_grad_(False) if clip_model is not None else None
         self.tokenizer = tokenizer
         self.device = device
         self.template = template
@@ -158,10 +158,14 @@ class TextTower:
         vectors.setflags(write=False)
         return vectors
 
-    @torch.no_grad()
-    def encode_tokens_torch(self, tokens: torch.Tensor) -> np.ndarray:
-        """(N, context_length) token ids -> (N, D) float32 unit vectors, with torch."""
-        tokens = tokens.to(self.device)
-        with autocast(self.device):
-            features = self.clip_model.encode_text(tokens, normalize=True)
+    def encode_tokens_torch(self, tokens: Any) -> np.ndarray:
+        """(N, context_length) token ids -> (N, D) float32 unit vectors, with torch (the full install)."""
+        import torch
+
+        from sketchlvm.device import autocast
+
+        if self.clip_model is None:
+            raise RuntimeError("this text tower has no torch model (an exported one): it runs on its text graph")
+        with torch.no_grad(), autocast(self.device):
+            features = self.clip_model.encode_text(torch.as_tensor(tokens).to(self.device), normalize=True)
         return features.float().cpu().numpy()

@@ -17,6 +17,7 @@ import open_clip
 import torch
 
 from sketchlvm.config import PACKAGE_DIR
+from sketchlvm.model.errors import WeightsUnavailableError  # noqa: F401  (defined without torch, raised here)
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,6 @@ RANDOM_WEIGHTS_SEED = 0
 _HUB_HOST = ("huggingface.co", 443)
 
 _configs_registered = False
-
-
-class WeightsUnavailableError(RuntimeError):
-    """The requested CLIP weights could not be loaded; the message says what was looked for and how to fix it."""
 
 
 def register_model_configs() -> None:

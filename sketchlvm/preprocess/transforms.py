@@ -4,6 +4,10 @@ Sketches: canvas value -> framed square (``PreprocessConfig.sketch_framing``: th
 padded square, or cropped to the ink) -> resize -> normalise with the sketch statistics. Photos: decoded safely by :func:`load_photo` (EXIF orientation, every mode to RGB,
 size checked before decoding) -> pad to a white square -> resize -> normalise with the photo
 statistics. Padding, not centre-cropping, keeps the whole object, as the sketch pipeline does.
+
+No torch here: ``.array()`` gives the numpy array the ONNX Runtime serving install feeds its graphs,
+and calling a transform wraps that same array as a torch tensor (torch imported only then), so both
+installs see the same pixels.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from sketchlvm.config import PreprocessConfig
@@ -114,17 +117,26 @@ def _finish(im: Image.Image, name: str, max_pixels: int) -> Image.Image:
     return rgb.copy() if rgb is im else rgb
 
 
-def _to_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """RGB PIL (S, S) -> float32 tensor (3, S, S), normalised ``(x / 255 - mean) / std``."""
+def _to_array(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """RGB PIL (S, S) -> float32 array (3, S, S), normalised ``(x / 255 - mean) / std``."""
     arr = np.asarray(image, dtype=np.float32) / 255.0  # (S, S, 3)
-    tensor = torch.from_numpy(arr).permute(2, 0, 1).contiguous()  # (3, S, S)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return (tensor - mean_t) / std_t
+    chw = np.ascontiguousarray(arr.transpose(2, 0, 1))  # (3, S, S)
+    mean_a = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    std_a = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+    return (chw - mean_a) / std_a
 
 
-def denormalise(tensor: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Undo the normalisation: (..., 3, S, S) -> values in [0, 1] (for reports and tests)."""
+def _to_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]):
+    """RGB PIL (S, S) -> float32 torch tensor (3, S, S): :func:`_to_array`'s array, for the torch paths."""
+    import torch
+
+    return torch.from_numpy(_to_array(image, mean, std))
+
+
+def denormalise(tensor, mean: Sequence[float], std: Sequence[float]):
+    """Undo the normalisation of a torch tensor: (..., 3, S, S) -> values in [0, 1] (for reports and tests)."""
+    import torch
+
     mean_t = torch.tensor(mean, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
     std_t = torch.tensor(std, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
     return tensor * std_t + mean_t
@@ -182,7 +194,12 @@ class SketchTransform:
         size = (self.image_size, self.image_size)
         return framed.resize(size, RESAMPLE, reducing_gap=3.0)
 
-    def __call__(self, sketch: Any) -> torch.Tensor:
+    def array(self, sketch: Any) -> np.ndarray:
+        """The normalised float32 (3, S, S) array, without torch (the serving install)."""
+        return _to_array(self.to_image(sketch), self.config.sketch_mean, self.config.sketch_std)
+
+    def __call__(self, sketch: Any):
+        """The same as :meth:`array`, as a torch tensor (3, S, S)."""
         return _to_tensor(self.to_image(sketch), self.config.sketch_mean, self.config.sketch_std)
 
     def __repr__(self) -> str:
@@ -211,7 +228,12 @@ class PhotoTransform:
             raise ImageLoadError(f"cannot use photo: it has zero area ({width}x{height})")
         return pad_to_square(image, self.image_size)
 
-    def __call__(self, photo: Any) -> torch.Tensor:
+    def array(self, photo: Any) -> np.ndarray:
+        """The normalised float32 (3, S, S) array, without torch (the serving install)."""
+        return _to_array(self.to_image(photo), self.config.photo_mean, self.config.photo_std)
+
+    def __call__(self, photo: Any):
+        """The same as :meth:`array`, as a torch tensor (3, S, S)."""
         return _to_tensor(self.to_image(photo), self.config.photo_mean, self.config.photo_std)
 
     def __repr__(self) -> str:

@@ -28,9 +28,7 @@ slice).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,60 +50,30 @@ from sketchlvm.runtime.export import (
     graph_spec,
     text_graph_spec,
 )
+from sketchlvm.runtime.sessions import (  # noqa: F401  (re-exported: their old home)
+    ORT_MISSING,
+    RUNTIME_ENV,
+    RUNTIMES,
+    Int8RefusedError,
+    OnnxSessions,
+    cpu_threads,
+    in_slices,
+    onnxruntime_or_reason,
+    requested_runtime,
+    role_of,
+    session_options,
+)
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
-RUNTIME_ENV = "SKETCHLVM_RUNTIME"
 EXAMPLES_DIR = PACKAGE_DIR / "examples"
 # Photos the first photo batch of each graph is re-checked on against torch (real gallery photos).
 _PHOTO_RECHECK = 4
-ORT_MISSING = "onnxruntime is not installed (pip install -r requirements.txt)"
-
-
-class Int8RefusedError(RuntimeError):
-    """int8 sketch embeddings rank the gallery too differently from fp32; the message says how to run without."""
-
-
-def requested_runtime(name: str | None = None) -> str:
-    """``name``, else ``$SKETCHLVM_RUNTIME``, else "auto"; refuses anything but ``RUNTIMES``."""
-    value = (name or os.environ.get(RUNTIME_ENV) or "auto").strip().lower()
-    if value not in RUNTIMES:
-        raise ValueError(f"unknown runtime {value!r}; choose one of {', '.join(RUNTIMES)} (--runtime / {RUNTIME_ENV})")
-    return value
-
-
-def onnxruntime_or_reason() -> tuple[Any, str | None]:
-    try:
-        import onnxruntime
-    except ImportError:
-        return None, ORT_MISSING
-    return onnxruntime, None
-
-
-def cpu_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def session_options(ort: Any, role: str, config: RuntimeConfig) -> Any:
-    """ONNX Runtime settings for "query" (latency) or "index" (throughput beside decoding threads)."""
-    opts = ort.SessionOptions()
-    threads = config.query_threads if role == "query" else config.index_threads
-    opts.intra_op_num_threads = threads or cpu_threads()
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    spinning = role == "query" and config.query_spinning
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    opts.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise here
-    return opts
 
 
 def _role(modality: str) -> str:
     """Sketches are queries (latency); photos are indexed (throughput)."""
-    return "query" if modality == "sketch" else "index"
+    return role_of(modality)
 
 
 def example_sketches() -> list:
@@ -149,10 +117,10 @@ class Runtime:
         self.int8_status: str | None = None
         self.int8_agreement: dict[str, float] | None = None
         self._graphs: dict[tuple[str, str], _Onnx] = {}
-        self._sessions: dict[tuple[Path, str], Any] = {}
         self._files: dict[str, Path] = {}  # graph key -> exported file
-        self._lock = threading.Lock()
-        self._query_turn = threading.RLock()  # one query encode at a time (RuntimeConfig.serial_queries)
+        # Sessions and turn-taking, shared with the serving install's runtime (runtime/sessions.py); torch
+        # query encodes take the same turns. Made with onnxruntime once it is known to be there.
+        self._onnx = OnnxSessions(None, self.config)
         self._export_failures: dict[str, str] = {}
         self._ort = None
         if self.requested not in ("auto", "torch") and model.device.type != "cpu":
@@ -203,7 +171,7 @@ class Runtime:
             self.reason = missing
             log.warning("runtime %s: %s; encoding with torch", want, missing)
             return "torch"
-        self._ort = ort
+        self._ort = self._onnx.ort = ort
         int8 = want == "onnx-int8"
         sketches = check_images if check_images is not None else example_sketches()
         for mode in self.model.modes:
@@ -280,51 +248,36 @@ class Runtime:
         log.info("ONNX graph %s agrees with torch: %s", name, found)
         return found
 
-    def _session(self, path: Path, role: str) -> Any:
-        key = (path, role)
-        with self._lock:  # Gradio calls from a thread pool; one session per file and role
-            if key not in self._sessions:
-                ort = self._ort
-                self._sessions[key] = ort.InferenceSession(str(path), session_options(ort, role, self.config),
-                                                           providers=["CPUExecutionProvider"])
-            return self._sessions[key]
-
     def _turn(self, role: str):
         """Query encodes, on either engine, take turns (see the module doc); index runs never wait."""
-        if role == "query" and self.config.serial_queries:
-            return self._query_turn
-        return contextlib.nullcontext()
+        return self._onnx.turn(role)
 
     def _run(self, path: Path, role: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """The graph's first output."""
-        session = self._session(path, role)
-        with self._turn(role):
-            return session.run(None, inputs)[0]
+        return self._onnx.run(path, role, inputs)
 
     # -- encoding ---------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _torch(self, batch: torch.Tensor, modality: str, mode: str) -> np.ndarray:
+    def _torch(self, batch: torch.Tensor | np.ndarray, modality: str, mode: str) -> np.ndarray:
         device = self.model.device
         with self._turn(_role(modality)), autocast(device):
-            features = self.model.encoders[mode](batch.to(device), modality)
+            features = self.model.encoders[mode](torch.as_tensor(batch).to(device), modality)
         return features.float().cpu().numpy()
 
-    def encode(self, batch: torch.Tensor, modality: str, mode: str, int8: bool = True) -> np.ndarray:
-        """(B, 3, S, S) normalised images -> (B, D) float32 unit vectors. ``int8=False`` forces fp32.
+    def encode(self, batch: torch.Tensor | np.ndarray, modality: str, mode: str, int8: bool = True) -> np.ndarray:
+        """(B, 3, S, S) normalised images (numpy or torch) -> (B, D) float32 unit vectors. ``int8=False``
+        forces fp32.
 
         On the CPU, index batches run in slices of ``RuntimeConfig.index_run_batch`` (see there)."""
         if self.offload is not None:
             out = self.offload.encode_images(batch, modality, mode)
             if out is not None:
                 return out
-        step = self.config.index_run_batch
-        if _role(modality) == "index" and self.model.device.type == "cpu" and 0 < step < len(batch):
-            return np.concatenate([self._encode(batch[i : i + step], modality, mode, int8)
-                                   for i in range(0, len(batch), step)])
-        return self._encode(batch, modality, mode, int8)
+        step = self.config.index_run_batch if self.model.device.type == "cpu" else 0
+        return in_slices(batch, _role(modality), step, lambda part: self._encode(part, modality, mode, int8))
 
-    def _encode(self, batch: torch.Tensor, modality: str, mode: str, int8: bool) -> np.ndarray:
+    def _encode(self, batch: torch.Tensor | np.ndarray, modality: str, mode: str, int8: bool) -> np.ndarray:
         if self.name == "torch":
             return self._torch(batch, modality, mode)
         graph = self._graphs.get((mode, modality))
@@ -335,12 +288,12 @@ class Runtime:
             if not self._recheck_on_photos(graph, batch, mode):
                 return self._torch(batch, modality, mode)
         path = graph.int8_path if (int8 and graph.int8_path is not None) else graph.path
-        out = self._run(path, _role(modality), {"images": np.ascontiguousarray(batch.numpy(), np.float32)})
+        out = self._run(path, _role(modality), {"images": np.ascontiguousarray(_numpy(batch), np.float32)})
         return np.asarray(out, dtype=np.float32)
 
-    def _recheck_on_photos(self, graph: _Onnx, batch: torch.Tensor, mode: str) -> bool:
+    def _recheck_on_photos(self, graph: _Onnx, batch: torch.Tensor | np.ndarray, mode: str) -> bool:
         """The first photos a graph encodes are real gallery photos: check them against torch too."""
-        sample = batch[:_PHOTO_RECHECK]
+        sample = torch.as_tensor(batch[:_PHOTO_RECHECK])
         try:
             self._check(graph.path, sample, mode, "photo", graph.spec.name)
             return True
@@ -352,7 +305,7 @@ class Runtime:
                     del self._graphs[key]
             return False
 
-    def encode_text(self, tokens: torch.Tensor) -> np.ndarray:
+    def encode_text(self, tokens: torch.Tensor | np.ndarray) -> np.ndarray:
         """(N, context) token ids -> (N, D) float32 unit vectors, on the text graph when it agreed with torch."""
         _ = self.name  # prepares the graphs on first use, the text one included
         if self.offload is not None:
@@ -361,8 +314,8 @@ class Runtime:
                 return out
         if self._text is None:
             with self._turn("query"):
-                return self.model.text_tower.encode_tokens_torch(tokens)
-        out = self._run(self._text.path, "query", {"tokens": tokens.numpy().astype(np.int64)})
+                return self.model.text_tower.encode_tokens_torch(torch.as_tensor(tokens))
+        out = self._run(self._text.path, "query", {"tokens": _numpy(tokens).astype(np.int64)})
         return np.asarray(out, dtype=np.float32)
 
     def text_runtime(self) -> str:
@@ -404,9 +357,7 @@ class Runtime:
                 why = self.reason or ("auto picks torch on CUDA" if self.model.device.type != "cpu" else "")
                 what = f"{what} ({why})" if why else what
             return what + self._text_description()
-        ort = self._ort
-        threads = self.config.query_threads or cpu_threads()
-        text = f"{self.name}: ONNX Runtime {ort.__version__} on CPU, {threads} query threads"
+        text = f"{self.name}: {self._onnx.describe()}"
         text += ", int8 sketches, fp32 photos" if self.name == "onnx-int8" else ", fp32"
         if self.fallbacks:
             text += "; torch for " + "; ".join(f"{m} {x} ({why})" for (m, x), why in sorted(self.fallbacks.items()))
@@ -418,3 +369,7 @@ class Runtime:
         if self.model.text_tower is None:
             return ""
         return f"; text tower on {self.text_runtime()}"
+
+
+def _numpy(batch: torch.Tensor | np.ndarray) -> np.ndarray:
+    return batch.numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch)

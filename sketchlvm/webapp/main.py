@@ -71,8 +71,10 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
         "with no trained prompts [SKETCHLVM_CHECKPOINT]",
     )
     parser.add_argument(
-        "--model", metavar="ARCH", default=_env("SKETCHLVM_MODEL"),
-        help=f"open_clip architecture; default: the checkpoint's, else {model_defaults.arch} [SKETCHLVM_MODEL]",
+        "--model", metavar="ARCH|EXPORT_FOLDER|hf://USER/REPO", default=_env("SKETCHLVM_MODEL"),
+        help=f"open_clip architecture (default: the checkpoint's, else {model_defaults.arch}), or a folder written "
+        "by `sketchlvm export` (local or hf://USER/REPO[/SUBDIR]): its ONNX graphs serve the app, and the serving "
+        "install (requirements-serve.txt, no torch) needs one [SKETCHLVM_MODEL]",
     )
     parser.add_argument(
         "--pretrained", metavar="TAG|FILE|FOLDER|none", default=_env("SKETCHLVM_PRETRAINED", model_defaults.pretrained),
@@ -109,6 +111,27 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
         help="also open a temporary public *.gradio.live link (needs internet) [SKETCHLVM_SHARE=1]",
     )
     return parser
+
+
+def _load_model(args: argparse.Namespace, device: str):
+    """An export folder (``--model FOLDER|hf://...``: ONNX Runtime only, no torch), else the torch model."""
+    from sketchlvm.model.exported import is_export, load_export
+
+    if is_export(args.model):
+        return load_export(args.model, runtime=args.runtime, checkpoint=args.checkpoint)
+    try:
+        from sketchlvm.model.factory import create_sketchlvm
+    except ImportError as error:  # the serving install: no torch, no open_clip
+        from sketchlvm.runtime.served import ExportUnavailableError
+
+        raise ExportUnavailableError(
+            f"this install has no {error.name or 'torch'} (the serving install), so it serves export folders only: "
+            "pass --model FOLDER or --model hf://USER/REPO (written by `sketchlvm export` on the full install), "
+            "or install everything with pip install -r requirements.txt") from error
+    return create_sketchlvm(
+        arch=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, device=device,
+        runtime=args.runtime, text=True,  # the text tower: sketch + words and words-only search
+    )
 
 
 def choose_gallery(args: argparse.Namespace):
@@ -169,7 +192,6 @@ def prepare(args: argparse.Namespace):
     WeightsUnavailableError, HubUnavailableError, FileNotFoundError (no such gallery),
     NotADirectoryError (a file given as the gallery)."""
     from sketchlvm.gallery.background import BackgroundIndexer
-    from sketchlvm.model.factory import create_sketchlvm
     from sketchlvm.runtime import zerogpu
     from sketchlvm.search import Searcher
     from sketchlvm.webapp.state import AppState, no_gallery_help
@@ -181,11 +203,7 @@ def prepare(args: argparse.Namespace):
     if gallery is not None and not gallery.is_dir():
         raise FileNotFoundError(f"gallery folder {str(gallery)!r} does not exist (--gallery / SKETCHLVM_GALLERY)")
     on_zerogpu = zerogpu.on_zerogpu()
-    model = create_sketchlvm(
-        arch=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
-        device=zerogpu.host_device(args.device) if on_zerogpu else args.device,
-        runtime=args.runtime, text=True,  # the text tower: sketch + words and words-only search
-    )
+    model = _load_model(args, zerogpu.host_device(args.device) if on_zerogpu else args.device)
     if on_zerogpu:  # the CPU model answers what ZeroGPU does not; its GPU copy goes to cuda now, before launch
         zerogpu.attach(model)
     for key, value in model.describe().items():
@@ -208,7 +226,7 @@ def prepare(args: argparse.Namespace):
         progress = indexer.wait()
         print(progress.summary())
         if progress.state == "failed":
-            from sketchlvm.runtime.engine import Int8RefusedError
+            from sketchlvm.runtime.sessions import Int8RefusedError
 
             raise Int8RefusedError(f"indexing {gallery} failed ({progress.error}), so int8 cannot be checked; "
                                    "fix that, or start with --runtime onnx for fp32")
@@ -240,12 +258,14 @@ def main(argv: list[str] | None = None, prog: str = "app.py") -> int:
     logging.getLogger("sketchlvm").setLevel(logging.INFO)
     from sketchlvm.gallery import StaleIndexError
     from sketchlvm.hub import HubUnavailableError
-    from sketchlvm.model.weights import WeightsUnavailableError
-    from sketchlvm.runtime.engine import Int8RefusedError
+    from sketchlvm.model.errors import WeightsUnavailableError
+    from sketchlvm.runtime.served import ExportUnavailableError
+    from sketchlvm.runtime.sessions import Int8RefusedError
 
     try:
         state = prepare(args)
-    except (WeightsUnavailableError, HubUnavailableError, StaleIndexError, Int8RefusedError) as error:
+    except (WeightsUnavailableError, HubUnavailableError, StaleIndexError, Int8RefusedError,
+            ExportUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
