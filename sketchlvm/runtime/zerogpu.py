@@ -127,25 +127,26 @@ def _exact(torch, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = False
 
 
-def encode_images(key: int, batch: torch.Tensor, modality: str, mode: str) -> np.ndarray:
-    """(B, 3, S, S) normalised CPU images -> (B, D) float32 unit vectors, on the GPU copy of model ``key``."""
+def encode_images(key: int, batch: torch.Tensor | np.ndarray, modality: str, mode: str) -> np.ndarray:
+    """(B, 3, S, S) normalised CPU images (a tensor, or the numpy array the transforms make) -> (B, D) float32
+    unit vectors, on the GPU copy of model ``key``."""
     import torch
 
     target = _TARGETS[key]
     _exact(torch, target.device)
     with torch.no_grad():
-        features = target.encoders[mode](batch.to(target.device), modality)
+        features = target.encoders[mode](torch.as_tensor(batch).to(target.device), modality)
     return features.float().cpu().numpy()
 
 
-def encode_tokens(key: int, tokens: torch.Tensor) -> np.ndarray:
+def encode_tokens(key: int, tokens: torch.Tensor | np.ndarray) -> np.ndarray:
     """(N, context) token ids -> (N, D) float32 unit vectors, with the GPU copy of CLIP's text tower."""
     import torch
 
     target = _TARGETS[key]
     _exact(torch, target.device)
     with torch.no_grad():
-        features = target.text_model.encode_text(tokens.to(target.device), normalize=True)
+        features = target.text_model.encode_text(torch.as_tensor(tokens).to(target.device), normalize=True)
     return features.float().cpu().numpy()
 
 
