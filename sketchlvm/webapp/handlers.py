@@ -3,8 +3,10 @@ mistakes: each returns a message saying what was wrong and what to do."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ from sketchlvm.preprocess.strokes import EmptySketchError, StrokeFormatError, cr
 from sketchlvm.model.text import TextQueryError
 from sketchlvm.preprocess.transforms import ImageLoadError, load_photo
 from sketchlvm.webapp.canvas import CANVAS_UNITS, fit_strokes
+from sketchlvm.webapp.markdown import escape
 from sketchlvm.webapp.results import gallery_item
 from sketchlvm.webapp.state import (
     DRAW_HINT,
@@ -77,6 +80,9 @@ def present(state: AppState, results: list, mode: str, elapsed_ms: float, *,
         f"**{len(results)} best match{'es' if len(results) != 1 else ''}** · {label} mode "
         f"({MODE_HINTS.get(mode, '')}) · {elapsed_ms:.0f} ms"
     )
+    unshown = len(results) - len(shown)
+    if unshown:  # a thumbnail that could not be made (unreadable photo, full disk); the log says which
+        message += f"\n\n{unshown} of them could not be shown: the server could not read or write their pictures."
     for line in (extra, coverage_note(state)):
         if line:
             message += f"\n\n{line}"
@@ -94,11 +100,11 @@ def search_like(state: AppState, relpath: str | None, mode: str, k: float) -> tu
     except EmptyGalleryError:
         return [], gallery_problem(state) or NO_GALLERY_HELP, []
     except KeyError:  # gone after a rebuild
-        return [], f"**{Path(relpath).name} is no longer in the gallery index** (it changed or was removed).", []
+        return [], f"**{escape(Path(relpath).name)} is no longer in the gallery index** (it changed or was removed).", []
     except (ValueError, TypeError) as error:
         return [], f"**That search could not be run:** {error}", []
     gallery, message, shown = present(state, results, mode, (time.perf_counter() - started) * 1000)
-    return gallery, f"More like **{Path(relpath).name}** · {message}", shown
+    return gallery, f"More like **{escape(Path(relpath).name)}** · {message}", shown
 
 
 def search_with_photo(state: AppState, path: str | None, mode: str, k: float) -> tuple[Any, str, Any]:
@@ -115,11 +121,11 @@ def search_with_photo(state: AppState, path: str | None, mode: str, k: float) ->
     except ImageLoadError as error:
         gr.Warning("That file is not a photo we can read. Upload a JPEG, PNG or WebP photo.")
         reason = str(error).replace(str(path), name)  # no server paths in the UI
-        return gr.skip(), f"**Photo refused:** {reason}.", gr.skip()
+        return gr.skip(), f"**Photo refused:** {escape(reason)}.", gr.skip()
     except (ValueError, TypeError) as error:
         return gr.skip(), f"**That search could not be run:** {error}", gr.skip()
     gallery, message, shown = present(state, results, mode, (time.perf_counter() - started) * 1000)
-    return gallery, f"Photo **{name}** · {message}", shown
+    return gallery, f"Photo **{escape(name)}** · {message}", shown
 
 
 def strokes_to_sketch(state: AppState, strokes_json: Any) -> Image.Image:
@@ -168,14 +174,14 @@ def load_upload(state: AppState, path: str | None, mode: str, k: float, text: st
     except ImageLoadError as error:
         gr.Warning("That file is not an image we can read. Upload a PNG or JPEG sketch.")
         reason = str(error).replace(str(path), name)  # no server paths in the UI
-        return gr.skip(), gr.skip(), f"**Upload refused:** {reason}. {UPLOAD_HINT}", gr.skip()
+        return gr.skip(), gr.skip(), f"**Upload refused:** {escape(reason)}. {UPLOAD_HINT}", gr.skip()
     except EmptySketchError:
         gr.Warning("That image is blank: no lines found.")
-        return gr.skip(), gr.skip(), f"**Upload refused:** {name} has no dark lines on it. {UPLOAD_HINT}", gr.skip()
+        return gr.skip(), gr.skip(), f"**Upload refused:** {escape(name)} has no dark lines on it. {UPLOAD_HINT}", gr.skip()
     fitted = fit_to_canvas(image)
     gallery, message, shown = run_search(state, fitted, mode, k, live=False, text=text, text_weight=text_weight)
     if gallery:
-        message = f"Uploaded **{name}** · {message}"
+        message = f"Uploaded **{escape(name)}** · {message}"
     return gr.update(value=fitted, visible=True), gallery, message, shown
 
 
@@ -195,8 +201,12 @@ def load_example(state: AppState, index: int, mode: str, k: float, text: str | N
 
 
 def render_examples(out_dir: Path | None = None, size: int = 256) -> list[Path]:
-    """Render the shipped stroke lists (``sketchlvm/examples/*.json``) to PNG tiles in a temp dir."""
-    out_dir = Path(out_dir or tempfile.mkdtemp(prefix="sketchlvm-examples-"))
+    """Render the shipped stroke lists (``sketchlvm/examples/*.json``) to PNG tiles in a temp dir
+    (removed when the process exits: every start used to leave one behind)."""
+    if out_dir is None:
+        out_dir = Path(tempfile.mkdtemp(prefix="sketchlvm-examples-"))
+        atexit.register(shutil.rmtree, out_dir, ignore_errors=True)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for source in sorted(EXAMPLES_DIR.glob("*.json")):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 
 from sketchlvm.arguments import device as _device
 from sketchlvm.arguments import port as _port
@@ -104,6 +106,26 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
         "--share", action="store_true", default=_truthy(_env("SKETCHLVM_SHARE")),
         help="also open a temporary public *.gradio.live link (needs internet) [SKETCHLVM_SHARE=1]",
     )
+    sign_in = parser.add_argument_group("sign-in (see docs/deploying-in-public.md)")
+    sign_in.add_argument(
+        "--auth", metavar="USER:PASSWORD[,...]", default=_env("SKETCHLVM_AUTH"),
+        help="require a login (Gradio's login page) for the page and the API [SKETCHLVM_AUTH]",
+    )
+    sign_in.add_argument(
+        "--hf-sign-in", action="store_true", default=_truthy(_env("SKETCHLVM_HF_SIGN_IN")),
+        help="on a Hugging Face Space (hf_oauth: true in its README): searching needs a Hugging Face sign-in "
+        "[SKETCHLVM_HF_SIGN_IN=1]",
+    )
+    sign_in.add_argument(
+        "--owners", metavar="USER[,...]", default=_env("SKETCHLVM_OWNERS"),
+        help="with sign-in, who may rebuild the index and see the status panel (default: every --auth user; "
+        "with --hf-sign-in, the Space's owner) [SKETCHLVM_OWNERS]",
+    )
+    sign_in.add_argument(
+        "--users", metavar="USER[,...]|*", default=_env("SKETCHLVM_USERS"),
+        help="with --hf-sign-in, who else may search ('*': anyone signed in; default: the owners only) "
+        "[SKETCHLVM_USERS]",
+    )
     return parser
 
 
@@ -115,7 +137,9 @@ def prepare(args: argparse.Namespace) -> AppState:
     from sketchlvm.gallery import latest_gallery
     from sketchlvm.gallery.background import BackgroundIndexer
     from sketchlvm.model.factory import create_sketchlvm
+    from sketchlvm.webapp.access import make_access
 
+    access = make_access(args.auth, args.owners, args.hf_sign_in, args.users)  # ValueError: a bad setting, first
     gallery = resolve_folder(args.gallery) if args.gallery else latest_gallery()  # an hf:// one fails fast
     if gallery is not None and not gallery.is_dir():
         raise FileNotFoundError(f"gallery folder {str(gallery)!r} does not exist (--gallery / SKETCHLVM_GALLERY)")
@@ -128,10 +152,10 @@ def prepare(args: argparse.Namespace) -> AppState:
     searcher = Searcher(model, None, default_k=args.top_k)
     if gallery is None:
         print("No gallery: the app starts empty. " + NO_GALLERY_HELP.replace("**", "").replace("`", ""))
-        return AppState(searcher)
+        return AppState(searcher, access=access)
     gallery = gallery.resolve()
     indexer = BackgroundIndexer(gallery, model, on_index=searcher.set_index)
-    state = AppState(searcher, gallery_dir=gallery, cache_dir=indexer.cache_dir, indexer=indexer)
+    state = AppState(searcher, gallery_dir=gallery, cache_dir=indexer.cache_dir, indexer=indexer, access=access)
     print(f"Indexing gallery {gallery} in the background (the page shows the progress) …")
     indexer.start()
     if model.runtime.name == "onnx-int8":
@@ -171,6 +195,10 @@ def main(argv: list[str] | None = None, prog: str = "app.py") -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     demo = build_demo(state)
+    # A stop request (Spaces, docker, systemd send SIGTERM) ends the process like Ctrl+C does, so the
+    # index commits its batch in flight and the app's temp folders are removed (atexit).
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         launch(demo, **launch_kwargs(state, args.host, args.port, args.share))
     finally:
