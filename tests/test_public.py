@@ -286,7 +286,7 @@ def test_results_and_status_name_no_server_folder(server, client):
     gallery, message = client.predict(CAT_STROKES, "category", K, api_name="/search")
     status = client.predict(api_name="/status")
     answers = json.dumps(gallery) + message + status
-    for secret in (str(server.gallery), str(server.base), str(PROJECT)):
+    for secret in (str(server.gallery), str(server.base / "galleries"), str(PROJECT)):  # gallery, index cache
         assert secret not in answers, f"{secret!r} given away"
     assert "gallery" in status  # the folder is still named, by its own name
     with httpx.Client(timeout=10) as http:
@@ -296,6 +296,32 @@ def test_results_and_status_name_no_server_folder(server, client):
             assert response.status_code == 200
             with Image.open(io.BytesIO(response.content)) as image:
                 assert image.format == "WEBP"
+
+
+# --------------------------------------------------------------------------------------------
+# 7. With the disk full: results whose thumbnails are missing still come with a message
+
+
+def test_with_the_disk_full_a_search_still_answers_with_a_message(server, client):
+    import resource
+
+    thumbnails = [p for p in (server.base / "galleries").rglob("thumbnails") if p.is_dir()]
+    assert thumbnails
+    for folder in thumbnails:  # as if the index predates thumbnails, or they were cleaned away
+        for thumb in folder.glob("*.webp"):
+            thumb.unlink()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (0, hard))  # every write fails: EFBIG, as a full disk
+    except (OSError, AttributeError) as error:
+        pytest.skip(f"cannot limit the server's file size ({error})")
+    try:
+        gallery, message = client.predict(CAT_STROKES, "category", K, api_name="/search")
+    finally:
+        resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (hard, hard))
+    assert "best match" in message and "could not be shown" in message, message
+    assert gallery == []
+    assert_still_serving(client)  # and once the disk has room, the thumbnails are made again
 
 
 # --------------------------------------------------------------------------------------------

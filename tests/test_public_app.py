@@ -113,6 +113,26 @@ def test_outside_the_app_the_cache_is_shared_as_before(state):
 
 
 # --------------------------------------------------------------------------------------------
+# 3. Originals: indexed photos only, served from the app's own folder
+
+
+def test_the_preview_is_a_served_copy_of_an_indexed_photo_only(state):
+    from sketchlvm.webapp import results
+
+    relpath = next(p.relpath for p in state.searcher.index.photos if "evil" not in p.relpath)
+    copy = Path(results.original(state, relpath))
+    public = results.public_files(state).root
+    assert copy.is_relative_to(public) and copy.name == Path(relpath).name
+    assert copy.read_bytes() == (state.gallery_dir / relpath).read_bytes()
+    (state.gallery_dir / "cat" / ".hidden.jpg").write_bytes(copy.read_bytes())
+    (state.gallery_dir / "notes.txt").write_text("private")
+    for path in ("cat/.hidden.jpg", "notes.txt", f"cat/../{relpath}", "/etc/passwd", f"./{relpath}", ""):
+        assert results.original(state, path) is None, path
+    assert all(p.is_relative_to(public) or p.resolve().is_relative_to(state.cache_dir)
+               for p in results.served_folders(state))
+
+
+# --------------------------------------------------------------------------------------------
 # 6. File names are text, never Markdown
 
 
