@@ -93,7 +93,7 @@ class Server:
     def status(self, field: str) -> int:
         """A field of /proc/PID/status in bytes (VmRSS, VmHWM)."""
         text = Path(f"/proc/{self.pid}/status").read_text()
-        return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1)) * 1024
+        return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE).group(1)) * 1024
 
     def stop(self, how: signal.Signals = signal.SIGINT) -> None:
         if self.process.poll() is None:

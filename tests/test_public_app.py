@@ -17,9 +17,10 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 httpx = pytest.importorskip("httpx")
 
-import app as app_module  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
+
+import app as app_module  # noqa: E402
 from sketchlvm.gallery import build_gallery_index  # noqa: E402
 from sketchlvm.model.factory import create_sketchlvm  # noqa: E402
 from sketchlvm.search import Searcher  # noqa: E402
@@ -186,8 +187,8 @@ def test_sign_in_settings_are_checked():
     access = make_access(auth="alice:one,bob:two", owners="alice")
     assert access.is_owner("alice") and not access.is_owner("bob") and access.may_search("bob")
     assert make_access(auth="alice:one,bob:two").owners == {"alice", "bob"}  # every listed user by default
-    for bad in (dict(auth="alice"), dict(auth="alice:one", owners="carol"), dict(owners="alice"),
-                dict(auth="a:b", hf_sign_in=True)):
+    for bad in ({"auth": "alice"}, {"auth": "alice:one", "owners": "carol"}, {"owners": "alice"},
+                {"auth": "a:b", "hf_sign_in": True}):
         with pytest.raises(ValueError):
             make_access(**bad)
 

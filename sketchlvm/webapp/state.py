@@ -146,7 +146,7 @@ def coverage_note(state: AppState) -> str | None:
         return None
     if progress.running:
         return progress.coverage_note()
-    return ("Results from the {:,} photos indexed before indexing stopped: ".format(progress.searchable)
+    return (f"Results from the {progress.searchable:,} photos indexed before indexing stopped: "
             + public_text(state, progress.summary()))
 
 
