@@ -20,6 +20,7 @@ but those that only show the status (page load, timer), and ``status_markdown`` 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,10 @@ def make_access(auth: str | None = None, owners: str | None = None, hf_sign_in: 
             raise ValueError(f"--owners names users without a password in --auth: {sorted(named - listed)}")
         return Access("password", frozenset(named or listed), None, tuple(passwords))
     if hf_sign_in:
+        missing = [m for m in ("authlib", "itsdangerous") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ValueError(f"--hf-sign-in needs Gradio's OAuth extras ({', '.join(missing)} missing): "
+                             "pip install 'gradio[oauth]'")
         named = parse_users(owners) or parse_users(os.environ.get("SPACE_AUTHOR_NAME"))
         if not named:
             raise ValueError("--hf-sign-in needs an owner: --owners USER (on a Space, SPACE_AUTHOR_NAME is used)")

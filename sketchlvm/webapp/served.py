@@ -54,7 +54,8 @@ class PublicFiles:
         self.pixels.mkdir()
         self._thumbnail_source = None if cache_dir is None else (Path(cache_dir) / thumbnail_dir).absolute()
         if self._thumbnail_source is not None:
-            self._thumbnail_source.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):  # a read-only cache: its thumbnails are there already or not at all
+                self._thumbnail_source.mkdir(parents=True, exist_ok=True)
             link = self.root / "thumbnails"
             try:
                 link.symlink_to(self._thumbnail_source, target_is_directory=True)
