@@ -181,6 +181,7 @@ def test_a_16_mb_nested_list_is_refused_at_once_and_costs_no_memory(server, clie
         response = httpx.post(server.url + route, content=body, headers={"content-type": "application/json"},
                               timeout=60)
         elapsed = time.perf_counter() - started
+    print(f"16 MB nested list to {route}: HTTP {response.status_code} in {elapsed:.2f} s, peak +{memory.mb:.0f} MB")
     assert response.status_code == 413, (response.status_code, response.text[:200])
     assert "maximum allowed size" in response.text
     assert elapsed < REFUSE_WITHIN_S, f"{elapsed:.1f} s"
@@ -239,6 +240,7 @@ def test_a_small_png_that_decodes_to_gigabytes_is_refused_as_a_photo_query(serve
         started = time.perf_counter()
         _gallery, message, *_ = client.predict(handle_file(str(bomb)), "category", K, api_name="/search_photo")
         elapsed = time.perf_counter() - started
+    print(f"8000 x 8000 RGBA PNG as a photo query: {elapsed:.2f} s, peak +{memory.mb:.0f} MB")
     assert message.startswith("**Photo refused:**") and "clear.png" in message, message
     assert "over the limit" in message
     assert elapsed < REFUSE_WITHIN_S, f"{elapsed:.1f} s"
