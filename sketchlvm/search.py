@@ -19,6 +19,11 @@ and a mode is encoded only when a search needs it. Modes that share an encoder (
 the bare CLIP tower: ``SketchLVM.encoder_key``) share the embedding, so flipping between two untrained
 modes re-ranks without encoding. A few recent drawings are kept (not just one) so that several people
 using one server do not evict each other's drawing between two clicks.
+
+Every cached vector (drawings, photos, and the text tower's words) is also keyed by a *scope*, from
+``cache_scope()``: one shared ``""`` by default; the app makes it the browser session, so that how fast
+an answer comes says nothing about what other people searched (``sketchlvm.webapp.sessions``). A scope
+of None means "do not cache".
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,6 +51,14 @@ if TYPE_CHECKING:  # the index imports faiss; the searcher only needs its search
 log = logging.getLogger(__name__)
 
 DEFAULT_TEXT_WEIGHT = 0.5  # sketch and words count equally (TASK-former sums the two embeddings)
+# Pixels a query photo may decode to (after a JPEG's draft): it is shrunk to the model's 224 px anyway.
+# The gallery's 64 M limit let a 249 kB transparent 8000 x 8000 PNG take 1.5 GB as a query; at 16.7 M
+# (4096 x 4096, as uploaded sketches) one costs ~0.2 GB, and uploads decode two at a time (the app).
+MAX_QUERY_PIXELS = 4096 * 4096
+
+
+def _shared_scope() -> str:
+    return ""
 
 
 class EmptyGalleryError(RuntimeError):
@@ -112,9 +126,10 @@ class Searcher:
         self.default_k = int(default_k)
         self.cache_size = max(1, int(cache_size))
         self._lock = threading.Lock()
-        # sketch_key (or "photo:" + key for an uploaded photo) -> {model.encoder_key: (1, D)}, least
-        # recently used first.
-        self._cache: OrderedDict[str, dict[tuple, np.ndarray]] = OrderedDict()
+        # (scope, sketch_key) (or "photo:" + key for an uploaded photo) -> {model.encoder_key: (1, D)},
+        # least recently used first.
+        self._cache: OrderedDict[tuple[str, str], dict[tuple, np.ndarray]] = OrderedDict()
+        self.cache_scope: Callable[[], str | None] = _shared_scope
         self.encode_calls = 0  # how many times the encoder ran (for tests and benchmarks)
 
     @property
@@ -144,7 +159,19 @@ class Searcher:
         if mode not in self.model.modes:
             raise ValueError(f"unknown mode {mode!r}; choose one of {self.model.modes}")
 
+    def set_cache_scope(self, scope: Callable[[], str | None]) -> None:
+        """Key this searcher's caches, and its model's word cache, by ``scope()`` (see the module doc)."""
+        self.cache_scope = scope
+        tower = getattr(self.model, "text_tower", None)
+        if tower is not None:
+            tower.cache_scope = scope
+
     def _cached(self, key: str, encoder: tuple, encode) -> np.ndarray:
+        scope = self.cache_scope()
+        if scope is None:  # no caching for this request
+            self.encode_calls += 1
+            return np.ascontiguousarray(encode(), dtype="float32")
+        key = (scope, key)
         with self._lock:
             entry = self._cache.get(key)
             if entry is not None:
@@ -239,7 +266,8 @@ class Searcher:
         self._check_mode(mode)
         # Decoded as the index build decodes (upright RGB, size-checked, JPEGs drafted near the model's size),
         # so a gallery photo uploaded again gets its stored vector back.
-        photo = load_photo(image, self.model.preprocess.max_image_pixels, draft_size=self.model.image_size)
+        photo = load_photo(image, self.model.preprocess.max_image_pixels, draft_size=self.model.image_size,
+                           max_decoded_pixels=MAX_QUERY_PIXELS)
         key = "photo:" + sketch_key(photo)
         query = self._cached(key, self.model.encoder_key(mode, "photo"), lambda: self.model.encode_photos([photo], mode))
         if text is not None and text.strip():

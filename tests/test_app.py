@@ -202,12 +202,14 @@ def test_mode_switch_and_top_k_reuse_the_embedding(client, running, drawings):
 def test_a_rerank_does_not_queue_behind_other_users_encodes(running, drawings, monkeypatch):
     """Encodes take turns on the CPU, but the page lets more searches in than that, so a drawing that is
     already encoded (a mode toggle, the slider, the same strokes) is answered while three other users'
-    new drawings wait for the encoder. With room for only two searches at once it waited behind them."""
+    new drawings wait for the encoder. With room for only two searches at once it waited behind them.
+    The re-rank comes from the same session (its own page): caches are per session (issue 19)."""
     import threading
 
     url, state = running
     cached = strokes_json(drawings["cat"])
-    alone, _ = Client(url, verbose=False, analytics_enabled=False).predict(cached, "category", K, api_name="/search")
+    person = Client(url, verbose=False, analytics_enabled=False)
+    alone, _ = person.predict(cached, "category", K, api_name="/search")
     model = state.searcher.model
     real_encode = model.encode_sketches
     gate, entered = threading.Event(), threading.Semaphore(0)
@@ -226,7 +228,7 @@ def test_a_rerank_does_not_queue_behind_other_users_encodes(running, drawings, m
             others.append(client.submit(half, "category", K, api_name="/search"))
         for _ in others:
             assert entered.acquire(timeout=30), "the other users' searches did not all get in"
-        again = Client(url, verbose=False, analytics_enabled=False).submit(cached, "category", K, api_name="/search")
+        again = person.submit(cached, "category", K, api_name="/search")
         gallery, _ = again.result(timeout=30)  # answered while the three encodes are still held
         assert [item["caption"] for item in gallery] == [item["caption"] for item in alone]
         assert not gate.is_set() and not any(job.done() for job in others)
@@ -283,7 +285,9 @@ def test_results_are_thumbnails_and_the_preview_is_the_original(client, running,
     served = {Path(p).name for p in (item["image"] for item in gallery)}
     assert served <= {p.name for p in thumbs.iterdir()}  # what was sent: the cache's thumbnails
     relpath = next(iter(state.searcher.index.photos)).relpath
-    assert results.original(state, relpath) == str(state.gallery_dir / relpath)  # the preview: the original file
+    preview = Path(results.original(state, relpath))  # the preview: the original file, as a served copy
+    assert preview.read_bytes() == (state.gallery_dir / relpath).read_bytes()
+    assert preview.is_relative_to(results.public_files(state).root)
 
 
 def test_thumbnails_are_checked_first_among_gradios_static_paths(running):
@@ -329,8 +333,9 @@ def test_status_says_what_is_loaded(client, running):
     _, state = running
     status = client.predict(api_name="/status")
     for text in ("SketchLVM-Tiny", "random weights — for testing only", "zero-shot CLIP, no trained prompts",
-                 str(state.gallery_dir), f"{len(CLASSES) * PER_CLASS} photos", "Skipped files:** 0"):
+                 f"**Gallery:** {state.gallery_dir.name} ({len(CLASSES) * PER_CLASS} photos)", "Skipped files:** 0"):
         assert text in status
+    assert str(state.gallery_dir) not in status  # the server's folders are not given away
 
 
 def test_rebuild_index_endpoint(client, running):
@@ -351,9 +356,10 @@ def test_only_gallery_photos_are_served(running, tmp_path_factory):
     thumbnail = next((Path(state.cache_dir) / THUMBNAIL_DIR).glob("*.webp"))
     manifest = Path(state.cache_dir) / "manifest.json"
     with httpx.Client(timeout=10) as http:
-        assert http.get(f"{url}/gradio_api/file={photo}").status_code == 200
         assert http.get(f"{url}/gradio_api/file={thumbnail}").status_code == 200
-        for path in ("/etc/passwd", str(outside), str(cache_file), str(manifest), f"{thumbnail.parent}/../manifest.json",
+        original = results.original(state, photo.relative_to(state.gallery_dir).as_posix())
+        assert http.get(f"{url}/gradio_api/file={original}").content == photo.read_bytes()  # a served copy
+        for path in (str(photo), "/etc/passwd", str(outside), str(cache_file), str(manifest), f"{thumbnail.parent}/../manifest.json",
                      str(Path(app_module.__file__).resolve())):
             response = http.get(f"{url}/gradio_api/file={path}")
             assert response.status_code in (403, 404), path
@@ -460,7 +466,7 @@ def test_symlinks_out_of_the_gallery_are_shown_as_thumbnails(tmp_path, model, sk
     for name, score in (("inside.jpg", 0.5), ("link.jpg", 0.4)):
         item = results.gallery_item(state, SearchResult(root / "cat" / name, f"cat/{name}", "cat", score, 1))
         assert Path(item[0]).resolve().parent == thumbs and item[1] == f"cat · {score:.3f} · {name}"
-    assert results.original(state, "cat/inside.jpg") == str(root / "cat" / "inside.jpg")
+    assert Path(results.original(state, "cat/inside.jpg")).read_bytes() == (root / "cat" / "inside.jpg").read_bytes()
     preview = results.original(state, "cat/link.jpg")
     assert isinstance(preview, Image.Image)
-    assert [str(p) for p in results.served_folders(state)] == [str(root.resolve()), str(thumbs)]
+    assert not any(p.resolve().is_relative_to(root.resolve()) for p in results.served_folders(state))

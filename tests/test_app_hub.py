@@ -47,9 +47,15 @@ def test_the_app_searches_and_serves_a_hub_gallery(hf_cache, sketchy_root, monke
         assert len(gallery) == 4 and all(CAPTION.match(item["caption"]) for item in gallery), message
         photo = state.gallery_dir / state.searcher.index.photos[0].relpath  # a symlink into blobs/
         assert photo.is_symlink() and not photo.resolve().is_relative_to(snapshot)
+        from sketchlvm.webapp import results
+
+        original = results.original(state, state.searcher.index.photos[0].relpath)  # the preview's copy
         with httpx.Client(timeout=10) as http:
-            response = http.get(f"{url.rstrip('/')}/gradio_api/file={photo}")
+            response = http.get(f"{url.rstrip('/')}/gradio_api/file={original}")
             assert response.status_code == 200 and response.content == photo.read_bytes()
+            # Nothing of the dataset's cache folder by its path: not the snapshot's file, not its blob.
+            for path in (photo, photo.resolve(), snapshot.parent.parent / "refs" / "main"):
+                assert http.get(f"{url.rstrip('/')}/gradio_api/file={path}").status_code in (403, 404), path
             assert http.get(f"{url.rstrip('/')}/gradio_api/file=/etc/passwd").status_code in (403, 404)
     finally:
         demo.close()

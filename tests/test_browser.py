@@ -257,3 +257,34 @@ def test_drawing_with_a_finger_searches_and_does_not_scroll(app_url, browser):
         assert canvas.evaluate("c => getComputedStyle(c).touchAction") == "none"
     finally:
         context.close()
+
+
+def test_escaped_file_names_render_as_plain_text_in_gradios_markdown(browser):
+    """What sketchlvm.webapp.markdown.escape produces, rendered by Gradio's own Markdown in Chromium: no
+    link, code span, emphasis or HTML element comes out of a hostile file name, and its text is intact."""
+    import gradio as gr
+
+    from sketchlvm.webapp.markdown import escape
+
+    name = "[Session expired, sign in again](https:evil.example) `x` **bold** <b>b www.evil.example a@b.example.jpg"
+    with gr.Blocks() as demo:
+        gr.Markdown(f"More like **{escape(name)}** · 3 best matches", elem_id="escaped")
+        gr.Markdown(f"More like **{name}**", elem_id="raw")  # control: the same name unescaped
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    page = browser.new_page()
+    try:
+        page.goto(url)
+        page.locator("#escaped strong").first.wait_for(state="visible")
+        raw = page.locator("#raw")
+        assert raw.locator("a").count() >= 1  # the control: unescaped, Gradio makes a live link of it
+        escaped = page.locator("#escaped")
+        for tag in ("a", "code", "em", "b"):
+            assert escaped.locator(tag).count() == 0, f"a <{tag}> came out of the file name"
+        assert escaped.locator("strong").count() == 1  # only our own bold around the name
+        assert escaped.locator("strong").inner_text() == name
+    finally:
+        page.close()
+        demo.close()

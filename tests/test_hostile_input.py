@@ -320,7 +320,6 @@ def _hostile_strokes() -> dict[str, tuple[object, str]]:
         "too many strokes": (json.dumps([one] * 5_000), "strokes sent"),
         "too many points": (json.dumps([[[1] * 55_000, [2] * 55_000]] * 2, separators=(",", ":")), "points"),
         "over 1 MB": (json.dumps([[[123456.789] * 80_000, [123456.789] * 80_000]]), "bytes"),
-        "several MB": ("[" + "0," * 2_500_000 + "0]", "bytes"),
     }
 
 
@@ -337,6 +336,16 @@ def test_hostile_strokes_get_a_clear_message_cheaply(client, sketchy_root, name)
     assert len(message) < 500  # the payload is not echoed back
     assert rss.growth_mb < RSS_BUDGET_MB, f"{name}: resident memory grew {rss.growth_mb:.0f} MB"
     assert elapsed < TIME_BUDGET_S, f"{name}: {elapsed:.1f} s"
+    assert_still_serving(client, sketchy_root)
+
+
+def test_strokes_of_several_mb_are_refused_before_gradio_reads_them(client, sketchy_root):
+    """Over the body limit (sketchlvm.webapp.limits) the request never reaches Gradio: HTTP 413."""
+    with PeakRSS() as rss:
+        with pytest.raises(Exception, match="413") as refused:
+            client.predict("[" + "0," * 2_500_000 + "0]", "category", K, api_name="/search")
+    assert "Traceback" not in str(refused.value)
+    assert rss.growth_mb < RSS_BUDGET_MB
     assert_still_serving(client, sketchy_root)
 
 
@@ -407,11 +416,15 @@ def _route_attacks(layout: dict[str, Path], port: int) -> dict[str, str]:
     }
 
 
-def test_file_route_serves_nothing_outside_the_gallery(running, layout):
+def test_file_route_serves_nothing_outside_the_gallery(running, client, layout):
     url, _, _ = running
     port = urllib.parse.urlsplit(url).port
-    status, body = _raw_get(url, f"/gradio_api/file={layout['photo']}")  # control: a gallery photo is served
-    assert status == 200 and body == layout["photo"].read_bytes()
+    gallery, _ = client.predict(CAT_STROKES, "category", K, api_name="/search")
+    thumbnail = gallery[0]["image"]["path"]
+    status, _ = _raw_get(url, f"/gradio_api/file={thumbnail}")  # control: a result's thumbnail is served
+    assert status == 200
+    status, _ = _raw_get(url, f"/gradio_api/file={layout['photo']}")  # a gallery photo by its path is not
+    assert status == 403
     served = {}
     for what, path in _route_attacks(layout, port).items():
         status, body = _raw_get(url, f"/gradio_api/file={path}")

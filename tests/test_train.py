@@ -8,6 +8,7 @@ Held-out and unseen-class figures are printed, not asserted.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,6 +112,34 @@ def test_interrupted_training_resumes_where_it_stopped(sketchy_root, tmp_path):
     b = load_checkpoint(resumed.last_checkpoint).states["category"]
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+class _Touch:
+    """A pickle that creates a file when loaded: what a hostile train_state.pt could do (issue 19)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_does_not_unpickle_objects_from_the_state_file(sketchy_root, tmp_path):
+    from sketchlvm.training.trainer import STATE_FILE
+
+    config = _config("tiny_sketchy_category", sketchy_root, tmp_path / "run",
+                     data={"max_classes": 2, "max_per_class": 4}, train={"epochs": 1, "batch_size": 4, "eval_every": 99})
+    config.train.max_steps = 1
+    train(config, show_progress=False)
+    state_path = tmp_path / "run" / STATE_FILE
+    saved = torch.load(state_path, weights_only=True)  # what train() writes loads as plain data
+    marker = tmp_path / "code-ran"
+    saved["progress"]["history"].append(_Touch(marker))
+    torch.save(saved, state_path)
+    config.train.max_steps = 0
+    with pytest.raises(ValueError, match="not loaded"):
+        train(config, show_progress=False)
+    assert not marker.exists()
 
 
 def test_torchrun_ddp_runs_on_cpu_and_rank_0_writes_the_checkpoint(sketchy_root, tmp_path):

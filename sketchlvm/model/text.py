@@ -88,7 +88,10 @@ class TextTower:
         self.max_chars = max_chars
         self.context_length = int(getattr(tokenizer, "context_length", 77))
         self.cache_size = max(1, int(cache_size))
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # (scope, prompt) -> (D,)
+        # Which cache namespace the current call uses (None: do not cache); the app makes it the browser
+        # session, so that timing says nothing of other people's words (sketchlvm.search's module doc).
+        self.cache_scope: Callable[[], str | None] = lambda: ""
         self._lock = threading.Lock()
         self.encode_calls = 0  # how many prompts ran through the tower (for tests and benchmarks)
         self.runtime = None  # a sketchlvm.runtime.engine.Runtime that may run the tower on ONNX Runtime; None: torch
@@ -138,15 +141,21 @@ class TextTower:
     def encode(self, text: str) -> np.ndarray:
         """(D,) float32 unit vector for ``text`` (checked as :meth:`query` does), cached per prompt."""
         prompt = self.query(text).prompt
+        scope = self.cache_scope()
+        if scope is None:
+            with self._lock:
+                self.encode_calls += 1
+            return self._encode([prompt])[0]
+        key = (scope, prompt)
         with self._lock:
-            vector = self._cache.get(prompt)
+            vector = self._cache.get(key)
             if vector is not None:
-                self._cache.move_to_end(prompt)
+                self._cache.move_to_end(key)
                 return vector
         vector = self._encode([prompt])[0]  # outside the lock: other requests go on meanwhile
         with self._lock:
             self.encode_calls += 1
-            self._cache[prompt] = vector
+            self._cache[key] = vector
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return vector

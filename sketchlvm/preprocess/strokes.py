@@ -459,7 +459,10 @@ def _numbers(values: Any, what: str) -> list[float]:
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise StrokeFormatError(f"{what} must hold numbers only; found {type(v).__name__}")
-    return [float(v) for v in values]
+    try:
+        return [float(v) for v in values]
+    except OverflowError:  # an integer of hundreds of digits, sent as a list rather than JSON text
+        raise StrokeFormatError(f"{what} has a coordinate out of range") from None
 
 
 def parse_strokes(payload: str | bytes | list | dict | None) -> list[list[list[float]]]:

@@ -46,10 +46,16 @@ def _describe(source: Any) -> str:
     return str(getattr(source, "name", f"<{type(source).__name__}>"))
 
 
+# What photos and sketches may be: the formats of the gallery's extensions (PreprocessConfig.extensions).
+# Cameras' multi-picture JPEGs open through "JPEG" too (Pillow then calls them MPO).
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+
+
 def load_photo(
     source: str | PathLike | IO[bytes] | bytes | Image.Image,
     max_pixels: int = _DEFAULTS.max_image_pixels,
     draft_size: int | None = None,
+    max_decoded_pixels: int | None = None,
 ) -> Image.Image:
     """Decode a photo to an upright RGB PIL image, refusing anything unsafe or unreadable.
 
@@ -58,6 +64,10 @@ def load_photo(
     orientation is applied; greyscale, CMYK, palette, 16-bit and alpha images (flattened onto
     white) become RGB; animated images give their first frame. ``draft_size``: for JPEGs, let the
     decoder shrink by 2/4/8 while both sides stay >= ``draft_size`` (much faster for big photos).
+    ``max_decoded_pixels``: a second limit on the pixels actually decoded (after a JPEG's draft), for
+    queries that are shrunk to the model's size anyway: a big JPEG passes, a PNG that size does not.
+    Only ``FORMATS`` are opened (the gallery's extensions): Pillow would otherwise run Ghostscript for
+    an EPS wherever it is installed, whatever the file is called.
     Raises :class:`ImageLoadError` naming the file and the reason.
     """
     name = _describe(source)
@@ -76,10 +86,12 @@ def load_photo(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             if isinstance(source, Image.Image):  # possibly lazy (Image.open without load)
                 return _finish(source, name, max_pixels)
-            with Image.open(source) as im:
+            with Image.open(source, formats=FORMATS) as im:
                 _check_size(im, name, max_pixels)
-                if draft_size and im.format == "JPEG":
+                if draft_size and im.format in ("JPEG", "MPO"):
                     im.draft(None, (int(draft_size), int(draft_size)))
+                if max_decoded_pixels is not None:
+                    _check_size(im, name, max_decoded_pixels, "for a query (a JPEG may be larger)")
                 im.load()  # first frame only for animated images
                 return _finish(im, name, max_pixels)
     except ImageLoadError:
@@ -94,14 +106,14 @@ def load_photo(
         ) from e
 
 
-def _check_size(im: Image.Image, name: str, max_pixels: int) -> None:
+def _check_size(im: Image.Image, name: str, max_pixels: int, what: str = "(PreprocessConfig.max_image_pixels)") -> None:
     width, height = im.size
     if width <= 0 or height <= 0:
         raise ImageLoadError(f"cannot load image {name!r}: it has zero area ({width}x{height})")
     if width * height > max_pixels:
         raise ImageLoadError(
             f"cannot load image {name!r}: {width}x{height} = {width * height:,} pixels is over the "
-            f"limit of {max_pixels:,} (PreprocessConfig.max_image_pixels)"
+            f"limit of {max_pixels:,} {what}"
         )
 
 

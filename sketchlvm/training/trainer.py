@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import dataclass, field
@@ -209,7 +210,11 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
     state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "history": []}
     state_path = out / STATE_FILE
     if resume and state_path.exists():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        try:  # tensors, numbers, strings and containers only: a pickle cannot run code here
+            saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise ValueError(f"{state_path} holds more than a training state (objects a pickle would construct), "
+                             "so it is not loaded; delete it, or pass another --out or --no-resume") from error
         now = config.to_dict()
         split_keys = ("validation_fraction", "validation_seed")
         if (saved["config"]["train"]["mode"] != tc.mode or saved["config"]["model"] != now["model"]

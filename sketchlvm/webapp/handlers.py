@@ -3,8 +3,10 @@ mistakes: each returns a message saying what was wrong and what to do."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -14,23 +16,24 @@ import gradio as gr
 from PIL import Image, ImageOps
 
 from sketchlvm.config import PACKAGE_DIR
-from sketchlvm.runtime.zerogpu import take_note
-from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
-from sketchlvm.preprocess.strokes import EmptySketchError, StrokeFormatError, crop_to_ink, parse_strokes, render_strokes
 from sketchlvm.model.text import TextQueryError
 from sketchlvm.preprocess.drawing import StrokeDrawing
+from sketchlvm.preprocess.strokes import EmptySketchError, StrokeFormatError, crop_to_ink, parse_strokes, render_strokes
 from sketchlvm.preprocess.transforms import ImageLoadError, load_photo
+from sketchlvm.runtime.zerogpu import take_note
+from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
 from sketchlvm.webapp.canvas import CANVAS_UNITS, fit_strokes
+from sketchlvm.webapp.markdown import escape
 from sketchlvm.webapp.results import gallery_item
 from sketchlvm.webapp.state import (
     DRAW_HINT,
     MODE_HINTS,
     MODE_LABELS,
-    no_gallery_help,
     UPLOAD_HINT,
     AppState,
     coverage_note,
     gallery_problem,
+    no_gallery_help,
 )
 
 log = logging.getLogger(__name__)
@@ -80,6 +83,9 @@ def present(state: AppState, results: list, mode: str, elapsed_ms: float, *,
         f"**{len(results)} best match{'es' if len(results) != 1 else ''}** · {label} mode "
         f"({MODE_HINTS.get(mode, '')}) · {elapsed_ms:.0f} ms"
     )
+    unshown = len(results) - len(shown)
+    if unshown:  # a thumbnail that could not be made (unreadable photo, full disk); the log says which
+        message += f"\n\n{unshown} of them could not be shown: the server could not read or write their pictures."
     for line in (extra, take_note(), coverage_note(state)):  # take_note: answered on the CPU, not ZeroGPU
         if line:
             message += f"\n\n{line}"
@@ -97,11 +103,11 @@ def search_like(state: AppState, relpath: str | None, mode: str, k: float) -> tu
     except EmptyGalleryError:
         return [], gallery_problem(state) or no_gallery_help(), []
     except KeyError:  # gone after a rebuild
-        return [], f"**{Path(relpath).name} is not in the gallery index**: {NOT_IN_INDEX}", []
+        return [], f"**{escape(Path(relpath).name)} is not in the gallery index**: {NOT_IN_INDEX}", []
     except (ValueError, TypeError) as error:
         return [], f"**That search could not be run:** {error}", []
     gallery, message, shown = present(state, results, mode, (time.perf_counter() - started) * 1000)
-    return gallery, f"More like **{Path(relpath).name}** · {message}", shown
+    return gallery, f"More like **{escape(Path(relpath).name)}** · {message}", shown
 
 
 def search_with_photo(state: AppState, path: str | None, mode: str, k: float) -> tuple[Any, str, Any]:
@@ -118,11 +124,11 @@ def search_with_photo(state: AppState, path: str | None, mode: str, k: float) ->
     except ImageLoadError as error:
         gr.Warning("That file is not a photo we can read. Upload a JPEG, PNG or WebP photo.")
         reason = str(error).replace(str(path), name)  # no server paths in the UI
-        return gr.skip(), f"**Photo refused:** {reason}.", gr.skip()
+        return gr.skip(), f"**Photo refused:** {escape(reason)}.", gr.skip()
     except (ValueError, TypeError) as error:
         return gr.skip(), f"**That search could not be run:** {error}", gr.skip()
     gallery, message, shown = present(state, results, mode, (time.perf_counter() - started) * 1000)
-    return gallery, f"Photo **{name}** · {message}", shown
+    return gallery, f"Photo **{escape(name)}** · {message}", shown
 
 
 def strokes_to_sketch(state: AppState, strokes_json: Any) -> Image.Image:
@@ -169,10 +175,10 @@ def read_sketch_upload(path: str) -> tuple[Image.Image | None, str]:
     except ImageLoadError as error:
         reason = str(error).replace(str(path), name)  # no server paths in the UI
         gr.Warning(f"Upload refused: {reason}.")
-        return None, f"**Upload refused:** {reason}. {UPLOAD_HINT}"
+        return None, f"**Upload refused:** {escape(reason)}. {UPLOAD_HINT}"
     except EmptySketchError:
         gr.Warning("That image is blank: no lines found.")
-        return None, f"**Upload refused:** {name} has no dark lines on it. {UPLOAD_HINT}"
+        return None, f"**Upload refused:** {escape(name)} has no dark lines on it. {UPLOAD_HINT}"
     return fit_to_canvas(image), ""
 
 
@@ -190,7 +196,7 @@ def load_upload(state: AppState, path: str | None, mode: str, k: float, text: st
         return gr.skip(), gr.skip(), refusal, gr.skip()
     gallery, message, shown = run_search(state, fitted, mode, k, live=False, text=text, text_weight=text_weight)
     if gallery:
-        message = f"Uploaded **{Path(path).name}** · {message}"
+        message = f"Uploaded **{escape(Path(path).name)}** · {message}"
     return gr.update(value=fitted, visible=True), gallery, message, shown
 
 
@@ -210,8 +216,12 @@ def load_example(state: AppState, index: int, mode: str, k: float, text: str | N
 
 
 def render_examples(out_dir: Path | None = None, size: int = 256) -> list[Path]:
-    """Render the shipped stroke lists (``sketchlvm/examples/*.json``) to PNG tiles in a temp dir."""
-    out_dir = Path(out_dir or tempfile.mkdtemp(prefix="sketchlvm-examples-"))
+    """Render the shipped stroke lists (``sketchlvm/examples/*.json``) to PNG tiles in a temp dir
+    (removed when the process exits: every start used to leave one behind)."""
+    if out_dir is None:
+        out_dir = Path(tempfile.mkdtemp(prefix="sketchlvm-examples-"))
+        atexit.register(shutil.rmtree, out_dir, ignore_errors=True)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for source in sorted(EXAMPLES_DIR.glob("*.json")):

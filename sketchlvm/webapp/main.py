@@ -14,8 +14,10 @@ import argparse
 import errno
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 from typing import Any
 
 from sketchlvm.arguments import device as _device
@@ -110,6 +112,26 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
         "--share", action="store_true", default=_truthy(_env("SKETCHLVM_SHARE")),
         help="also open a temporary public *.gradio.live link (needs internet) [SKETCHLVM_SHARE=1]",
     )
+    sign_in = parser.add_argument_group("sign-in (see docs/deploying-in-public.md)")
+    sign_in.add_argument(
+        "--auth", metavar="USER:PASSWORD[,...]", default=_env("SKETCHLVM_AUTH"),
+        help="require a login (Gradio's login page) for the page and the API [SKETCHLVM_AUTH]",
+    )
+    sign_in.add_argument(
+        "--hf-sign-in", action="store_true", default=_truthy(_env("SKETCHLVM_HF_SIGN_IN")),
+        help="on a Hugging Face Space (hf_oauth: true in its README): searching needs a Hugging Face sign-in "
+        "[SKETCHLVM_HF_SIGN_IN=1]",
+    )
+    sign_in.add_argument(
+        "--owners", metavar="USER[,...]", default=_env("SKETCHLVM_OWNERS"),
+        help="with sign-in, who may rebuild the index and see the status panel (default: every --auth user; "
+        "with --hf-sign-in, the Space's owner) [SKETCHLVM_OWNERS]",
+    )
+    sign_in.add_argument(
+        "--users", metavar="USER[,...]|*", default=_env("SKETCHLVM_USERS"),
+        help="with --hf-sign-in, who else may search ('*': anyone signed in; default: the owners only) "
+        "[SKETCHLVM_USERS]",
+    )
     return parser
 
 
@@ -194,8 +216,10 @@ def prepare(args: argparse.Namespace):
     from sketchlvm.gallery.background import BackgroundIndexer
     from sketchlvm.runtime import zerogpu
     from sketchlvm.search import Searcher
+    from sketchlvm.webapp.access import make_access
     from sketchlvm.webapp.state import AppState, no_gallery_help
 
+    access = make_access(args.auth, args.owners, args.hf_sign_in, args.users)  # ValueError: a bad setting, first
     gallery, credit = choose_gallery(args)
     if gallery is not None and gallery.exists() and not gallery.is_dir():
         raise NotADirectoryError(f"--gallery {str(gallery)!r} is a file, not a folder: give the folder that holds "
@@ -211,10 +235,10 @@ def prepare(args: argparse.Namespace):
     searcher = Searcher(model, None, default_k=args.top_k)
     if gallery is None:
         print("No gallery: the app starts empty. " + no_gallery_help().replace("**", "").replace("`", ""))
-        return AppState(searcher)
+        return AppState(searcher, access=access)
     gallery = gallery.resolve()
     indexer = BackgroundIndexer(gallery, model, on_index=searcher.set_index)
-    state = AppState(searcher, gallery_dir=gallery, cache_dir=indexer.cache_dir, indexer=indexer, credit=credit)
+    state = AppState(searcher, gallery_dir=gallery, cache_dir=indexer.cache_dir, indexer=indexer, credit=credit, access=access)
     if on_zerogpu and model.runtime.name != "onnx-int8":
         # spaces prepares its GPU transfers when the app launches: main() starts indexing right after.
         print(f"Indexing gallery {gallery} in the background once the page is up (ZeroGPU) …")
@@ -275,6 +299,10 @@ def main(argv: list[str] | None = None, prog: str = "app.py") -> int:
     from sketchlvm.webapp.page import build_demo, launch_kwargs
 
     demo = build_demo(state)
+    # A stop request (Spaces, docker, systemd send SIGTERM) ends the process like Ctrl+C does, so the
+    # index commits its batch in flight and the app's temp folders are removed (atexit).
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         if zerogpu.on_zerogpu() and state.indexer is not None and state.indexer.snapshot().state == "idle":
             launch(demo, **launch_kwargs(state, args.host, args.port, args.share), prevent_thread_lock=True)

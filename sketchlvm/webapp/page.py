@@ -13,10 +13,11 @@ from typing import Any
 
 import gradio as gr
 
-from sketchlvm.search import DEFAULT_TEXT_WEIGHT, Searcher
 from sketchlvm.model.text import MAX_TEXT_CHARS, TEXT_TEMPLATE
-from sketchlvm.webapp.canvas import STATIC_DIR, StrokeCanvas
+from sketchlvm.search import DEFAULT_TEXT_WEIGHT, Searcher
 from sketchlvm.webapp import query as query_module
+from sketchlvm.webapp.access import protect
+from sketchlvm.webapp.canvas import STATIC_DIR, StrokeCanvas
 from sketchlvm.webapp.handlers import (
     load_upload,
     render_examples,
@@ -24,13 +25,15 @@ from sketchlvm.webapp.handlers import (
     search_strokes,
     search_with_photo,
 )
-from sketchlvm.webapp.results import original, serve_thumbnails_in_place, served_folders
+from sketchlvm.webapp.limits import MAX_BODY_BYTES, UPLOAD_OVERHEAD_BYTES, BodyLimitMiddleware
+from sketchlvm.webapp.results import original, serve_thumbnails_in_place
+from sketchlvm.webapp.sessions import current_session
 from sketchlvm.webapp.state import (
     DRAW_HINT,
     MODE_LABELS,
-    no_gallery_help,
     AppState,
     banner_markdown,
+    no_gallery_help,
     progress_markdown,
     status_markdown,
 )
@@ -44,8 +47,15 @@ PROGRESS_POLL_S = 1.0  # how often an open page asks how far indexing is, while 
 # with 6, 80 ms (2.2x), and encodes were no slower (586 vs 616 ms). Memory bound: 8 uploads of the
 # largest accepted sketch (4096 x 4096 RGB, 50 MB decoded) at once hold ~0.4 GB.
 SEARCH_CONCURRENCY = 8
+# Uploaded images (sketch or photo) decode in a group of their own: each may take up to ~100-250 MB
+# while it decodes (a 4096 x 4096 PNG at most), so two at once bound that memory whatever the traffic.
+UPLOAD_CONCURRENCY = 2
 QUEUE_MAX_SIZE = 64
 MAX_UPLOAD_SIZE = "10mb"  # Gradio answers bigger uploads with HTTP 413 before any handler runs
+MAX_UPLOAD_BYTES = 10 * 2**20  # the same, for the body limit (sketchlvm.webapp.limits)
+# Uploads and returned files in Gradio's cache are deleted every hour once over an hour old: people's
+# uploaded photos do not pile up on the server (the files of the page itself are kept).
+DELETE_CACHE = (3600, 3600)
 ANALYTICS_SUMMARY_EVERY = 100  # events between two of Gradio's queue-analytics summaries (see launch)
 
 
@@ -134,8 +144,11 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         running = progress is not None and progress.running
         return progress_markdown(state), status_markdown(state), banner_markdown(state), gr.Timer(active=running)
 
-    with gr.Blocks(title="SketchLVM: search photos by sketch") as demo:
+    state.searcher.set_cache_scope(current_session)  # caches per browser session (sketchlvm.webapp.sessions)
+    with gr.Blocks(title="SketchLVM: search photos by sketch", delete_cache=DELETE_CACHE) as demo:
         banner = gr.Markdown(banner_markdown(state), elem_id="sketchlvm-banner")
+        if state.access is not None and state.access.sign_in == "huggingface":
+            gr.LoginButton()  # Hugging Face OAuth: the Space's README needs hf_oauth: true
         gr.Markdown("# SketchLVM\nDraw something; the photos of your gallery that match it appear next to the canvas.",
                     elem_id="sketchlvm-title")
         gr.Markdown(state.credit or "", visible=bool(state.credit), elem_id="sketchlvm-credit")
@@ -225,6 +238,7 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         selected = gr.Textbox(visible=False)  # the relpath of the result clicked last
 
         search_events = dict(concurrency_limit=SEARCH_CONCURRENCY, concurrency_id="search")
+        upload_events = dict(concurrency_limit=UPLOAD_CONCURRENCY, concurrency_id="upload")
         # The page's one search event. Every trigger that changes the query or a setting runs it, so
         # Gradio runs a page's searches one at a time and always_last drops those queued behind a newer
         # one: the last asked is the last shown. Its js numbers the requests (answer.js checks them).
@@ -238,10 +252,12 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         # Setting a query only stores it; its search follows through query.change, above.
         setters = {"api_visibility": "private", "show_progress": "minimal",
                    "concurrency_limit": SEARCH_CONCURRENCY, "concurrency_id": "set-query"}
+        # Uploads decode in a group of their own (UPLOAD_CONCURRENCY), so they cannot crowd out searches.
+        upload_setters = {**setters, "concurrency_limit": UPLOAD_CONCURRENCY, "concurrency_id": "upload"}
         upload_button.upload(lambda path, strokes: query_module.set_sketch(state, path, strokes),
-                             [upload_button, canvas], [query, message, answer_box], **setters)
+                             [upload_button, canvas], [query, message, answer_box], **upload_setters)
         photo_button.upload(lambda path, strokes: query_module.set_photo(state, path, strokes),
-                            [photo_button, canvas], [query, message, answer_box], **setters)
+                            [photo_button, canvas], [query, message, answer_box], **upload_setters)
         like_button.click(lambda relpath, strokes: query_module.set_gallery(state, relpath, strokes),
                           [selected, canvas], [query, message, answer_box], **setters)
 
@@ -263,14 +279,14 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         # output is not part of the API.
         api_upload = gr.Button(visible=False)
         api_upload.click(uploaded, [upload_button, mode, top_k, words, text_weight], [query_view, results, message, shown],
-                         api_name="upload_sketch", **search_events)
+                         api_name="upload_sketch", **upload_events)
         # (relpath, mode, k) -> (results, message), and (photo file, mode, k) -> (results, message).
         api_like = gr.Button(visible=False)
         api_like.click(like, [selected, mode, top_k], [results, message, shown], api_name="search_like",
                        **search_events)
         api_photo = gr.Button(visible=False)
         api_photo.click(photo_query, [photo_button, mode, top_k], [results, message, shown], api_name="search_photo",
-                        **search_events)
+                        **upload_events)
         rebuild_button.click(rebuild, None, [status, message, banner, progress_line, progress_timer],
                              api_name="rebuild_index", concurrency_limit=1)
         progress_timer.tick(poll_progress, None, [progress_line, status, banner, progress_timer],
@@ -278,6 +294,8 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         demo.load(lambda: status_markdown(state), None, status, api_name="status", queue=False)
         demo.load(poll_progress, None, [progress_line, status, banner, progress_timer], api_visibility="private",
                   queue=False)
+    if state.access is not None:
+        protect(demo, state.access)  # sign-in and owner-only events (sketchlvm.webapp.access)
     return demo
 
 
@@ -295,14 +313,23 @@ def launch(demo: gr.Blocks, **kwargs: Any):
 
 
 def launch_kwargs(state: AppState, host: str, port: int, share: bool = False) -> dict[str, Any]:
-    """Serve the gallery's photos and thumbnails and nothing else on disk (plus Gradio's own upload folder)."""
+    """Serve thumbnails and opened originals of indexed photos and nothing else on disk (plus Gradio's own
+    upload folder): no folder is in ``allowed_paths``, the served files live in the app's own static
+    folder (``sketchlvm.webapp.served``). Request bodies over a few MB are refused before Gradio reads them
+    (``sketchlvm.webapp.limits``); with sign-in on, Gradio's login page comes first."""
+    from starlette.middleware import Middleware
+
     serve_thumbnails_in_place(state)
+    body_limit = Middleware(BodyLimitMiddleware, max_body=MAX_BODY_BYTES,
+                            upload_limit=MAX_UPLOAD_BYTES + UPLOAD_OVERHEAD_BYTES)
     return dict(
         server_name=host,
         server_port=port,
         share=share,
-        allowed_paths=[str(p) for p in served_folders(state)],
+        allowed_paths=[],
         max_file_size=MAX_UPLOAD_SIZE,
         css=page_css(),
         show_error=False,
+        app_kwargs={"middleware": [body_limit]},
+        **(state.access.launch_kwargs() if state.access is not None else {}),
     )

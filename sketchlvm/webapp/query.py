@@ -31,6 +31,7 @@ from sketchlvm.preprocess.strokes import EmptySketchError, StrokeFormatError
 from sketchlvm.preprocess.transforms import ImageLoadError
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
 from sketchlvm.webapp.handlers import NOT_IN_INDEX, present, strokes_to_sketch
+from sketchlvm.webapp.markdown import escape
 from sketchlvm.webapp.state import DRAW_HINT, AppState, gallery_problem, no_gallery_help
 
 KIND_LABELS = {  # what the query panel and the tests call each kind
@@ -161,14 +162,14 @@ def run(state: AppState, query: Query, canvas: str, settings: Settings) -> Answe
     except TextQueryError as error:  # too long, or no text tower
         return Answer([], f"**Those words could not be used:** {error}", [], kind)
     except KeyError:  # a gallery photo gone after a rebuild
-        return Answer([], f"**{query.name} is not in the gallery index**: {NOT_IN_INDEX}", [], kind)
+        return Answer([], f"**{escape(query.name or '')} is not in the gallery index**: {NOT_IN_INDEX}", [], kind)
     except ImageLoadError as error:
         return Answer([], f"**That photo can no longer be read:** {error}. Upload it again.", [], kind)
     except (ValueError, TypeError) as error:  # an unknown mode, a bad weight or k
         return Answer([], f"**That search could not be run:** {error}", [], kind)
     gallery, message, shown = present(state, results, settings.mode, (time.perf_counter() - started) * 1000,
                                       extra=note)
-    prefix = MESSAGE_PREFIX.get(kind, "").format(name=query.name)
+    prefix = MESSAGE_PREFIX.get(kind, "").format(name=escape(query.name or ""))  # file names are not Markdown
     return Answer(gallery, f"{prefix} · {message}" if prefix else message, shown, kind)
 
 
@@ -216,17 +217,19 @@ def set_photo(state: AppState, path: str | None, canvas: str | None) -> tuple[An
     """An uploaded photo becomes the query -> (query, message, answer marker); an unreadable file is
     refused with the reason and leaves the query as it was."""
     from sketchlvm.preprocess.transforms import load_photo
+    from sketchlvm.search import MAX_QUERY_PIXELS
 
     if not path:
         return gr.skip(), gr.skip(), gr.skip()
     name = Path(path).name
     model = state.searcher.model
     try:
-        view = load_photo(path, model.preprocess.max_image_pixels, draft_size=model.image_size)
+        view = load_photo(path, model.preprocess.max_image_pixels, draft_size=model.image_size,
+                          max_decoded_pixels=MAX_QUERY_PIXELS)  # a small file must not decode to gigabytes
     except ImageLoadError as error:
         reason = str(error).replace(str(path), name)  # no server paths in the UI
         gr.Warning(f"Photo refused: {reason}.")
-        return gr.skip(), f"**Photo refused:** {reason}.", gr.skip()
+        return gr.skip(), f"**Photo refused:** {escape(reason)}.", gr.skip()
     view.thumbnail((320, 320))
     query = Query.new("photo", canvas, name=name, path=str(path), view=view)
     return query, gr.skip(), pending(query)

@@ -1,9 +1,10 @@
 """Search results as the page shows them: thumbnails with captions, and the original on click.
 
 Results are sent as the gallery's thumbnails (``sketchlvm.gallery.thumbnails``, 320 px WebP in the cache
-folder), so 12 results cost a few hundred kB whatever the photos weigh. Only the gallery folder and the
-cache's thumbnail folder are served (``launch_kwargs``); a photo whose real path lies outside the
-gallery (a symlink) is shown through its thumbnail or as pixels, never served by its path.
+folder), so 12 results cost a few hundred kB whatever the photos weigh. Files are served only from the
+app's own folder (``sketchlvm.webapp.served``): the thumbnails, and a copy of an indexed photo's
+original once someone opens it; nothing of the gallery folder is served by its path. A photo whose
+real path lies outside the gallery (a symlink) is shown through its thumbnail, its preview as pixels.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from sketchlvm.hub import serving_root
-from sketchlvm.search import SearchResult
 from sketchlvm.gallery.thumbnails import THUMBNAIL_DIR, THUMBNAIL_SIDE, ensure_thumbnail, thumbnail_lookup
 from sketchlvm.preprocess.transforms import ImageLoadError, load_photo
+from sketchlvm.search import SearchResult
+from sketchlvm.webapp.served import PublicFiles, is_plain_relpath
 from sketchlvm.webapp.state import AppState
 
 log = logging.getLogger(__name__)
@@ -36,14 +37,17 @@ def caption(result: SearchResult) -> str:
     return f"{category} · {result.score:.3f} · {Path(result.relpath).name}"
 
 
+def public_files(state: AppState) -> PublicFiles:
+    """The app's served folder (made on first use, kept on the state)."""
+    with _lookups_lock:
+        if state.public is None:
+            state.public = PublicFiles(state.gallery_dir, state.cache_dir, THUMBNAIL_DIR)
+        return state.public
+
+
 def served_folders(state: AppState) -> list[Path]:
-    """What the server may read from disk: the gallery and its thumbnails, nothing else."""
-    folders = []
-    if state.gallery_dir is not None:
-        folders.append(serving_root(state.gallery_dir).resolve())  # an hf:// snapshot: its repo's blobs too
-    if state.cache_dir is not None:
-        folders.append((Path(state.cache_dir) / THUMBNAIL_DIR).resolve())
-    return folders
+    """What the server may read from disk: the app's own folders (thumbnails, opened originals)."""
+    return public_files(state).folders()
 
 
 def serve_thumbnails_in_place(state: AppState) -> None:
@@ -61,15 +65,14 @@ def serve_thumbnails_in_place(state: AppState) -> None:
     first, a thumbnail matches at the first entry. The list is Gradio's private ``_StaticFiles``: where
     it is not there, the folder is only appended (correct, slower).
     """
-    if state.cache_dir is None:
-        return
-    folder = (Path(state.cache_dir) / THUMBNAIL_DIR).resolve()
-    gr.set_static_paths([folder])
+    folders = served_folders(state)
+    gr.set_static_paths(folders)
     try:
         from gradio.data_classes import _StaticFiles
 
         paths = _StaticFiles.all_paths
-        paths[:] = [folder] + [p for p in paths if p != folder]  # first, and once however many apps run
+        resolved = [Path(f).resolve() for f in folders]  # Gradio stores them resolved
+        paths[:] = resolved + [p for p in paths if p not in resolved]  # first, and once however many apps run
     except (ImportError, AttributeError, TypeError):
         log.debug("Gradio's static path list is not where it was: thumbnails are checked last")
 
@@ -88,11 +91,13 @@ def _version(state: AppState, relpath: str) -> tuple[int, int] | None:
 
 
 def thumbnail_of(state: AppState, result: SearchResult) -> Path | None:
-    """The result's thumbnail in the cache, made now if the index predates thumbnails."""
+    """The result's thumbnail as served (under the app's folder), made now if the index predates
+    thumbnails; None when it cannot be made (unreadable photo, full disk)."""
     version = _version(state, result.relpath)
     if version is None or state.cache_dir is None or state.gallery_dir is None:
         return None
-    return ensure_thumbnail(state.cache_dir, state.gallery_dir, result.relpath, *version)
+    made = ensure_thumbnail(state.cache_dir, state.gallery_dir, result.relpath, *version)
+    return None if made is None else public_files(state).thumbnail(made)
 
 
 def _pixels(path: Path, side: int) -> Image.Image | None:
@@ -105,21 +110,31 @@ def _pixels(path: Path, side: int) -> Image.Image | None:
     return image
 
 
-def gallery_item(state: AppState, result: SearchResult) -> tuple[str | Image.Image, str] | None:
-    """(image, caption) for the results gallery: the thumbnail's path, or pixels when there is none."""
+def gallery_item(state: AppState, result: SearchResult) -> tuple[str, str] | None:
+    """(served image path, caption) for the results gallery: the thumbnail, or when there is none a
+    small copy written to the app's folder; None when neither can be had (an unreadable photo, or a
+    full disk: Gradio would fail writing the pixels itself, and the whole answer with it)."""
     thumbnail = thumbnail_of(state, result)
     if thumbnail is not None:
         return str(thumbnail), caption(result)
     image = _pixels(result.path, THUMBNAIL_SIDE)
-    return None if image is None else (image, caption(result))
+    if image is None:
+        return None
+    try:
+        return str(public_files(state).picture(image, result.relpath)), caption(result)
+    except OSError as error:
+        log.warning("cannot show %s: %s", result.relpath, error)
+        return None
 
 
 def original(state: AppState, relpath: str) -> str | Image.Image | None:
-    """The photo at full size for the preview: its path when it lies in the gallery, else pixels."""
-    if state.gallery_dir is None:
+    """The photo at full size for the preview: a served copy of the indexed photo at ``relpath``
+    (looked up in the index, never a dotfile), pixels when its real path is outside the gallery (a
+    symlink), None when the index does not hold it."""
+    version = _version(state, relpath)
+    if state.gallery_dir is None or version is None or not is_plain_relpath(relpath):
         return None
-    root = serving_root(state.gallery_dir).resolve()
-    path = state.gallery_dir / relpath
-    if path.resolve().is_relative_to(root) and path.is_file():
-        return str(path)
-    return _pixels(path, PREVIEW_SIDE)
+    copy = public_files(state).original(relpath, version)
+    if copy is not None:
+        return str(copy)
+    return _pixels(state.gallery_dir / relpath, PREVIEW_SIDE)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sketchlvm.search import Searcher
+from sketchlvm.webapp.access import OWNER_ONLY_STATUS, owner_now
+from sketchlvm.webapp.markdown import escape
+from sketchlvm.webapp.served import public_name
 
 MODE_LABELS = {"category": "Category", "fine_grained": "Fine-grained"}
 MODE_HINTS = {
@@ -41,7 +45,8 @@ class AppState:
     ``indexer``: the ``BackgroundIndexer`` building the gallery's index (None without a gallery, or
     when the caller indexed it itself; "Rebuild index" then makes one). ``notes``: lines for the
     status panel (the int8 check). ``credit``: the line that names where the gallery's photos come from
-    and their licence (the demo gallery), or None.
+    and their licence (the demo gallery), or None. ``access``: sign-in and owners (``sketchlvm.webapp.access``; None:
+    open). ``public``: the folder files are served from (``sketchlvm.webapp.served``, made on first use).
     """
 
     searcher: Searcher
@@ -51,6 +56,8 @@ class AppState:
     indexer: Any = None
     notes: list[str] = field(default_factory=list)
     credit: str | None = None  # the demo gallery's source and licence (gallery.demo), shown under the title
+    access: Any = None
+    public: Any = None
 
     def ensure_indexer(self):
         """The background indexer of the gallery, made on first use; None without a gallery."""
@@ -81,10 +88,28 @@ class AppState:
         return getattr(self.searcher.model.weights, "kind", None) == "random"
 
 
+# An absolute path (a checkpoint or weights file): shown by its file name only. Not after ':' or '/' (URLs).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/])/(?:[^\s/`()]+/)+([^\s/`()]+)")
+
+
+def public_text(state: AppState, text: str, markdown: bool = True) -> str:
+    """``text`` without the server's folders: the gallery by its public name (escaped for Markdown
+    unless ``markdown`` is False), the index cache unnamed."""
+    if state.gallery_dir is not None:
+        name = public_name(state.gallery_dir)
+        text = text.replace(str(state.gallery_dir), escape(name) if markdown else name)
+    if state.cache_dir is not None:
+        text = text.replace(str(state.cache_dir), "the index cache")
+    return text
+
+
 def status_markdown(state: AppState) -> str:
-    """What is loaded: model, weights, checkpoint, device, gallery path and size, skipped files."""
+    """What is loaded: model, weights, checkpoint, device, gallery name and size, skipped files; with
+    sign-in on, for owners only. No server folder is named (``public_text``)."""
+    if not owner_now(state.access):
+        return OWNER_ONLY_STATUS
     model = state.searcher.model
-    facts = model.describe()
+    facts = {key: _ABSOLUTE_PATH.sub(r"\1", str(value)) for key, value in model.describe().items()}
     lines = [
         f"- **Model:** {facts.get('model', '?')}",
         f"- **Weights:** {facts.get('weights', '?')}",
@@ -99,15 +124,15 @@ def status_markdown(state: AppState) -> str:
         lines.append(f"- **Gallery:** none. {no_gallery_help()}")
     else:
         size = len(index) if index is not None else 0
-        lines.append(f"- **Gallery:** `{state.gallery_dir}` ({size} photo{'s' if size != 1 else ''})")
+        lines.append(f"- **Gallery:** {escape(public_name(state.gallery_dir))} ({size} photo{'s' if size != 1 else ''})")
         progress = state.progress()
         if progress is not None:
-            lines.append(f"- **Index:** {progress.summary()}")
+            lines.append(f"- **Index:** {public_text(state, progress.summary())}")
         report = getattr(index, "report", None)
         skipped = list(getattr(report, "skipped", []) or [])
         lines.append(f"- **Skipped files:** {len(skipped)}")
         for relpath, reason in skipped[:5]:
-            lines.append(f"    - `{relpath}`: {reason}")
+            lines.append(f"    - {escape(relpath)}: {escape(public_text(state, str(reason), markdown=False))}")
         if len(skipped) > 5:
             lines.append(f"    - … and {len(skipped) - 5} more (see the terminal log)")
     lines += [f"- {note}" for note in state.notes]
@@ -123,7 +148,7 @@ def progress_markdown(state: AppState) -> str:
     if progress is None or (not progress.running and progress.complete and progress.state != "failed"):
         return ""
     gpu = gpu_line(state) if progress.running else None
-    return progress.summary() + (f"\n\n{gpu}" if gpu else "")
+    return public_text(state, progress.summary()) + (f"\n\n{gpu}" if gpu else "")
 
 
 def gpu_line(state: AppState) -> str | None:
@@ -139,7 +164,8 @@ def coverage_note(state: AppState) -> str | None:
         return None
     if progress.running:
         return progress.coverage_note()
-    return f"Results from the {progress.searchable:,} photos indexed before indexing stopped: {progress.summary()}"
+    return (f"Results from the {progress.searchable:,} photos indexed before indexing stopped: "
+            + public_text(state, progress.summary()))
 
 
 def gallery_problem(state: AppState) -> str:
@@ -148,10 +174,11 @@ def gallery_problem(state: AppState) -> str:
         return no_gallery_help()
     progress = state.progress()
     if len(state.searcher) == 0 and progress is not None and progress.running:
-        return f"**The gallery is being indexed; search starts with the first photos.** {progress.summary()}"
+        return ("**The gallery is being indexed; search starts with the first photos.** "
+                + public_text(state, progress.summary()))
     if len(state.searcher) == 0:
         return (
-            f"**The gallery `{state.gallery_dir}` has no usable photos.** Add .jpg/.png/.webp photos to it "
+            f"**The gallery {escape(public_name(state.gallery_dir))} has no usable photos.** Add .jpg/.png/.webp photos to it "
             "(one subfolder per category) and press *Rebuild index*."
         )
     return ""
