@@ -6,7 +6,9 @@ Tests run offline on CPU with tiny random-weight models. Real data comes from ..
 
 from __future__ import annotations
 
+import http.client
 import os
+import urllib.parse
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -68,3 +70,15 @@ def copy_class_photos(sketchy_root: Path, dest: Path, classes: tuple[str, ...], 
         for photo in sorted((sketchy_root / "photo" / c).glob("*.jpg"))[:per_class]:
             shutil.copy2(photo, dest / c / photo.name)
     return dest
+
+
+def raw_get(url: str, path: str) -> tuple[int, bytes]:
+    """GET with the path exactly as written: no client-side normalisation of '..' or percent-escapes."""
+    parsed = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()

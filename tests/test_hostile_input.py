@@ -17,7 +17,6 @@ coordinates before anything is rendered). Any API client can send anything to ei
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import os
@@ -40,14 +39,15 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 httpx = pytest.importorskip("httpx")
 
+from conftest import raw_get  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 import app as app_module  # noqa: E402
 from sketchlvm.gallery import build_gallery_index  # noqa: E402
+from sketchlvm.gallery.thumbnails import THUMBNAIL_SIDE  # noqa: E402
 from sketchlvm.model.factory import create_sketchlvm  # noqa: E402
 from sketchlvm.search import Searcher  # noqa: E402
-from sketchlvm.gallery.thumbnails import THUMBNAIL_SIDE  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(  # pandas 3 deprecations inside gradio's queue
     "ignore:.*no_silent_downcasting:Warning", "ignore:The copy keyword:Warning"
@@ -377,17 +377,6 @@ def test_strokes_at_the_limits_are_accepted_and_cost_little(client, sketchy_root
 # Gradio's file route: only the gallery's own files
 
 
-def _raw_get(url: str, path: str) -> tuple[int, bytes]:
-    """GET with the path exactly as written: no client-side normalisation of '..' or percent-escapes."""
-    parsed = urllib.parse.urlsplit(url)
-    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
 
 def _route_attacks(layout: dict[str, Path], port: int) -> dict[str, str]:
     g, cat = layout["gallery"], layout["gallery"] / "cat"
@@ -421,18 +410,18 @@ def test_file_route_serves_nothing_outside_the_gallery(running, client, layout):
     port = urllib.parse.urlsplit(url).port
     gallery, _ = client.predict(CAT_STROKES, "category", K, api_name="/search")
     thumbnail = gallery[0]["image"]["path"]
-    status, _ = _raw_get(url, f"/gradio_api/file={thumbnail}")  # control: a result's thumbnail is served
+    status, _ = raw_get(url, f"/gradio_api/file={thumbnail}")  # control: a result's thumbnail is served
     assert status == 200
-    status, _ = _raw_get(url, f"/gradio_api/file={layout['photo']}")  # a gallery photo by its path is not
+    status, _ = raw_get(url, f"/gradio_api/file={layout['photo']}")  # a gallery photo by its path is not
     assert status == 403
     served = {}
     for what, path in _route_attacks(layout, port).items():
-        status, body = _raw_get(url, f"/gradio_api/file={path}")
+        status, body = raw_get(url, f"/gradio_api/file={path}")
         if status not in (403, 404) or SECRET in body or b"root:" in body or b"PATH=" in body:
             served[what] = (status, body[:80])
     for path in ("/file=/etc/passwd", "/static/../../../../etc/passwd", "/assets/../../../../etc/passwd",
                  f"/gradio_api/file=/{layout['secret_txt']}"):
-        status, body = _raw_get(url, path)
+        status, body = raw_get(url, path)
         if status not in (403, 404) or SECRET in body or b"root:" in body:
             served[path] = (status, body[:80])
     assert not served, served

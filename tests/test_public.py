@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.parse
 import zlib
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from PIL import Image
 httpx = pytest.importorskip("httpx")
 gradio_client = pytest.importorskip("gradio_client")
 
+from conftest import raw_get  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -261,18 +261,6 @@ def test_a_big_jpeg_photo_is_still_searched(server, client, tmp_path):
 # --------------------------------------------------------------------------------------------
 # 3. Files: thumbnails and indexed originals only; no server paths in public answers
 
-
-def raw_get(url: str, path: str) -> tuple[int, bytes]:
-    import http.client
-
-    parsed = urllib.parse.urlsplit(url)
-    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 def test_nothing_in_the_gallery_folder_is_served_by_its_path(server):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from sketchlvm.model.exported import (
     VISUAL_PLAIN,
     VISUAL_PREPROCESS,
     load_export,
+    sha256_of,
 )
 from sketchlvm.preprocess.tokenizer import VOCAB_FILE, ClipTokenizer
 
@@ -42,13 +42,6 @@ log = logging.getLogger(__name__)
 class ExportError(RuntimeError):
     """The model cannot be exported as it is (a graph fell back to torch, a tokenizer we cannot reproduce)."""
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _tokenizer_vocab(model: Any) -> Path:
@@ -99,13 +92,13 @@ def _fill(model: Any, folder: Path) -> dict:
                 (folder / relpath).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(graph.path, folder / relpath)
                 graphs[relpath] = {"identity": graph.spec.identity, "checked": str(graph.checked),
-                                   "sha256": _sha256(folder / relpath)}
+                                   "sha256": sha256_of(folder / relpath)}
             entry[modality] = relpath
         modes[mode] = entry
     (folder / "textual").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(runtime._text.path, folder / TEXTUAL)
     graphs[TEXTUAL] = {"identity": runtime._text.spec.identity, "checked": str(runtime._text.checked),
-                       "sha256": _sha256(folder / TEXTUAL)}
+                       "sha256": sha256_of(folder / TEXTUAL)}
     shutil.copyfile(_tokenizer_vocab(model), folder / "textual" / VOCAB_FILE)
     pre = model.preprocess
     # immich's files beside ours: its model config and preprocessing (our framing pads to a square: "pad").

@@ -75,7 +75,8 @@ class _Cpu:
         return "cpu"
 
 
-def _digest(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """A file's sha256, read in 1 MB blocks (graphs are hundreds of MB)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -93,7 +94,7 @@ def _immich_manifest(folder: Path) -> dict:
     if "mean" in pre and "std" in pre:
         preprocess.sketch_mean = preprocess.photo_mean = tuple(pre["mean"])
         preprocess.sketch_std = preprocess.photo_std = tuple(pre["std"])
-    weights = {"kind": "export", "value": folder.name, "visual_sha256": _digest(folder / VISUAL_PLAIN)}
+    weights = {"kind": "export", "value": folder.name, "visual_sha256": sha256_of(folder / VISUAL_PLAIN)}
     photo_encoder = {"numerics": "fp32", "exported": "immich layout"}
     modes = {}
     for mode in MODES:

@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from sketchlvm.model.base import EncodingModel
-from sketchlvm.model.checkpoint import Checkpoint, apply_state, check_fits, load_checkpoint, preprocess_from_metadata
 from sketchlvm.config import MODES, ModelConfig, PreprocessConfig, RuntimeConfig
 from sketchlvm.device import resolve_device
-from sketchlvm.model.encoder import PromptedVisionEncoder
 from sketchlvm.hub import resolve_file
+from sketchlvm.model.base import EncodingModel
+from sketchlvm.model.checkpoint import Checkpoint, apply_state, check_fits, load_checkpoint, preprocess_from_metadata
+from sketchlvm.model.encoder import PromptedVisionEncoder
 from sketchlvm.model.prompts import VisualPrompts
 from sketchlvm.model.text import TextTower
 from sketchlvm.model.weights import WeightsSource, load_clip
