@@ -18,10 +18,11 @@ import app as app_module
 from sketchlvm import create_sketchlvm
 from sketchlvm.config import TINY_ARCH, IndexConfig
 from sketchlvm.gallery import build_gallery_index
-from sketchlvm.search import DEFAULT_TEXT_WEIGHT, Searcher
-from sketchlvm.preprocess.strokes import load_ndjson
 from sketchlvm.model.text import MAX_TEXT_CHARS
+from sketchlvm.preprocess.strokes import load_ndjson
+from sketchlvm.search import DEFAULT_TEXT_WEIGHT, Searcher
 from sketchlvm.webapp import DRAW_HINT, handlers
+from sketchlvm.webapp.markdown import escape  # noqa: E402
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -114,7 +115,7 @@ def test_search_with_this_photo_puts_the_photo_first(running, mode):
     got = names(gallery)
     assert got[0] == Path(relpath).name and CAPTION.match(gallery[0]["caption"])["score"] == "1.000"
     assert got == library(state.searcher.search_like(relpath, mode, K))
-    assert f"More like **{Path(relpath).name}**" in message
+    assert f"More like **{escape(Path(relpath).name)}**" in message  # file names are shown as text
     gallery, message = client.predict("gone/photo.jpg", mode, K, api_name="/search_like")
     assert gallery == [] and "gone/photo.jpg" not in message and "photo.jpg is not in the gallery index" in message
     assert "no longer" not in message  # it never was: say nothing untrue
@@ -126,7 +127,7 @@ def test_an_uploaded_photo_is_a_query(running, tmp_path):
     gallery, message = client.predict(handle_file(str(photo)), "category", K, api_name="/search_photo")
     assert names(gallery)[0] == photo.name  # the same photo, encoded the same way, is its own best match
     assert names(gallery) == library(state.searcher.search_photo(photo, "category", K))
-    assert f"Photo **{photo.name}**" in message
+    assert f"Photo **{escape(photo.name)}**" in message
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     _, message = client.predict(handle_file(str(bad)), "category", K, api_name="/search_photo")

@@ -6,6 +6,7 @@ gallery, answering a real Sketchy sketch, and saying in its status which runtime
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,8 @@ from PIL import Image
 pytest.importorskip("onnxruntime")
 
 import app as app_module  # noqa: E402
-from sketchlvm.config import TINY_ARCH  # noqa: E402
 from sketchlvm import webapp  # noqa: E402
+from sketchlvm.config import TINY_ARCH  # noqa: E402
 
 CLASSES = ("airplane", "cat", "fish", "umbrella")
 pytestmark = pytest.mark.usefixtures("isolated_runtime")
@@ -66,13 +67,19 @@ def test_the_app_answers_on_each_runtime_and_says_which(gallery, sketch, capsys)
         assert state.searcher.index.report.unchanged == (0 if runtime == "torch" else 16)
 
 
-def test_runtime_comes_from_the_environment_and_the_flag_wins(monkeypatch):
+def test_runtime_comes_from_the_environment_and_the_flag_wins(monkeypatch, capsys):
     monkeypatch.setenv("SKETCHLVM_RUNTIME", "torch")
     assert app_module.build_parser().parse_args([]).runtime == "torch"
     assert app_module.build_parser().parse_args(["--runtime", "onnx"]).runtime == "onnx"
     monkeypatch.setenv("SKETCHLVM_RUNTIME", "tensorrt")
-    with pytest.raises(SystemExit):
-        app_module.build_parser().parse_args([])
+    # Checked in main(), after the port and before any model loads (so --help stays light): exit 2, one line.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(SystemExit) as stopped:
+        app_module.main(["--port", str(port)])
+    assert stopped.value.code == 2
+    assert "--runtime" in capsys.readouterr().err
 
 
 def test_int8_refusal_stops_the_app_with_how_to_run_without(gallery, monkeypatch, capsys):
