@@ -225,3 +225,34 @@ def test_the_app_frames_drawings_the_way_the_checkpoint_was_trained(tmp_path):
                                   np.asarray(SketchTransform(64, paper).to_image(drawing)))
     zero_shot = create_sketchlvm(arch=TINY_ARCH, pretrained="none", device="cpu")
     assert zero_shot.sketch_transform.config.sketch_framing == "ink-crop"  # the documented default
+
+
+def test_a_checkpoint_trained_on_a_tag_brings_that_tag_and_never_random_weights(tmp_path, monkeypatch):
+    """The weights' origin comes from the checkpoint when it records an open_clip tag; random weights are
+    never inferred, and an architecture with no download says --pretrained none is the only way."""
+    import sketchlvm.model.factory as factory
+    from sketchlvm.model.weights import WeightsUnavailableError, load_clip
+
+    asked = []
+
+    def fake_load_clip(arch, pretrained, device):
+        asked.append(pretrained)
+        raise WeightsUnavailableError("stop here")
+
+    monkeypatch.setattr(factory, "load_clip", fake_load_clip)
+    tagged = _metadata()
+    tagged["pretrained"] = {"kind": "tag", "value": "laion2b_s34b_b79k"}
+    path = save_checkpoint(tmp_path / "tagged.safetensors", _trained_states(modes=("category",)), tagged)
+    with pytest.raises(WeightsUnavailableError):
+        create_sketchlvm(checkpoint=path, device="cpu")
+    random_path = save_checkpoint(tmp_path / "random.safetensors", _trained_states(modes=("category",)), _metadata())
+    with pytest.raises(WeightsUnavailableError):
+        create_sketchlvm(checkpoint=random_path, device="cpu")
+    with pytest.raises(WeightsUnavailableError):
+        create_sketchlvm(checkpoint=path, pretrained="openai", device="cpu")  # a flag wins
+    assert asked == ["laion2b_s34b_b79k", "openai", "openai"]
+
+    monkeypatch.undo()
+    with pytest.raises(WeightsUnavailableError, match=r"no pretrained weights at all.*--pretrained none") as error:
+        load_clip(TINY_ARCH, "openai")
+    assert "internet" not in str(error.value)  # no advice that cannot work

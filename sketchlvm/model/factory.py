@@ -150,8 +150,9 @@ def create_sketchlvm(
     """Load the backbone (honestly: see ``weights.load_clip``) and any learned state.
 
     ``arch`` defaults to the checkpoint's architecture, else ``ModelConfig.arch``; ``pretrained``
-    defaults to ``ModelConfig.pretrained`` ("openai") and is never inferred from a checkpoint, so a
-    checkpoint trained on random weights cannot pull random weights in unasked. ``preprocess``
+    defaults to the open_clip tag the checkpoint was trained on when it records one (its weights'
+    origin), else ``ModelConfig.pretrained`` ("openai"). Random weights, files and folders are never
+    inferred: a checkpoint trained on random weights cannot pull random weights in unasked. ``preprocess``
     defaults to the checkpoint's own (normalisation, sketch framing), else ``PreprocessConfig()``,
     so the app, the evaluator and the gallery index feed the encoder what it was trained on.
     ``checkpoint`` may be ``hf://USER/REPO/FILE.safetensors`` (see ``sketchlvm.hub``). ``text=True`` keeps
@@ -163,7 +164,8 @@ def create_sketchlvm(
     defaults = ModelConfig()
     loaded = load_checkpoint(resolve_file(checkpoint)) if checkpoint else None  # hf:// -> the HF cache
     arch = arch or (loaded.metadata.get("arch") if loaded else None) or defaults.arch
-    pretrained = defaults.pretrained if pretrained is None else pretrained
+    if pretrained is None:
+        pretrained = _recorded_tag(loaded) or defaults.pretrained
     device = resolve_device(device)
     clip_model, weights = load_clip(arch, pretrained, device)
     visual = clip_model.visual.eval()
@@ -186,6 +188,12 @@ def create_sketchlvm(
     del clip_model  # without text=True, the text tower is only needed for training
     model = SketchLVM(encoders, arch, weights, loaded, preprocess or PreprocessConfig(), device, text_tower)
     return model.use_runtime(runtime, runtime_config, check_images=check_images)
+
+
+def _recorded_tag(loaded: Checkpoint | None) -> str | None:
+    """The open_clip tag a checkpoint was trained on, when it records one (None for random, file, folder)."""
+    trained_on = (loaded.metadata.get("pretrained") or {}) if loaded else {}
+    return trained_on.get("value") if trained_on.get("kind") == "tag" else None
 
 
 def _text_tower(clip_model: torch.nn.Module, arch: str, weights: WeightsSource, device: torch.device) -> TextTower:

@@ -130,10 +130,16 @@ def load_clip(arch: str, pretrained: str | None, device: torch.device | str = "c
 
     if source.kind == "tag":
         known_tags = [t for a, t in open_clip.list_pretrained() if a == arch]
+        if not known_tags:  # a test architecture (SketchLVM-Tiny) or an untrained config: no download exists
+            raise WeightsUnavailableError(
+                f"open_clip has no pretrained weights at all for {arch!r}, so {source.value!r} cannot be loaded: "
+                "pass a weights file or folder trained for it (--pretrained FILE|FOLDER), or, for tests only, "
+                "--pretrained none for random weights"
+            )
         if source.value not in known_tags:
             raise WeightsUnavailableError(
-                f"open_clip has no pretrained tag {source.value!r} for {arch!r}; known tags: {known_tags or 'none'}. "
-                + _how_to_fix(arch, "openai")
+                f"open_clip has no pretrained tag {source.value!r} for {arch!r}; known tags: {known_tags}. "
+                + _how_to_fix(arch, known_tags[0])
             )
         if not _hub_cached(arch, source.value):
             reason = None
