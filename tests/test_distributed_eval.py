@@ -51,6 +51,9 @@ def _worker(rank: int, world: int, port: int, paths: list[str], out: str) -> Non
         features = embed_items(_encoder(), paths, "photo", transform, torch.device("cpu"), batch_size=4,
                                distributed=True)
         np.savez(f"{out}/rank{rank}.npz", features=features, calls=transform.calls)
+        # Both ranks done before either tears gloo down: a rank that destroys its group while the other
+        # still talks can abort ("terminate called without an active exception", seen once in CI).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
