@@ -3,21 +3,21 @@
     python app.py --gallery path/to/photos            # one subfolder per category, or a flat folder
     python app.py --help
 
-Hugging Face Spaces run this file. The command line itself lives in ``sketchlvm.webapp.main`` (also
+Hugging Face Spaces run this file. The command line itself lives in ``sketchlvm.webapp.cli`` (also
 ``sketchlvm app`` once the package is installed); this file only starts it.
 """
 
 import sys
 
-from sketchlvm.webapp.main import build_parser, main, prepare  # noqa: F401  (light: nothing heavy until main runs)
+from sketchlvm.webapp.cli import build_parser, main, prepare  # noqa: F401  (light: nothing heavy until main runs)
 
 _EXPORTS = {  # the app's other public names, as before, imported on first use (they import gradio)
-    "DEFAULT_TOP_K": "sketchlvm.webapp.main",
-    "launch": "sketchlvm.webapp.main",
-    "DRAW_HINT": "sketchlvm.webapp.state",
-    "NO_GALLERY_HELP": "sketchlvm.webapp.state",
-    "UPLOAD_HINT": "sketchlvm.webapp.state",
-    "AppState": "sketchlvm.webapp.state",
+    "DEFAULT_TOP_K": "sketchlvm.webapp.cli",
+    "launch": "sketchlvm.webapp.cli",
+    "DRAW_HINT": "sketchlvm.webapp.app_state",
+    "NO_GALLERY_HELP": "sketchlvm.webapp.app_state",
+    "UPLOAD_HINT": "sketchlvm.webapp.app_state",
+    "AppState": "sketchlvm.webapp.app_state",
     "build_demo": "sketchlvm.webapp.page",
     "launch_kwargs": "sketchlvm.webapp.page",
 }

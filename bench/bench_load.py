@@ -38,7 +38,7 @@ phase's: ~every request runs the encoder, as new strokes would).
 
 The server is the real CLI (``python app.py --gallery ... --checkpoint ...``) in its own process, so
 client threads and server do not share a GIL; ``--in-process`` runs it in this process instead (as
-tests/test_load.py does).
+tests/bench/test_load.py does).
 
     python -m bench.bench_load --users 16 --seconds 60
     python -m bench.bench_load --users 16 --seconds 60 --model ViT-B-32   # the target model

@@ -110,7 +110,7 @@ from sketchlvm.search import Searcher
 from sketchlvm.gallery import build_gallery_index
 spec = json.loads(sys.argv[1])
 if spec["export"]:
-    from sketchlvm.model.exported import load_export
+    from sketchlvm.model.folder_model import load_export
     model = load_export(spec["export"])
 else:
     from sketchlvm.model.factory import create_sketchlvm

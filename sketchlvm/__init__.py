@@ -13,10 +13,6 @@ sketchlvm.preprocess.strokes`` or ``sketchlvm.evaluation.metrics`` does not pay 
 """
 
 from importlib import import_module
-from pathlib import Path
-
-# Old ``python -m sketchlvm.<tool>`` commands, for one release (see aliases/__init__.py).
-__path__.append(str(Path(__file__).resolve().parent / "aliases"))
 
 _EXPORTS = {
     "ExperimentConfig": "sketchlvm.config",
@@ -34,7 +30,7 @@ _EXPORTS = {
     "SearchResult": "sketchlvm.search",
 }
 __all__ = sorted(_EXPORTS)
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def __getattr__(name: str):

@@ -42,7 +42,7 @@ def port(text: str) -> int:
 
 def runtime(text: str) -> str:
     """auto, torch, onnx or onnx-int8 (sketchlvm.runtime.engine)."""
-    from sketchlvm.runtime.sessions import requested_runtime
+    from sketchlvm.runtime.onnx_sessions import requested_runtime
 
     try:
         return requested_runtime(text)

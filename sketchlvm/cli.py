@@ -9,16 +9,16 @@ from __future__ import annotations
 import sys
 from importlib import import_module
 
-# name -> (module with main(argv), one line of help). Tools add themselves here.
+# name -> ("package.cli:function" taking argv, one line of help). Every entry point is in a cli.py module.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "app": ("sketchlvm.webapp.main", "serve the drawing app for a gallery (the same as python app.py)"),
-    "index": ("sketchlvm.gallery.cli", "build or inspect a gallery's index"),
-    "train": ("sketchlvm.training.cli", "train the prompts on a sketch-photo dataset"),
-    "evaluate": ("sketchlvm.evaluation.evaluate", "score a model on a ZS-SBIR benchmark"),
-    "partial": ("sketchlvm.evaluation.partial.run", "score retrieval from partial (unfinished) sketches"),
-    "cluster": ("sketchlvm.cluster.cli", "embed a very large gallery on a Ray cluster, then merge it"),
-    "checkpoint": ("sketchlvm.model.checkpoint", "inspect or merge checkpoints"),
-    "export": ("sketchlvm.model.export_folder", "write a folder that serves the app without torch (ONNX Runtime only)"),
+    "app": ("sketchlvm.webapp.cli:main", "serve the drawing app for a gallery (the same as python app.py)"),
+    "index": ("sketchlvm.gallery.cli:main", "build or inspect a gallery's index"),
+    "train": ("sketchlvm.training.cli:main", "train the prompts on a sketch-photo dataset"),
+    "evaluate": ("sketchlvm.evaluation.cli:main", "score a model on a ZS-SBIR benchmark"),
+    "partial": ("sketchlvm.evaluation.partial.cli:main", "score retrieval from partial (unfinished) sketches"),
+    "cluster": ("sketchlvm.cluster.cli:main", "embed a very large gallery on a Ray cluster, then merge it"),
+    "checkpoint": ("sketchlvm.model.cli:checkpoint_main", "inspect or merge checkpoints"),
+    "export": ("sketchlvm.model.cli:export_main", "write a folder that serves the app without torch (ONNX Runtime only)"),
 }
 
 
@@ -32,10 +32,11 @@ def usage() -> str:
 
 def run(name: str, argv: list[str]) -> int:
     """Run one subcommand with its own arguments; its exit status (0 when it returns None)."""
-    module = import_module(SUBCOMMANDS[name][0])
+    module_name, function_name = SUBCOMMANDS[name][0].split(":")
+    entry = getattr(import_module(module_name), function_name)
     if name == "app":
-        return module.main(argv, prog="sketchlvm app") or 0
-    return module.main(argv) or 0
+        return entry(argv, prog="sketchlvm app") or 0
+    return entry(argv) or 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ using one server do not evict each other's drawing between two clicks.
 
 Every cached vector (drawings, photos, and the text tower's words) is also keyed by a *scope*, from
 ``cache_scope()``: one shared ``""`` by default; the app makes it the browser session, so that how fast
-an answer comes says nothing about what other people searched (``sketchlvm.webapp.sessions``). A scope
+an answer comes says nothing about what other people searched (``sketchlvm.webapp.cache_scope``). A scope
 of None means "do not cache".
 """
 

@@ -47,7 +47,7 @@ def tiny_model(checkpoint: Path):
 
 def make_export(dest: Path) -> Path:
     """Write the test export into ``dest`` (and its checkpoint beside it); returns ``dest``."""
-    from sketchlvm.model.export_folder import write_export
+    from sketchlvm.model.folder_export import write_export
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,6 @@ RANKS = {
     "webapp": 8,
     "cluster": 8,
     "cli": 9,
-    "aliases": 10,
     "__main__": 10,
     "__init__": 10,
 }
@@ -132,3 +131,80 @@ def test_no_import_cycles_even_lazy_ones():
     for node in sorted(edges):
         if node not in state:
             visit(node)
+
+
+LAYOUT_DOC = PACKAGE.parent / "docs" / "layout.md"
+BLOCKED = ("torch", "torchvision", "open_clip")
+
+
+def _layout_doc() -> dict[str, str]:
+    """Module path (relative to sketchlvm/) -> its line, from the tree in docs/layout.md."""
+    block = LAYOUT_DOC.read_text().split("```")[1]
+    found, folders = {}, []
+    for line in block.splitlines():
+        entry = line.split("  ", 1)[0] if not line.startswith("  ") else line.strip().split(" ", 1)[0]
+        depth = (len(line) - len(line.lstrip())) // 2
+        if not line.startswith("  ") or not entry:
+            continue  # the repository's own top level (app.py, docs/, ...)
+        folders = folders[: depth - 1]
+        if entry.endswith("/") and "," not in entry:
+            folders.append(entry.rstrip("/"))
+        elif entry.endswith(".py"):
+            found["/".join([*folders, entry])] = line
+    return found
+
+
+def _package_modules() -> set[str]:
+    return {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+            if p.name != "__init__.py" or p.parent == PACKAGE}
+
+
+def test_docs_layout_names_every_module_and_no_other():
+    documented = set(_layout_doc())
+    modules = _package_modules()
+    assert not modules - documented, f"docs/layout.md leaves out {sorted(modules - documented)}"
+    assert not documented - modules, f"docs/layout.md names modules that are gone: {sorted(documented - modules)}"
+
+
+def test_no_two_modules_share_a_name():
+    names: dict[str, list[str]] = {}
+    for module in _package_modules():
+        if not module.endswith(("__init__.py", "__main__.py", "cli.py")):
+            names.setdefault(Path(module).name, []).append(module)
+    assert not [m for m in names.values() if len(m) > 1], [m for m in names.values() if len(m) > 1]
+
+
+def test_export_and_serving_modules_are_named_apart():
+    """Torch-side export modules have ``export`` in their name; torch-free serving ones ``folder`` and no ``export``."""
+    torch_free = {m for m, line in _layout_doc().items() if "(no torch)" in line}
+    for module in _package_modules():
+        stem = Path(module).stem
+        if "export" in stem:
+            assert module not in torch_free, f"{module} exports with torch, yet is marked (no torch)"
+        if stem.startswith("folder_") and "export" not in stem:
+            assert module in torch_free, f"{module} serves an export folder but is not marked (no torch)"
+
+
+def test_modules_marked_torch_free_import_without_torch():
+    """What the serving install imports, imported here with torch, torchvision and open_clip made unimportable."""
+    torch_free = sorted("sketchlvm." + m[: -len(".py")].replace("/", ".").removesuffix(".__init__")
+                        for m, line in _layout_doc().items() if "(no torch)" in line)
+    assert len(torch_free) > 20, torch_free
+    script = (
+        "import sys, importlib\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {BLOCKED!r}:\n"
+        "            raise ImportError(f'{name} is blocked: this module must import without torch')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"for name in {torch_free!r}:\n"
+        "    importlib.import_module(name)\n"
+        f"leaked = sorted(m for m in sys.modules if m.split('.')[0] in {BLOCKED!r})\n"
+        "assert not leaked, leaked\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], cwd=PACKAGE.parent, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -1,5 +1,5 @@
 """bench_load's parts: workload.py (what users do), client.py (how they send it, paced), report.py (what
-was measured). bench/bench_load.py runs them against a server; tests/test_load.py reuses the first two."""
+was measured). bench/bench_load.py runs them against a server; tests/bench/test_load.py reuses the first two."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from sketchlvm.config import IndexConfig
 from sketchlvm.gallery.index import BuildReport, GalleryIndex
 from sketchlvm.gallery.scan import _Entry, default_cache_dir, scan_gallery
-from sketchlvm.gallery.state import BuildState
+from sketchlvm.gallery.build_state import BuildState
 from sketchlvm.gallery.store import _GATHER_BLOCK, _build_lock, _remove_unreferenced, _store_vectors
 from sketchlvm.gallery.thumbnails import sync_thumbnails
 from sketchlvm.preprocess.transforms import ImageLoadError, load_photo

@@ -3,7 +3,7 @@
 ``SketchLVM`` (the full install: torch towers, graphs exported and checked on the fly) and
 ``ExportedSketchLVM`` (the serving install: the graphs of an export folder) share these methods, so
 images and words reach the runtime the same way on both: preprocessed as numpy arrays by the same
-transforms, encoded by ``self.runtime`` (``runtime/engine.py`` or ``runtime/served.py``).
+transforms, encoded by ``self.runtime`` (``runtime/engine.py`` or ``runtime/folder_runtime.py``).
 """
 
 from __future__ import annotations

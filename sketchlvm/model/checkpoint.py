@@ -179,30 +179,3 @@ def merge_checkpoints(out: str | Path, paths: list[str | Path]) -> Path:
                               "metrics": ckpt.metadata.get("metrics")}
     meta = {k: first[k] for k in ("arch", "pretrained", "n_prompts", "trainable", "preprocess", "image_size") if k in first}
     return save_checkpoint(out, states, {**meta, "training": training, "metrics": {}})
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m sketchlvm checkpoint", description="Inspect or merge checkpoints.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="print a checkpoint's metadata and tensor sizes")
-    info.add_argument("path")
-    merge = sub.add_parser("merge", help="combine the modes of several checkpoints into one file for the app")
-    merge.add_argument("out")
-    merge.add_argument("inputs", nargs="+")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "info":
-            ckpt = load_checkpoint(args.path)
-            print(json.dumps({k: v for k, v in ckpt.metadata.items() if k != "training"}, indent=2))
-            for mode, state in ckpt.states.items():
-                print(f"{mode}: {len(state)} tensors, {sum(t.numel() for t in state.values()):,} parameters")
-        else:
-            print(f"wrote {merge_checkpoints(args.out, args.inputs)}")
-    except (FileNotFoundError, CheckpointMismatchError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-

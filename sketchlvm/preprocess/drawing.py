@@ -4,7 +4,7 @@ Strokes reach the model from three places: the app's canvas (stroke JSON in canv
 drawings in training and evaluation, and partial-sketch evaluation (the first strokes or points of a
 drawing). Each becomes a :class:`StrokeDrawing`, and :class:`~sketchlvm.preprocess.transforms.SketchTransform`
 renders every one of them through :func:`render_drawing` with the checkpoint's own preprocessing, so the same
-strokes give the same tensor whichever path they take (tests/test_drawing.py checks it end to end).
+strokes give the same tensor whichever path they take (tests/preprocess/test_drawing.py checks it end to end).
 
 The canvas. The app's canvas is ``CANVAS_UNITS`` x ``CANVAS_UNITS`` units. A Quick, Draw! drawing records
 no canvas, so it is placed on one as the app places an example drawing (:func:`place_on_canvas`): centred,

@@ -5,7 +5,7 @@ exported text graph as exactly the ids open_clip would give them, or the text ve
 ones the graph was checked with. So this is CLIP's tokenizer rewritten as plain Python over the same
 vocabulary file (``bpe_simple_vocab_16e6.txt.gz``, shipped in every export folder) with the same
 cleaning (ftfy, HTML entities twice, whitespace collapsed, lower case) and the same truncation (keep
-the first ``context_length`` ids, the last one forced to the end token). tests/test_tokenizer.py
+the first ``context_length`` ids, the last one forced to the end token). tests/preprocess/test_tokenizer.py
 compares it with open_clip's on a few hundred strings.
 
 It also reads the vocabulary from a Hugging Face ``tokenizer.json`` (the form immich publishes its CLIP

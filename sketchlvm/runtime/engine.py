@@ -39,7 +39,7 @@ import torch
 
 from sketchlvm.config import MODALITIES, PACKAGE_DIR, RuntimeConfig
 from sketchlvm.device import autocast
-from sketchlvm.runtime.export import (
+from sketchlvm.runtime.onnx_export import (
     Agreement,
     GraphRefusedError,
     GraphSpec,
@@ -50,7 +50,7 @@ from sketchlvm.runtime.export import (
     graph_spec,
     text_graph_spec,
 )
-from sketchlvm.runtime.sessions import (  # noqa: F401  (re-exported: their old home)
+from sketchlvm.runtime.onnx_sessions import (  # noqa: F401  (re-exported: their old home)
     ORT_MISSING,
     RUNTIME_ENV,
     RUNTIMES,
@@ -118,7 +118,7 @@ class Runtime:
         self.int8_agreement: dict[str, float] | None = None
         self._graphs: dict[tuple[str, str], _Onnx] = {}
         self._files: dict[str, Path] = {}  # graph key -> exported file
-        # Sessions and turn-taking, shared with the serving install's runtime (runtime/sessions.py); torch
+        # Sessions and turn-taking, shared with the serving install's runtime (runtime/onnx_sessions.py); torch
         # query encodes take the same turns. Made with onnxruntime once it is known to be there.
         self._onnx = OnnxSessions(None, self.config)
         self._export_failures: dict[str, str] = {}

@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: the page's handlers imp
 
 log = logging.getLogger(__name__)
 
-# What ZeroGPU runs (hub-docs, docs/hub/spaces-zerogpu.md, August 2026); tests/test_spaces_config.py holds
+# What ZeroGPU runs (hub-docs, docs/hub/spaces-zerogpu.md, August 2026); tests/webapp/test_spaces_config.py holds
 # requirements.txt and the README's front matter to these lists.
 ZEROGPU_TORCH = ("2.8.0", "2.9.1", "2.10.0", "2.11.0")
 ZEROGPU_PYTHON = ("3.12.12", "3.10.13")

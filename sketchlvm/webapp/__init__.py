@@ -4,7 +4,7 @@ handlers, results, state; main.py is the command line.
 Owns everything a person sees and clicks. May import everything below it (search, gallery, model,
 preprocess, config); nothing in ``sketchlvm`` imports it except the ``sketchlvm`` command (cli.py).
 The public names below are imported on first use, so ``python app.py --help`` (which imports
-``sketchlvm.webapp.main``) answers before gradio, torch or the model are loaded.
+``sketchlvm.webapp.cli``) answers before gradio, torch or the model are loaded.
 """
 
 import os
@@ -29,20 +29,20 @@ _EXPORTS = {
     "search_like": "sketchlvm.webapp.handlers",
     "search_strokes": "sketchlvm.webapp.handlers",
     "search_with_photo": "sketchlvm.webapp.handlers",
-    "DEFAULT_TOP_K": "sketchlvm.webapp.main",
+    "DEFAULT_TOP_K": "sketchlvm.webapp.cli",
     "MAX_TOP_K": "sketchlvm.webapp.page",
     "build_demo": "sketchlvm.webapp.page",
     "launch": "sketchlvm.webapp.page",
     "launch_kwargs": "sketchlvm.webapp.page",
     "caption": "sketchlvm.webapp.results",
     "gallery_item": "sketchlvm.webapp.results",
-    "DRAW_HINT": "sketchlvm.webapp.state",
-    "NO_GALLERY_HELP": "sketchlvm.webapp.state",
-    "UPLOAD_HINT": "sketchlvm.webapp.state",
-    "AppState": "sketchlvm.webapp.state",
-    "banner_markdown": "sketchlvm.webapp.state",
-    "progress_markdown": "sketchlvm.webapp.state",
-    "status_markdown": "sketchlvm.webapp.state",
+    "DRAW_HINT": "sketchlvm.webapp.app_state",
+    "NO_GALLERY_HELP": "sketchlvm.webapp.app_state",
+    "UPLOAD_HINT": "sketchlvm.webapp.app_state",
+    "AppState": "sketchlvm.webapp.app_state",
+    "banner_markdown": "sketchlvm.webapp.app_state",
+    "progress_markdown": "sketchlvm.webapp.app_state",
+    "status_markdown": "sketchlvm.webapp.app_state",
 }
 __all__ = list(_EXPORTS)
 

@@ -25,7 +25,7 @@ from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
 from sketchlvm.webapp.canvas import CANVAS_UNITS, fit_strokes
 from sketchlvm.webapp.markdown import escape
 from sketchlvm.webapp.results import gallery_item
-from sketchlvm.webapp.state import (
+from sketchlvm.webapp.app_state import (
     DRAW_HINT,
     MODE_HINTS,
     MODE_LABELS,

@@ -23,7 +23,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # The largest legitimate body: 1 MB of stroke JSON (MAX_STROKE_BYTES) sent as a JSON string, plus the
 # mode, top-k, up to 300 characters of words and Gradio's envelope. A nested-list body at this size
-# costs Gradio ~150 MB to parse (measured: tests/test_public.py).
+# costs Gradio ~150 MB to parse (measured: tests/webapp/test_public.py).
 MAX_BODY_BYTES = 2 * 2**20
 UPLOAD_OVERHEAD_BYTES = 2**20  # multipart headers around a file of the largest accepted size
 UPLOAD_SUFFIX = "/upload"

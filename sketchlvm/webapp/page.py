@@ -27,8 +27,8 @@ from sketchlvm.webapp.handlers import (
 )
 from sketchlvm.webapp.limits import MAX_BODY_BYTES, UPLOAD_OVERHEAD_BYTES, BodyLimitMiddleware
 from sketchlvm.webapp.results import original, serve_thumbnails_in_place
-from sketchlvm.webapp.sessions import current_session
-from sketchlvm.webapp.state import (
+from sketchlvm.webapp.cache_scope import current_session
+from sketchlvm.webapp.app_state import (
     DRAW_HINT,
     MODE_LABELS,
     AppState,
@@ -144,7 +144,7 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         running = progress is not None and progress.running
         return progress_markdown(state), status_markdown(state), banner_markdown(state), gr.Timer(active=running)
 
-    state.searcher.set_cache_scope(current_session)  # caches per browser session (sketchlvm.webapp.sessions)
+    state.searcher.set_cache_scope(current_session)  # caches per browser session (sketchlvm.webapp.cache_scope)
     with gr.Blocks(title="SketchLVM: search photos by sketch", delete_cache=DELETE_CACHE) as demo:
         banner = gr.Markdown(banner_markdown(state), elem_id="sketchlvm-banner")
         if state.access is not None and state.access.sign_in == "huggingface":
@@ -315,7 +315,7 @@ def launch(demo: gr.Blocks, **kwargs: Any):
 def launch_kwargs(state: AppState, host: str, port: int, share: bool = False) -> dict[str, Any]:
     """Serve thumbnails and opened originals of indexed photos and nothing else on disk (plus Gradio's own
     upload folder): no folder is in ``allowed_paths``, the served files live in the app's own static
-    folder (``sketchlvm.webapp.served``). Request bodies over a few MB are refused before Gradio reads them
+    folder (``sketchlvm.webapp.public_files``). Request bodies over a few MB are refused before Gradio reads them
     (``sketchlvm.webapp.limits``); with sign-in on, Gradio's login page comes first."""
     from starlette.middleware import Middleware
 

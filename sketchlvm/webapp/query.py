@@ -32,7 +32,7 @@ from sketchlvm.preprocess.transforms import ImageLoadError
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
 from sketchlvm.webapp.handlers import NOT_IN_INDEX, present, strokes_to_sketch
 from sketchlvm.webapp.markdown import escape
-from sketchlvm.webapp.state import DRAW_HINT, AppState, gallery_problem, no_gallery_help
+from sketchlvm.webapp.app_state import DRAW_HINT, AppState, gallery_problem, no_gallery_help
 
 KIND_LABELS = {  # what the query panel and the tests call each kind
     "drawing": "your drawing",

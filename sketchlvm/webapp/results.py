@@ -2,7 +2,7 @@
 
 Results are sent as the gallery's thumbnails (``sketchlvm.gallery.thumbnails``, 320 px WebP in the cache
 folder), so 12 results cost a few hundred kB whatever the photos weigh. Files are served only from the
-app's own folder (``sketchlvm.webapp.served``): the thumbnails, and a copy of an indexed photo's
+app's own folder (``sketchlvm.webapp.public_files``): the thumbnails, and a copy of an indexed photo's
 original once someone opens it; nothing of the gallery folder is served by its path. A photo whose
 real path lies outside the gallery (a symlink) is shown through its thumbnail, its preview as pixels.
 """
@@ -19,8 +19,8 @@ from PIL import Image
 from sketchlvm.gallery.thumbnails import THUMBNAIL_DIR, THUMBNAIL_SIDE, ensure_thumbnail, thumbnail_lookup
 from sketchlvm.preprocess.transforms import ImageLoadError, load_photo
 from sketchlvm.search import SearchResult
-from sketchlvm.webapp.served import PublicFiles, is_plain_relpath
-from sketchlvm.webapp.state import AppState
+from sketchlvm.webapp.public_files import PublicFiles, is_plain_relpath
+from sketchlvm.webapp.app_state import AppState
 
 log = logging.getLogger(__name__)
 

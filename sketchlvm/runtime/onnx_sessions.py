@@ -1,0 +1,116 @@
+"""Running ONNX graphs: sessions, threads, whose turn it is, index slices. No torch here.
+
+Both installs run their graphs through this one module: the full install's ``Runtime``
+(``runtime/engine.py``, which exports graphs from torch and checks them against it) and the serving
+install's ``ExportedRuntime`` (``runtime/folder_runtime.py``, which runs the graphs of an export folder). So a
+query or an index slice costs the same on either, with the same threads and the same turn-taking.
+
+Threads: query sessions (sketch and text graphs, batch 1) and index sessions (photo graphs, slices of
+``RuntimeConfig.index_run_batch``) use every core without busy-waiting by default, so the app's other
+searches, Gradio's threads or the index build's decoding threads get the CPU while an operator waits.
+Query encodes take turns (``RuntimeConfig.serial_queries``); index runs never wait for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sketchlvm.config import RuntimeConfig
+
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+RUNTIME_ENV = "SKETCHLVM_RUNTIME"
+ORT_MISSING = "onnxruntime is not installed (pip install -r requirements.txt)"
+
+
+class Int8RefusedError(RuntimeError):
+    """int8 sketch embeddings rank the gallery too differently from fp32; the message says how to run without."""
+
+
+def requested_runtime(name: str | None = None) -> str:
+    """``name``, else ``$SKETCHLVM_RUNTIME``, else "auto"; refuses anything but ``RUNTIMES``."""
+    value = (name or os.environ.get(RUNTIME_ENV) or "auto").strip().lower()
+    if value not in RUNTIMES:
+        raise ValueError(f"unknown runtime {value!r}; choose one of {', '.join(RUNTIMES)} (--runtime / {RUNTIME_ENV})")
+    return value
+
+
+def onnxruntime_or_reason() -> tuple[Any, str | None]:
+    try:
+        import onnxruntime
+    except ImportError:
+        return None, ORT_MISSING
+    return onnxruntime, None
+
+
+def cpu_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def session_options(ort: Any, role: str, config: RuntimeConfig) -> Any:
+    """ONNX Runtime settings for "query" (latency) or "index" (throughput beside decoding threads)."""
+    opts = ort.SessionOptions()
+    threads = config.query_threads if role == "query" else config.index_threads
+    opts.intra_op_num_threads = threads or cpu_threads()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    spinning = role == "query" and config.query_spinning
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    opts.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise here
+    return opts
+
+
+def role_of(modality: str) -> str:
+    """Sketches (and words) are queries (latency); photos are indexed (throughput)."""
+    return "query" if modality in ("sketch", "text") else "index"
+
+
+class OnnxSessions:
+    """One ONNX Runtime session per (graph file, role), made when first needed; thread-safe."""
+
+    def __init__(self, ort: Any, config: RuntimeConfig):
+        self.ort = ort
+        self.config = config
+        self._sessions: dict[tuple[Path, str], Any] = {}
+        self._lock = threading.Lock()
+        self._query_turn = threading.RLock()  # one query encode at a time (RuntimeConfig.serial_queries)
+
+    def session(self, path: Path, role: str) -> Any:
+        key = (Path(path), role)
+        with self._lock:  # Gradio calls from a thread pool; one session per file and role
+            if key not in self._sessions:
+                self._sessions[key] = self.ort.InferenceSession(
+                    str(path), session_options(self.ort, role, self.config), providers=["CPUExecutionProvider"])
+            return self._sessions[key]
+
+    def turn(self, role: str):
+        """Query encodes, on either engine, take turns; index runs never wait."""
+        if role == "query" and self.config.serial_queries:
+            return self._query_turn
+        return contextlib.nullcontext()
+
+    def run(self, path: Path, role: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The graph's first output."""
+        session = self.session(path, role)
+        with self.turn(role):
+            return session.run(None, inputs)[0]
+
+    def describe(self) -> str:
+        threads = self.config.query_threads or cpu_threads()
+        return f"ONNX Runtime {self.ort.__version__} on CPU, {threads} query threads"
+
+
+def in_slices(batch: Any, role: str, step: int, encode: Callable[[Any], np.ndarray]) -> np.ndarray:
+    """``encode(batch)``, index batches in slices of ``step`` (``RuntimeConfig.index_run_batch``) on the CPU."""
+    if role == "index" and 0 < step < len(batch):
+        return np.concatenate([encode(batch[i : i + step]) for i in range(0, len(batch), step)])
+    return encode(batch)
