@@ -1,7 +1,7 @@
 """Which engine runs the prompted encoder: torch, or ONNX Runtime (fp32, or int8 on the sketch side).
 
 On a CPU the encoder is nearly the whole cost of a query, and ONNX Runtime runs the same graph in about
-half torch's time (shared/NOTES.md). ``SketchLVM`` encodes through a :class:`Runtime` and knows nothing
+half torch's time (docs/cpu-inference.md). ``SketchLVM`` encodes through a :class:`Runtime` and knows nothing
 else: this module picks, per (mode, modality), an exported graph that agreed with torch on real images,
 or torch itself, and remembers why.
 
