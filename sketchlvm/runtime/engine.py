@@ -5,7 +5,7 @@ half torch's time (docs/cpu-inference.md). ``SketchLVM`` encodes through a :clas
 else: this module picks, per (mode, modality), an exported graph that agreed with torch on real images,
 or torch itself, and remembers why.
 
-Choice (``--runtime``, ``$SKETCHLVM_RUNTIME``): ``auto`` = ONNX Runtime fp32 on CPU when it is installed,
+Choice (``--runtime``, else the runtime setting): ``auto`` = ONNX Runtime fp32 on CPU when it is installed,
 torch on CUDA; ``torch``; ``onnx`` (fp32, exact within ``RuntimeConfig`` tolerances); ``onnx-int8``
 (dynamic int8 for sketches only, used only once its rankings agree with fp32, see ``quantize.py``).
 Whatever fails (onnxruntime missing, an export error, a graph that disagrees with torch) falls back to
