@@ -3,12 +3,17 @@
 Every default the library uses lives here, so a training run, an evaluation and the app can be
 reproduced from the JSON written beside their outputs. Experiment presets are JSON files in
 ``sketchlvm/configs/`` that override these defaults; command-line flags override the presets.
+
+The environment variables (``SKETCHLVM_*``) are read here too, by :func:`settings` only: the one table of
+them in docs/app.md is :func:`settings_table` (tests/test_config_settings.py holds the two together).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +40,8 @@ TEXT_CHECK_WORDS = ("airplane", "alarm clock", "car (sedan)", "hot-air balloon",
 SKETCH_FRAMINGS = ("ink-crop", "pad-square")
 
 # CLIP's own normalisation (open_clip OPENAI_DATASET_MEAN/STD). Kept here so a preset can swap in
-# per-modality statistics, which avoids the collapse seen on random backbones (shared/NOTES.md).
+# per-modality statistics: with CLIP's, training a random backbone at lr 1e-3 collapsed every sketch to one
+# point; per-modality statistics and lr <= 3e-4 with warm-up avoided it (the tiny_* presets).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -277,3 +283,124 @@ def load_experiment(preset_or_path: str | Path) -> ExperimentConfig:
             f"no experiment config {str(preset_or_path)!r}; presets: {', '.join(list_presets())}"
         )
     return ExperimentConfig.from_dict(json.loads(path.read_text()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings: the environment variables
+
+ENV_PREFIX = "SKETCHLVM_"
+DEFAULT_TOP_K = 12  # results shown at first (--top-k); the page's slider changes it
+TRUE_WORDS = ("1", "true", "yes", "on")  # a switch variable is on for these (any case), off otherwise
+
+
+def _setting(default: Any, meaning: str, flag: str | None = None, *, shown: str | None = None,
+             fallback: str | None = None) -> Any:
+    """A :class:`Settings` field: its default; what it means (one line of Markdown for docs/app.md's table, so
+    links are relative to docs/); the command-line flag that wins over it; the default as the table states it,
+    where the value alone does not say it; and another variable read when this one is unset."""
+    return field(default=default, metadata={"meaning": meaning, "flag": flag, "shown": shown, "fallback": fallback})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every environment variable of the app and the library: field ``name`` is ``SKETCHLVM_<NAME>``
+    (:func:`env_var`), read by :func:`settings` only. An unset or empty variable leaves the default.
+
+    Values that a command-line flag also takes stay the variable's text (``device``, ``runtime``,
+    ``top_k``, ``port``...): the flag's parser reads both, so a bad variable is refused in the words a bad
+    flag is, and a flag given on the command line wins even over a bad variable. Switches are on for
+    ``TRUE_WORDS``; folders are paths with ``~`` expanded.
+    """
+
+    gallery: str | None = _setting(
+        None, "the photos to search: a folder (one subfolder per category gives each photo its category) or "
+        "`hf://datasets/USER/REPO[/SUBDIR]`", "--gallery",
+        shown="on a Space, the demo gallery; else the gallery indexed most recently; else none (the page says how "
+        "to add one)")
+    demo: bool = _setting(
+        False, "without a gallery, search the demo gallery ([spaces.md](spaces.md#the-demo-gallery))", "--demo")
+    galleries_dir: Path | None = _setting(  # noqa: RUF009 (_setting returns a dataclasses.field)
+        None, "where gallery indexes live (on a Space: a persistent storage mount)",
+        shown="`galleries/` in the project; installed elsewhere, `$XDG_CACHE_HOME/sketchlvm/galleries`, else "
+        "`~/.cache/sketchlvm/galleries`")
+    checkpoint: str | None = _setting(None, "trained prompts: a checkpoint file or `hf://USER/REPO/FILE`",
+                                      "--checkpoint", shown="none: zero-shot CLIP")
+    model: str | None = _setting(
+        None, "an open_clip architecture, or an export folder (local or `hf://USER/REPO[/SUBDIR]`) whose ONNX "
+        "graphs serve the app without torch", "--model",
+        shown=f"the checkpoint's architecture, else `{ModelConfig.arch}`")
+    pretrained: str = _setting(ModelConfig.pretrained, "CLIP weights: an open_clip tag, a weights file, a folder, "
+                               "or `none` (random weights, for testing only)", "--pretrained")
+    device: str = _setting("auto", "where the model runs: `auto` (CUDA, with mixed precision, when present; else the "
+                           "CPU), `cpu`, `cuda` or `cuda:N`", "--device")
+    runtime: str = _setting(
+        "auto", "what runs the encoder: `auto` (ONNX Runtime fp32 on CPU when installed, torch on CUDA), `torch`, "
+        "`onnx` or `onnx-int8` ([cpu-inference.md](cpu-inference.md))", "--runtime")
+    onnx_cache: Path | None = _setting(  # noqa: RUF009 (_setting returns a dataclasses.field)
+        None, "where exported ONNX graphs are kept",
+        shown="`$XDG_CACHE_HOME/sketchlvm/onnx`, else `~/.cache/sketchlvm/onnx`")
+    zerogpu: str = _setting("photos", "on ZeroGPU, what asks for the GPU: `photos` (indexing and photo queries), "
+                            "`all` (strokes and words too) or `off` ([spaces.md](spaces.md))")
+    top_k: str = _setting(str(DEFAULT_TOP_K), "results shown at first; the page's slider changes it", "--top-k")
+    host: str = _setting("127.0.0.1", "address to listen on; `0.0.0.0` exposes the app to your network", "--host",
+                         fallback="GRADIO_SERVER_NAME")
+    port: str = _setting("7860", "port to listen on", "--port", fallback="GRADIO_SERVER_PORT")
+    share: bool = _setting(False, "also open a temporary public `*.gradio.live` link", "--share")
+    auth: str | None = _setting(None, "`USER:PASSWORD[,...]`: a login page in front of the page and the API "
+                                "([deploying-in-public.md](deploying-in-public.md))", "--auth", shown="no login")
+    hf_sign_in: bool = _setting(False, "on a Space, searching needs a Hugging Face sign-in "
+                                "([deploying-in-public.md](deploying-in-public.md))", "--hf-sign-in")
+    owners: str | None = _setting(None, "`USER[,...]`: with sign-in, who may rebuild the index and see the status",
+                                  "--owners", shown="every `--auth` user; with `--hf-sign-in`, the Space's owner")
+    users: str | None = _setting(None, "`USER[,...]` or `*`: with `--hf-sign-in`, who else may search", "--users",
+                                 shown="the owners only")
+
+
+SETTING_NAMES = tuple(spec.name for spec in dataclasses.fields(Settings))
+
+
+def env_var(name: str) -> str:
+    """The environment variable of the :class:`Settings` field ``name`` ("runtime" -> its variable)."""
+    if name not in SETTING_NAMES:
+        raise KeyError(f"no setting {name!r}; settings: {', '.join(SETTING_NAMES)}")
+    return ENV_PREFIX + name.upper()
+
+
+def settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings the environment (``os.environ`` unless given) holds now. Cheap: call it where a value is
+    needed, not at import, so a variable set later (a test, a Space's start) is seen. Never raises: each
+    value is checked where it is used, as the matching flag is."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(Settings):
+        text = environ.get(env_var(spec.name))
+        if not text and spec.metadata["fallback"]:
+            text = environ.get(spec.metadata["fallback"])
+        if not text:
+            continue
+        if spec.type == "bool":
+            values[spec.name] = text.strip().lower() in TRUE_WORDS
+        elif spec.type == "Path | None":
+            values[spec.name] = Path(text).expanduser()
+        else:
+            values[spec.name] = text
+    return Settings(**values)
+
+
+def settings_table() -> str:
+    """docs/app.md's table of the variables (Markdown), one row per :class:`Settings` field."""
+    rows = ["| variable | flag (wins over it) | default | meaning |", "|---|---|---|---|"]
+    for spec in dataclasses.fields(Settings):
+        meta = spec.metadata
+        if meta["shown"]:
+            default = meta["shown"]
+        elif spec.type == "bool":
+            default = "off"
+        else:
+            default = f"`{spec.default}`"
+        if meta["fallback"]:
+            default = f"`{meta['fallback']}`, else {default}"
+        variable = f"`{env_var(spec.name)}{'=1' if spec.type == 'bool' else ''}`"
+        flag = f"`{meta['flag']}`" if meta["flag"] else "–"
+        rows.append(f"| {variable} | {flag} | {default} | {meta['meaning']} |")
+    return "\n".join(rows) + "\n"

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from sketchlvm.config import env_var
 from sketchlvm.preprocess.strokes import EmptySketchError, canvas_to_image
 from sketchlvm.model.text import NO_TEXT_TOWER, TextQuery, TextQueryError
 from sketchlvm.preprocess.transforms import load_photo
@@ -292,7 +293,7 @@ class Searcher:
         if index is None or len(index) == 0:
             raise EmptyGalleryError(
                 "the gallery is empty: start the app with --gallery DIR (a folder of photos, one "
-                "subfolder per category) or set SKETCHLVM_GALLERY"
+                f"subfolder per category) or set {env_var('gallery')}"
             )
         return index
 

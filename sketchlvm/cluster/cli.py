@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from sketchlvm.config import IndexConfig
+from sketchlvm.config import IndexConfig, env_var
 from sketchlvm.gallery import default_cache_dir
 from sketchlvm.arguments import device as _device
 from sketchlvm.arguments import non_negative_float as _non_negative_float
@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("gallery", type=Path, metavar="DIR", help="the gallery folder on this machine")
     merge.add_argument("shards", type=Path, metavar="SHARDS", help="folder written by `embed`")
     merge.add_argument("--cache", type=Path, help="index folder (default: galleries/<name>-<hash>/ in the project, "
-                                                  "or under $SKETCHLVM_GALLERIES_DIR)")
+                                                  f"or under ${env_var('galleries_dir')})")
     _model_flags(merge)
     merge.add_argument("--device", type=_device, default="auto",
                        help="for photos that still need embedding here: auto, cpu, cuda or cuda:N (default: auto)")

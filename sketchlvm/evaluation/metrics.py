@@ -1,7 +1,8 @@
 """Retrieval metrics for (zero-shot) sketch-based image retrieval: array code over NumPy arrays.
 
-Every query is ranked against the *whole* gallery it is given (never a sampled gallery: that is
-what made the released validation meaningless, see shared/METHOD.md "Metrics"). Features are
+Every query is ranked against the *whole* gallery it is given (never a sampled gallery: the released
+validation ranked each sketch against one random same-class photo, which made it meaningless;
+docs/evaluation.md). Features are
 L2-normalised float32 and compared by inner product (cosine similarity); the similarity matrix is
 computed in query chunks, so a QuickDraw-sized run (92,291 queries x 54,151 photos x 512-d) needs
 only ``chunk_size x n_gallery`` scores at a time (a few hundred MB), not 20 GB.

@@ -22,7 +22,7 @@ from sketchlvm.arguments import device as _device
 from sketchlvm.arguments import non_negative_int as _non_negative_int
 from sketchlvm.arguments import positive_int as _positive_int
 from sketchlvm.arguments import runtime as _runtime
-from sketchlvm.config import IndexConfig
+from sketchlvm.config import IndexConfig, env_var
 from sketchlvm.gallery import MANIFEST, build_gallery_index, default_cache_dir, load_manifest
 
 EXIT_ERROR = 2
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("gallery", metavar="DIR", help="folder of photos (or hf://datasets/USER/REPO[/SUBDIR]); "
                                                       "first-level subfolders are labels")
     build.add_argument("--cache", type=Path, help="index folder (default: galleries/<name>-<hash>/ in the project, "
-                                                  "or under $SKETCHLVM_GALLERIES_DIR)")
+                                                  f"or under ${env_var('galleries_dir')})")
     build.add_argument("--model", help="open_clip architecture (default: the checkpoint's, else ViT-B-32-quickgelu)")
     build.add_argument("--pretrained", help="open_clip tag, weights file, folder, or 'none' for random test weights "
                                             "(default: openai)")
@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--runtime", type=_runtime, default=None,
                        help="what encodes the photos: auto (ONNX Runtime fp32 on CPU when installed, torch on CUDA), "
                             "torch, onnx, or onnx-int8 (also measures int8 sketch agreement on the built index) "
-                            "[SKETCHLVM_RUNTIME; default auto]")
+                            f"[{env_var('runtime')}; default auto]")
     defaults = IndexConfig()
     build.add_argument("--exact-max", type=_non_negative_int, default=defaults.exact_max,
                        help=f"above this many photos build an approximate HNSW index (default: {defaults.exact_max})")

@@ -1,8 +1,8 @@
 """The demo gallery: photos to search on a Space's first visit, when its owner set no gallery.
 
 A Space that starts with nothing to search shows an empty page, and a visitor cannot add photos to
-someone else's Space. So a Space (Hugging Face sets ``SPACE_ID``) with no ``SKETCHLVM_GALLERY`` searches
-the demo gallery; locally ``--demo`` (or ``SKETCHLVM_DEMO=1``) asks for it, and plain ``python app.py``
+someone else's Space. So a Space (Hugging Face sets ``SPACE_ID``) with no gallery setting searches
+the demo gallery; locally ``--demo`` (or the demo setting, ``DEMO_ENV``) asks for it, and plain ``python app.py``
 keeps saying how to add a gallery of your own.
 
 The photos come through the ``hf://`` path (``sketchlvm.hub``): downloaded once into the Hugging Face
@@ -19,7 +19,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-DEMO_ENV = "SKETCHLVM_DEMO"
+from sketchlvm.config import env_var, settings
+
+DEMO_ENV = env_var("demo")
 SPACE_ENV = "SPACE_ID"  # set by Hugging Face in every Space
 
 
@@ -36,7 +38,7 @@ class DemoGallery:
     def credit(self) -> str:
         """One line for the page: what these photos are, where they come from, their licence."""
         return (f"**Demo gallery:** everyday-object photos from {self.source} ([dataset]({self.page_url})), "
-                f"licensed [{self.licence}]({self.licence_url}). To search your own photos, set `SKETCHLVM_GALLERY` "
+                f"licensed [{self.licence}]({self.licence_url}). To search your own photos, set `{env_var('gallery')}` "
                 "(a Space variable) or `--gallery`.")
 
 
@@ -57,8 +59,8 @@ def on_space() -> bool:
 
 
 def demo_requested(flag: bool = False) -> bool:
-    """``--demo`` or ``SKETCHLVM_DEMO=1``."""
-    return flag or os.environ.get(DEMO_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    """``--demo`` or the demo setting (``DEMO_ENV``)."""
+    return flag or settings().demo
 
 
 def wants_demo(gallery: str | None, flag: bool = False) -> bool:

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sketchlvm.config import PACKAGE_DIR, IndexConfig
+from sketchlvm.config import PACKAGE_DIR, IndexConfig, env_var, settings
 from sketchlvm.gallery.store import MANIFEST
 
-GALLERIES_ENV = "SKETCHLVM_GALLERIES_DIR"
+GALLERIES_ENV = env_var("galleries_dir")
 
 
 @dataclass
@@ -35,12 +35,13 @@ class Photo:
 
 
 def galleries_home(galleries_dir: str | Path | None = None) -> Path:
-    """Where gallery caches live: the argument, else $SKETCHLVM_GALLERIES_DIR, else the project's
+    """Where gallery caches live: the argument, else the galleries_dir setting (``GALLERIES_ENV``), else the project's
     ``galleries/`` (``~/.cache/sketchlvm/galleries`` when installed outside a checkout)."""
     if galleries_dir:
         return Path(galleries_dir).expanduser()
-    if os.environ.get(GALLERIES_ENV):
-        return Path(os.environ[GALLERIES_ENV]).expanduser()
+    chosen = settings().galleries_dir
+    if chosen is not None:
+        return chosen
     project = PACKAGE_DIR.parent
     if (project / "pyproject.toml").is_file():
         return project / "galleries"

@@ -158,7 +158,7 @@ def create_sketchlvm(
     ``checkpoint`` may be ``hf://USER/REPO/FILE.safetensors`` (see ``sketchlvm.hub``). ``text=True`` keeps
     CLIP's text tower (same weights) for word queries; without it the tower is dropped to save memory.
     ``runtime``
-    ("auto" | "torch" | "onnx" | "onnx-int8", default ``$SKETCHLVM_RUNTIME`` else "auto") picks what
+    ("auto" | "torch" | "onnx" | "onnx-int8", default: the runtime setting, else "auto") picks what
     encodes at inference; see ``sketchlvm.runtime.engine``.
     """
     defaults = ModelConfig()

@@ -1,11 +1,11 @@
 """Which engine runs the prompted encoder: torch, or ONNX Runtime (fp32, or int8 on the sketch side).
 
 On a CPU the encoder is nearly the whole cost of a query, and ONNX Runtime runs the same graph in about
-half torch's time (shared/NOTES.md). ``SketchLVM`` encodes through a :class:`Runtime` and knows nothing
+half torch's time (docs/cpu-inference.md). ``SketchLVM`` encodes through a :class:`Runtime` and knows nothing
 else: this module picks, per (mode, modality), an exported graph that agreed with torch on real images,
 or torch itself, and remembers why.
 
-Choice (``--runtime``, ``$SKETCHLVM_RUNTIME``): ``auto`` = ONNX Runtime fp32 on CPU when it is installed,
+Choice (``--runtime``, else the runtime setting): ``auto`` = ONNX Runtime fp32 on CPU when it is installed,
 torch on CUDA; ``torch``; ``onnx`` (fp32, exact within ``RuntimeConfig`` tolerances); ``onnx-int8``
 (dynamic int8 for sketches only, used only once its rankings agree with fp32, see ``quantize.py``).
 Whatever fails (onnxruntime missing, an export error, a graph that disagrees with torch) falls back to

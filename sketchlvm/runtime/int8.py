@@ -1,7 +1,7 @@
 """int8 sketch queries are used only once they rank the gallery (nearly) as fp32 queries do.
 
 Dynamic int8 roughly halves ONNX Runtime's query time again, but what it costs depends on the real
-weights (random weights say nothing, shared/NOTES.md), so it measures itself: the same real sketches
+weights (random weights say nothing about it, docs/cpu-inference.md), so it measures itself: the same real sketches
 are encoded in fp32 and in int8, both search the gallery, and the agreement is the mean share of the
 fp32 top-k that the int8 top-k also holds. Below ``RuntimeConfig.int8_min_agreement`` int8 is refused.
 Only the query side is quantised; the gallery's photo vectors stay fp32, so an index never changes.

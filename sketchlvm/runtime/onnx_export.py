@@ -6,7 +6,7 @@ function share one graph: category mode has a sketch graph and a photo graph, fi
 shared graph, and every mode without trained prompts the plain tower. CLIP's text tower, for word
 queries, is one more graph ("text"): token ids (N, context) int64 in, unit vectors (N, D) out.
 
-Cache: one folder (``default_cache_dir``: ``$SKETCHLVM_ONNX_CACHE``, else ``~/.cache/sketchlvm/onnx``),
+Cache: one folder (``default_cache_dir``: the onnx_cache setting, else ``~/.cache/sketchlvm/onnx``),
 outside the repository. A graph is ``<name>-<key>.onnx`` with ``<name>-<key>.json`` beside it, where
 ``<key>`` hashes the graph's full identity (architecture, weights, checkpoint hash, prompt set, image
 size, preprocessing, and the torch / open_clip / opset versions that wrote it): any change is a new
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sketchlvm.config import env_var, settings
 from sketchlvm.runtime.onnx_trace import traceable_tower
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 OPSET = 18
 EXPORT_FORMAT = 5  # bump when the exported graph changes (4: traced by onnx_trace; 5: patch embedding a Conv again)
 INT8_FORMAT = 2  # bump when the int8 recipe changes (2: 7-bit weights, see ensure_int8_graph)
-CACHE_ENV = "SKETCHLVM_ONNX_CACHE"
+CACHE_ENV = env_var("onnx_cache")
 
 
 class GraphRefusedError(RuntimeError):
@@ -46,8 +47,9 @@ class GraphRefusedError(RuntimeError):
 
 
 def default_cache_dir() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
+    chosen = settings().onnx_cache
+    if chosen is not None:
+        return chosen
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "sketchlvm" / "onnx"
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from sketchlvm.config import RuntimeConfig
+from sketchlvm.config import RuntimeConfig, env_var, settings
 
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
-RUNTIME_ENV = "SKETCHLVM_RUNTIME"
+RUNTIME_ENV = env_var("runtime")
 ORT_MISSING = "onnxruntime is not installed (pip install -r requirements.txt)"
 
 
@@ -34,8 +34,8 @@ class Int8RefusedError(RuntimeError):
 
 
 def requested_runtime(name: str | None = None) -> str:
-    """``name``, else ``$SKETCHLVM_RUNTIME``, else "auto"; refuses anything but ``RUNTIMES``."""
-    value = (name or os.environ.get(RUNTIME_ENV) or "auto").strip().lower()
+    """``name``, else the runtime setting (``RUNTIME_ENV``, default "auto"); refuses anything but ``RUNTIMES``."""
+    value = (name or settings().runtime).strip().lower()
     if value not in RUNTIMES:
         raise ValueError(f"unknown runtime {value!r}; choose one of {', '.join(RUNTIMES)} (--runtime / {RUNTIME_ENV})")
     return value

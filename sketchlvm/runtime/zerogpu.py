@@ -22,7 +22,7 @@ requested duration is over the visitor's limit. So, on ZeroGPU:
 - the page is told: :func:`take_note` gives the line for the query that just ran, :meth:`ZeroGPU.status`
   the line for background indexing.
 
-What asks for the GPU is ``SKETCHLVM_ZEROGPU``: ``photos`` (the default: index chunks and photo queries),
+What asks for the GPU is the zerogpu setting (``POLICY_ENV``): ``photos`` (the default: index chunks and photo queries),
 ``all`` (sketch strokes and words too) or ``off`` (the CPU only). Why strokes stay on the CPU by
 default: docs/spaces.md.
 
@@ -48,6 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sketchlvm.config import env_var, settings
+
 if TYPE_CHECKING:  # torch is imported where it is used: the page's handlers import this module for take_note
     import torch
 
@@ -59,7 +61,7 @@ ZEROGPU_TORCH = ("2.8.0", "2.9.1", "2.10.0", "2.11.0")
 ZEROGPU_PYTHON = ("3.12.12", "3.10.13")
 
 ZEROGPU_ENV = "SPACES_ZERO_GPU"  # set by Hugging Face on ZeroGPU hardware (read as the spaces package reads it)
-POLICY_ENV = "SKETCHLVM_ZEROGPU"
+POLICY_ENV = env_var("zerogpu")
 POLICIES = ("photos", "all", "off")
 KINDS = ("sketch", "photo", "text")
 
@@ -83,11 +85,11 @@ def host_device(requested: str | None) -> str:
     if str(requested or "auto").strip().lower() in ("auto", "cpu"):
         return "cpu"
     raise ValueError(f"device {requested!r} on ZeroGPU: the model stays on the CPU there and its GPU work runs "
-                     "in @spaces.GPU calls; leave SKETCHLVM_DEVICE unset (or set it to auto)")
+                     f"in @spaces.GPU calls; leave {env_var('device')} unset (or set it to auto)")
 
 
 def requested_policy(name: str | None = None) -> str:
-    value = (name or os.environ.get(POLICY_ENV) or "photos").strip().lower()
+    value = (name or settings().zerogpu).strip().lower()
     if value not in POLICIES:
         raise ValueError(f"unknown ZeroGPU policy {value!r}; choose one of {', '.join(POLICIES)} ({POLICY_ENV})")
     return value

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sketchlvm.config import env_var
 from sketchlvm.search import Searcher
 from sketchlvm.webapp.access import OWNER_ONLY_STATUS, owner_now
 from sketchlvm.webapp.markdown import escape
@@ -18,14 +19,14 @@ MODE_HINTS = {
     "fine_grained": "the particular object drawn: pose, shape, details",
 }
 def no_gallery_help() -> str:
-    """How to add a gallery, naming the folder where its index will be kept ($SKETCHLVM_GALLERIES_DIR
-    or the default, read now: the variable may be set after import)."""
+    """How to add a gallery, naming the folder where its index will be kept (the galleries_dir setting or
+    the default, read now: the variable may be set after import)."""
     from sketchlvm.gallery.scan import galleries_home
 
     return (
         "**No gallery loaded yet.** Start the app with `python app.py --gallery /path/to/photos` "
         "(a folder of photos; one subfolder per category gives each photo its category), or set "
-        f"`SKETCHLVM_GALLERY`. Once indexed (the index is kept in `{galleries_home()}`), it is reopened by "
+        f"`{env_var('gallery')}`. Once indexed (the index is kept in `{galleries_home()}`), it is reopened by "
         "default next time."
     )
 

@@ -1,7 +1,7 @@
 """The stroke canvas: a 2-D ``<canvas>`` in a Gradio ``gr.HTML`` that sends strokes as JSON.
 
 Gradio's image editor renders and uploads three PNGs per stroke (~1.5 s per stroke and ~420 ms per
-pointer move in headless Chromium on 2 cores, ../shared/NOTES.md). This canvas draws locally and sends
+pointer move in headless Chromium on 2 cores, measured in this project; docs/benchmarks.md). This canvas draws locally and sends
 the stroke list, a few kB of JSON, once per change (pen-up, undo, redo, clear). Its value is that JSON
 text in the Quick, Draw! raw format (``[[xs, ys, ts], ...]`` in canvas units): the server validates it
 with :func:`sketchlvm.preprocess.strokes.parse_strokes` and renders it with the same renderer as dataset strokes.

@@ -24,25 +24,21 @@ from sketchlvm.arguments import device as _device
 from sketchlvm.arguments import port as _port
 from sketchlvm.arguments import positive_int as _positive_int
 from sketchlvm.arguments import runtime as _runtime
-from sketchlvm.config import ModelConfig
-
-DEFAULT_TOP_K = 12  # results shown at first (--top-k); the page's slider changes it
+from sketchlvm.config import DEFAULT_TOP_K, ModelConfig, Settings, env_var, settings
 
 # --------------------------------------------------------------------------------------------
 # Command line
 
 
-def _env(name: str, fallback: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value not in (None, "") else fallback
-
-
-def _truthy(text: str | None) -> bool:
-    return (text or "").strip().lower() in ("1", "true", "yes", "on")
+def _variable(name: str) -> str:
+    """How a flag's help names the variable behind it: ``[VARIABLE]``, or ``[VARIABLE=1]`` for a switch."""
+    switch = isinstance(getattr(Settings, name), bool)
+    return f"[{env_var(name)}{'=1' if switch else ''}]"
 
 
 def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
     model_defaults = ModelConfig()
+    env = settings()  # read now, not at import: each flag's default is its variable, and the flag wins
     parser = argparse.ArgumentParser(
         prog=prog,
         description="SketchLVM: draw in the browser, get the matching photos from your own gallery.",
@@ -53,84 +49,85 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--gallery", metavar="DIR|hf://datasets/USER/REPO[/SUBDIR]", default=_env("SKETCHLVM_GALLERY"),
+        "--gallery", metavar="DIR|hf://datasets/USER/REPO[/SUBDIR]", default=env.gallery,
         help="folder of photos to search (one subfolder per category gives each photo its category), or a "
         "Hugging Face dataset (downloaded once into the Hugging Face cache, then used offline from it); "
         "indexed in the background on start (the page shows the progress; search covers what is indexed), "
         "only changed photos are re-embedded. Without it the gallery indexed most recently "
-        "(indexes live in galleries/, or $SKETCHLVM_GALLERIES_DIR) is used; with none, the app starts empty "
-        "and says how to add one [SKETCHLVM_GALLERY]",
+        f"(indexes live in galleries/, or ${env_var('galleries_dir')}) is used; with none, the app starts empty "
+        f"and says how to add one {_variable('gallery')}",
     )
     parser.add_argument(
-        "--demo", action="store_true", default=_truthy(_env("SKETCHLVM_DEMO")),
+        "--demo", action="store_true", default=env.demo,
         help="without --gallery: search the demo gallery (everyday-object photos from a public Hugging Face "
         "dataset, fetched once into the Hugging Face cache; the page names their source and licence). A Space "
-        "whose owner set no gallery shows it anyway [SKETCHLVM_DEMO=1]",
+        f"whose owner set no gallery shows it anyway {_variable('demo')}",
     )
     parser.add_argument(
-        "--checkpoint", metavar="FILE", default=_env("SKETCHLVM_CHECKPOINT"),
+        "--checkpoint", metavar="FILE", default=env.checkpoint,
         help="trained prompts (a SketchLVM checkpoint); without it both modes are zero-shot CLIP "
-        "with no trained prompts [SKETCHLVM_CHECKPOINT]",
+        f"with no trained prompts {_variable('checkpoint')}",
     )
     parser.add_argument(
-        "--model", metavar="ARCH|EXPORT_FOLDER|hf://USER/REPO", default=_env("SKETCHLVM_MODEL"),
+        "--model", metavar="ARCH|EXPORT_FOLDER|hf://USER/REPO", default=env.model,
         help=f"open_clip architecture (default: the checkpoint's, else {model_defaults.arch}), or a folder written "
         "by `sketchlvm export` (local or hf://USER/REPO[/SUBDIR]): its ONNX graphs serve the app, and the serving "
-        "install (requirements-serve.txt, no torch) needs one [SKETCHLVM_MODEL]",
+        f"install (requirements-serve.txt, no torch) needs one {_variable('model')}",
     )
     parser.add_argument(
-        "--pretrained", metavar="TAG|FILE|FOLDER|none", default=_env("SKETCHLVM_PRETRAINED", model_defaults.pretrained),
+        "--pretrained", metavar="TAG|FILE|FOLDER|none", default=env.pretrained,
         help="CLIP weights: an open_clip tag (downloaded once into the Hugging Face cache), a weights "
         "file, an open_clip folder (or local-dir:FOLDER), or 'none' for random weights (testing only). "
         "If they cannot be loaded the app stops and says how to provide them. "
-        f"Default: {model_defaults.pretrained} [SKETCHLVM_PRETRAINED]",
+        f"Default: {model_defaults.pretrained} {_variable('pretrained')}",
     )
     parser.add_argument(
-        "--device", metavar="auto|cpu|cuda", default=_env("SKETCHLVM_DEVICE", "auto"),
+        "--device", metavar="auto|cpu|cuda", default=env.device,
         help="where the model runs (cuda:N also accepted); auto, the default, picks CUDA when present "
-        "[SKETCHLVM_DEVICE]",
+        f"{_variable('device')}",
     )
     parser.add_argument(
-        "--runtime", metavar="auto|torch|onnx|onnx-int8", default=_env("SKETCHLVM_RUNTIME", "auto"),
+        "--runtime", metavar="auto|torch|onnx|onnx-int8", default=env.runtime,
         help="what runs the encoder: auto (the default) = ONNX Runtime fp32 on CPU when installed, torch on CUDA; "
-        "onnx-int8 = int8 sketches, only if their rankings agree with fp32 on the gallery [SKETCHLVM_RUNTIME]",
+        f"onnx-int8 = int8 sketches, only if their rankings agree with fp32 on the gallery {_variable('runtime')}",
     )
     parser.add_argument(
-        "--top-k", metavar="N", type=_positive_int, default=_env("SKETCHLVM_TOP_K", str(DEFAULT_TOP_K)),
-        help=f"results shown at first; the slider in the page changes it (default: {DEFAULT_TOP_K}) [SKETCHLVM_TOP_K]",
+        "--top-k", metavar="N", type=_positive_int, default=env.top_k,
+        help=f"results shown at first; the slider in the page changes it (default: {DEFAULT_TOP_K}) "
+        f"{_variable('top_k')}",
     )
     parser.add_argument(
-        "--host", default=_env("SKETCHLVM_HOST", _env("GRADIO_SERVER_NAME", "127.0.0.1")),
+        "--host", default=env.host,
         help="address to listen on; 0.0.0.0 exposes the app to your network (default: 127.0.0.1, this machine "
-        "only) [SKETCHLVM_HOST]",
+        f"only) {_variable('host')}",
     )
     parser.add_argument(
-        "--port", type=_port, default=_env("SKETCHLVM_PORT", _env("GRADIO_SERVER_PORT", "7860")),
-        help="port to listen on (default: 7860) [SKETCHLVM_PORT]",
+        "--port", type=_port, default=env.port,
+        help=f"port to listen on (default: {Settings.port}) {_variable('port')}",
     )
     parser.add_argument(
-        "--share", action="store_true", default=_truthy(_env("SKETCHLVM_SHARE")),
-        help="also open a temporary public *.gradio.live link (needs internet) [SKETCHLVM_SHARE=1]",
+        "--share", action="store_true", default=env.share,
+        help=f"also open a temporary public *.gradio.live link (needs internet) {_variable('share')}",
     )
     sign_in = parser.add_argument_group("sign-in (see docs/deploying-in-public.md)")
     sign_in.add_argument(
-        "--auth", metavar="USER:PASSWORD[,...]", default=_env("SKETCHLVM_AUTH"),
-        help="require a login (Gradio's login page) for the page and the API [SKETCHLVM_AUTH]",
+        "--auth", metavar="USER:PASSWORD[,...]", default=env.auth,
+        help=f"require a login (Gradio's login page) for the page and the API {_variable('auth')}",
     )
     sign_in.add_argument(
-        "--hf-sign-in", action="store_true", default=_truthy(_env("SKETCHLVM_HF_SIGN_IN")),
+        "--hf-sign-in", action="store_true", default=env.hf_sign_in,
         help="on a Hugging Face Space (hf_oauth: true in its README): searching needs a Hugging Face sign-in "
-        "[SKETCHLVM_HF_SIGN_IN=1]",
+        f"{_variable('hf_sign_in')}",
     )
     sign_in.add_argument(
-        "--owners", metavar="USER[,...]", default=_env("SKETCHLVM_OWNERS"),
+        "--owners", metavar="USER[,...]", default=env.owners,
         help="with sign-in, who may rebuild the index and see the status panel (default: every --auth user; "
-        "with --hf-sign-in, the Space's owner) [SKETCHLVM_OWNERS]",
+        f"with --hf-sign-in, the Space's owner) {_variable('owners')}",
     )
     sign_in.add_argument(
-        "--users", metavar="USER[,...]|*", default=_env("SKETCHLVM_USERS"),
+        "--users", metavar="USER[,...]|*", default=env.users,
         help="with --hf-sign-in, who else may search ('*': anyone signed in; default: the owners only) "
-        "[SKETCHLVM_USERS]",
+        f"{_variable('users')}",
     )
     return parser
 
@@ -194,7 +191,7 @@ def check_port(host: str, port: int) -> str | None:
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 return (f"port {port} on {host} is already in use: stop what runs there, or choose another with "
-                        "--port N (or SKETCHLVM_PORT)")
+                        f"--port N (or {env_var('port')})")
             if error.errno == errno.EACCES:
                 return f"port {port} on {host} needs privileges this user lacks: choose one above 1023 with --port N"
             return f"cannot listen on {host}:{port} ({error.strerror or error}): check --host and --port"
@@ -223,9 +220,9 @@ def prepare(args: argparse.Namespace):
     gallery, credit = choose_gallery(args)
     if gallery is not None and gallery.exists() and not gallery.is_dir():
         raise NotADirectoryError(f"--gallery {str(gallery)!r} is a file, not a folder: give the folder that holds "
-                                 "the photos (--gallery / SKETCHLVM_GALLERY)")
+                                 f"the photos (--gallery / {env_var('gallery')})")
     if gallery is not None and not gallery.is_dir():
-        raise FileNotFoundError(f"gallery folder {str(gallery)!r} does not exist (--gallery / SKETCHLVM_GALLERY)")
+        raise FileNotFoundError(f"gallery folder {str(gallery)!r} does not exist (--gallery / {env_var('gallery')})")
     on_zerogpu = zerogpu.on_zerogpu()
     model = _load_model(args, zerogpu.host_device(args.device) if on_zerogpu else args.device)
     if on_zerogpu:  # the CPU model answers what ZeroGPU does not; its GPU copy goes to cuda now, before launch
