@@ -170,7 +170,8 @@ class IndexConfig:
     recall_target: float = 0.99
     # Stored vectors sampled as queries when measuring the approximate index's recall@10.
     recall_queries: int = 1000
-    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+    # .heic/.heif need pillow-heif (else each is skipped, with the reason); .avif is Pillow's own.
+    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".heic", ".heif", ".avif")
 
 
 @dataclass
