@@ -48,6 +48,14 @@ def _onnx_cache_in_tmp(tmp_path_factory):
         os.environ["SKETCHLVM_ONNX_CACHE"] = str(tmp_path_factory.mktemp("onnx"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_folder_watcher():
+    """The tests' apps do not watch their gallery folders unless a test asks (--watch): a watcher would
+    rebuild beside the rebuilds a test makes itself. tests/gallery/test_watch.py asks."""
+    if not os.environ.get("SKETCHLVM_WATCH"):
+        os.environ["SKETCHLVM_WATCH"] = "off"
+
+
 @pytest.fixture
 def galleries_in_tmp(tmp_path, monkeypatch):
     """Nothing a test builds may land in the project's galleries/ folder."""
