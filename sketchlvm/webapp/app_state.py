@@ -199,7 +199,7 @@ def gallery_problem(state: AppState) -> str:
         return VISITOR_NO_PHOTOS
     if len(state.searcher) == 0:
         return (
-            f"**The gallery {escape(public_name(state.gallery_dir))} has no usable photos.** Add .jpg/.png/.webp photos to it "
+            f"**The gallery {escape(public_name(state.gallery_dir))} has no usable photos.** Add .jpg/.png/.webp/.heic/.avif photos to it "
             "(one subfolder per category) and press *Rebuild index*."
         )
     return ""

@@ -149,3 +149,22 @@ def test_a_hub_dataset_of_parquet_files_from_the_cache_offline(hf_cache, tmp_pat
         assert [p.label for p in state.searcher.index.photos] == ["umbrella", "umbrella"]
     finally:
         state.indexer.stop(10)
+
+
+def test_sketchlvm_index_build_indexes_a_parquet_dataset_and_the_app_reuses_the_index(tmp_path, sketchy_root):
+    from sketchlvm.gallery.cli import main as index_main
+
+    rows = _rows(sketchy_root)
+    source = tmp_path / "download"
+    write_image_parquet(source / "data" / "train-00000-of-00001.parquet", rows, NAMES)
+    with pytest.raises(SystemExit) as done:
+        index_main(["build", str(source), "--classes", "cup,umbrella", "--model", TINY_ARCH, "--pretrained", "none",
+                    "--device", "cpu", "--runtime", "torch", "--quiet"])
+    assert done.value.code == 0
+    state = app_main.prepare(app_main.build_parser().parse_args(
+        ["--gallery", str(source), "--gallery-classes", "umbrella,cup", *TINY]))
+    try:
+        assert state.indexer.wait(60).state == "done"
+        assert state.indexer.report.unchanged == 4 and state.indexer.report.added == 0  # nothing embedded again
+    finally:
+        state.indexer.stop(10)
