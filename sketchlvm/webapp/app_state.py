@@ -150,9 +150,9 @@ def status_markdown(state: AppState) -> str:
         report = getattr(index, "report", None)
         skipped = list(getattr(report, "skipped", []) or [])
         lines.append(f"- **Skipped files:** {len(skipped)}")
-        for relpath, reason in skipped[:5]:
+        for relpath, reason in skipped[:5] if owner_reads(state) else ():  # reasons may say what to install
             lines.append(f"    - {escape(relpath)}: {escape(public_text(state, str(reason), markdown=False))}")
-        if len(skipped) > 5:
+        if len(skipped) > 5 and owner_reads(state):
             lines.append(f"    - … and {len(skipped) - 5} more (see the terminal log)")
     lines += [f"- {note}" for note in state.notes]
     if state.random_weights:
