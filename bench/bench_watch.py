@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sketchlvm.config import IndexConfig  # noqa: E402
-from sketchlvm.gallery.scan import scan_gallery  # noqa: E402
-from sketchlvm.gallery.watch import POLL_S, FolderWatcher  # noqa: E402
+from sketchlvm.config import IndexConfig
+from sketchlvm.gallery.scan import scan_gallery
+from sketchlvm.gallery.watch import POLL_S, FolderWatcher
 
 
 class _Progress:

@@ -127,7 +127,7 @@ def card_label_names(folder: Path) -> dict[str, list[str]]:
         if not card.is_file():
             continue
         text = card.read_text(encoding="utf-8", errors="replace")
-        match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.S)
+        match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.DOTALL)
         if not match:
             return {}
         try:
@@ -259,7 +259,7 @@ def _extract_file(path: Path, relpath: str, out: Path, classes: frozenset[str] |
         wanted = [i for i, lab in enumerate(labels) if classes is None or lab in classes]
         if wanted:
             images = pf.read_row_group(group, columns=[image_col]).column(image_col).take(wanted).to_pylist()
-            for i, cell in zip(wanted, images):  # noqa: B905
+            for i, cell in zip(wanted, images):
                 name = f"{relpath}:{row + i}"
                 data = cell.get("bytes") if isinstance(cell, dict) else cell if isinstance(cell, bytes) else None
                 if not data:

@@ -160,7 +160,7 @@ class FolderWatcher:
     def _guarded(self, target: Callable[[], None]) -> None:
         try:
             target()
-        except Exception:  # noqa: BLE001 - a watcher that dies must not take the app with it
+        except Exception:  # a watcher that dies must not take the app with it
             log.exception("watching %s stopped; changes are indexed on 'Rebuild index' or restart", self.folder)
 
     def _relevant(self, path: str) -> bool:

@@ -86,7 +86,7 @@ def test_heic_and_avif_gallery_photos_are_indexed_thumbnailed_and_found_by_a_pho
     assert index.report.skipped == [] and len(index) == 9
     assert {p.relpath.rsplit(".", 1)[1] for p in index.photos} == {"heic", "avif", "jpg"}
     cols = index.manifest["photos"]
-    for relpath, size, mtime in zip(cols["relpath"], cols["size"], cols["mtime_ns"]):  # noqa: B905
+    for relpath, size, mtime in zip(cols["relpath"], cols["size"], cols["mtime_ns"]):
         thumb = thumbnail_path(index.cache_dir, relpath, size, mtime)
         with Image.open(thumb) as im:
             assert thumb.is_file() and max(im.size) <= 320

@@ -37,15 +37,14 @@ def _relpaths(state) -> set[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["events", "poll"])
 def test_a_photo_added_replaced_and_deleted_while_the_app_runs(tmp_path, sketchy_root, monkeypatch, mode):
+    """With the app's defaults (a rescan every 20 s, 3 s of quiet): each change within the minute."""
     gallery = _make_gallery(sketchy_root, tmp_path / "photos", n_classes=2, per_class=2)
-    monkeypatch.setattr("sketchlvm.gallery.watch.POLL_S", 2.0)  # the default 20 s would make the test slow
-    monkeypatch.setattr("sketchlvm.gallery.watch.SETTLE_S", 1.0)
     monkeypatch.delenv("SPACE_ID", raising=False)
     state = app_main.prepare(app_main.build_parser().parse_args(["--gallery", str(gallery), "--watch", mode, *TINY]))
     try:
         assert state.watcher is not None and state.watcher.mode == mode
         assert state.indexer.wait(LIMIT_S).state == "done" and len(_relpaths(state)) == 4
-        cls = sorted(p.name for p in gallery.iterdir())[0]
+        cls = min(p.name for p in gallery.iterdir())
         new = _class_photos(sketchy_root, 2, 1)[0]
         target = gallery / cls / "added.jpg"
         shutil.copy(new, target)  # added

@@ -36,7 +36,7 @@ def phone_state(tmp_path_factory, sketchy_root):
 
 
 def _phone_copy(state, ext: str, out, size: tuple[int, int] | None = None):
-    photo = sorted(state.gallery_dir.glob("cup/*.jpg"))[0]
+    photo = min(state.gallery_dir.glob("cup/*.jpg"))
     with Image.open(photo) as im:
         image = im.convert("RGB") if size is None else im.convert("RGB").resize(size)
     path = out / f"IMG_0001{ext}"
