@@ -176,7 +176,8 @@ class IndexConfig:
     recall_target: float = 0.99
     # Stored vectors sampled as queries when measuring the approximate index's recall@10.
     recall_queries: int = 1000
-    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+    # .heic/.heif need pillow-heif (else each is skipped, with the reason); .avif is Pillow's own.
+    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".heic", ".heif", ".avif")
 
 
 @dataclass
@@ -317,6 +318,15 @@ class Settings:
         "`hf://datasets/USER/REPO[/SUBDIR]`", "--gallery",
         shown="on a Space, the demo gallery; else the gallery indexed most recently; else none (the page says how "
         "to add one)")
+    gallery_split: str | None = _setting(
+        None, "for a gallery of parquet files (an image dataset as the Hub stores it): only this split's files",
+        "--gallery-split", shown="every split")
+    gallery_classes: str | None = _setting(
+        None, "`NAME[,...]`: for a gallery of parquet files, only the rows of these classes", "--gallery-classes",
+        shown="every class")
+    watch: str = _setting(
+        "auto", "keep a local gallery folder's index current while the app runs: `auto` (change events, or a "
+        "rescan every 20 s on network mounts), `events`, `poll` or `off`", "--watch")
     demo: bool = _setting(
         False, "without a gallery, search the demo gallery ([spaces.md](spaces.md#the-demo-gallery))", "--demo")
     galleries_dir: Path | None = _setting(  # noqa: RUF009 (_setting returns a dataclasses.field)

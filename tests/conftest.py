@@ -48,6 +48,14 @@ def _onnx_cache_in_tmp(tmp_path_factory):
         os.environ["SKETCHLVM_ONNX_CACHE"] = str(tmp_path_factory.mktemp("onnx"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_folder_watcher():
+    """The tests' apps do not watch their gallery folders unless a test asks (--watch): a watcher would
+    rebuild beside the rebuilds a test makes itself. tests/gallery/test_watch.py asks."""
+    if not os.environ.get("SKETCHLVM_WATCH"):
+        os.environ["SKETCHLVM_WATCH"] = "off"
+
+
 @pytest.fixture
 def galleries_in_tmp(tmp_path, monkeypatch):
     """Nothing a test builds may land in the project's galleries/ folder."""
@@ -82,3 +90,31 @@ def raw_get(url: str, path: str) -> tuple[int, bytes]:
         return response.status, response.read()
     finally:
         connection.close()
+
+
+def write_image_parquet(path: Path, rows: list[tuple[Path, object]], names: list[str] | None = None,
+                        features: bool = True, row_group_size: int | None = None) -> Path:
+    """A parquet file in the Hub's image layout, as the datasets library writes it: an ``image`` column of
+    {bytes, path} and a ``label`` column (ints with ``names``, else strings; none when every label is None).
+    ``features``: the ``huggingface`` schema metadata that names the classes (a ClassLabel) and the image."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = [{"bytes": Path(p).read_bytes(), "path": Path(p).name} for p, _ in rows]
+    columns = {"image": pa.array(images, type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))}
+    meta = {"image": {"_type": "Image"}}
+    if any(label is not None for _, label in rows):
+        if names is not None:
+            columns["label"] = pa.array([int(label) for _, label in rows], type=pa.int64())
+            meta["label"] = {"names": list(names), "_type": "ClassLabel"}
+        else:
+            columns["label"] = pa.array([str(label) for _, label in rows], type=pa.string())
+            meta["label"] = {"dtype": "string", "_type": "Value"}
+    table = pa.table(columns)
+    if features:
+        table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": meta}})})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=row_group_size)
+    return path

@@ -8,6 +8,8 @@ One concept per module, imports pointing down:
     state.py       what a build holds between commits, and how a commit is written
     build.py       the incremental, resumable build (build_gallery_index): scan, plan, embed
     background.py  the build on a thread while the app serves (BackgroundIndexer)
+    watch.py       the folder watched while the app runs: changes rebuilt within a minute (FolderWatcher)
+    parquet.py     image datasets stored as parquet -> a folder of photos the build indexes
     thumbnails.py  small WebP copies of the photos, for the results grid
     cli.py         ``sketchlvm index build|info``
 

@@ -148,6 +148,7 @@ class BackgroundIndexer:
         self.on_index = on_index
         self.index: GalleryIndex | None = None  # what search uses now
         self.report = None  # the BuildReport of the last finished build
+        self.min_age_s = 0.0  # files younger than this wait for a later build (set by the folder watcher)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -280,7 +281,8 @@ class BackgroundIndexer:
         self._update(state=SCANNING)
         try:
             index = build_gallery_index(self.gallery_dir, self.model, self.cache_dir, self.config,
-                                        show_progress_bar=False, monitor=_Watch(self, stop))
+                                        show_progress_bar=False, monitor=_Watch(self, stop),
+                                        min_age_s=self.min_age_s)
         except BuildStopped:
             log.info("indexing %s stopped", self.gallery_dir)
             self._update(state=STOPPED, elapsed_s=time.monotonic() - self._started)

@@ -91,8 +91,10 @@ class _Build:
 
     def __init__(self, root: Path, cache: Path, model: SketchLVM, config: IndexConfig,
                  progress: Callable[[int, int], None] | None, show_progress_bar: bool,
-                 precomputed: Precomputed | None = None, monitor: BuildMonitor | None = None):
+                 precomputed: Precomputed | None = None, monitor: BuildMonitor | None = None,
+                 min_age_s: float = 0.0):
         self.root, self.cache, self.model, self.config = root, cache, model, config
+        self.min_age_s = min_age_s
         self.progress, self.show_progress_bar = progress, show_progress_bar
         self.precomputed = precomputed
         self.monitor = monitor or BuildMonitor()
@@ -106,6 +108,7 @@ class _Build:
         """Scan the folder: drop deleted photos, list (photo, embedding keys it needs) for the rest."""
         state = self.state
         entries, problems = scan_gallery(self.root, self.config.extensions, exclude=[self.cache])
+        entries = self._settled(entries)
         state.order = [e.relpath for e in entries]
         present = set(state.order)
         self.prev_indexed = set(state.records)
@@ -127,6 +130,24 @@ class _Build:
             else:
                 self.report.unchanged += 1
         return work
+
+    def _settled(self, entries: list[_Entry]) -> list[_Entry]:
+        """Leave out files written less than ``min_age_s`` ago: one being copied in is still growing, and
+        would be embedded (or skipped as truncated) half-written. The report says when to look again."""
+        if self.min_age_s <= 0:
+            return entries
+        now = time.time_ns()
+        cutoff = now - int(self.min_age_s * 1e9)
+        # A file dated in the future (another clock) cannot be waited for: it counts as settled.
+        young = [e for e in entries if cutoff < e.mtime_ns <= now + 1_000_000_000]
+        if not young:
+            return entries
+        self.report.postponed = len(young)
+        self.report.recheck_at = max(e.mtime_ns for e in young) / 1e9 + self.min_age_s
+        log.info("%s: %d file(s) changed in the last %.0f s, indexed once they are complete", self.root,
+                 len(young), self.min_age_s)
+        gone = {e.relpath for e in young}
+        return [e for e in entries if e.relpath not in gone]
 
     # -- embed -----------------------------------------------------------------------------------
 
@@ -313,6 +334,7 @@ def build_gallery_index(
     show_progress_bar: bool = True,
     precomputed: Precomputed | None = None,
     monitor: BuildMonitor | None = None,
+    min_age_s: float = 0.0,
 ) -> GalleryIndex:
     """Index every photo under ``gallery_dir`` for each of ``model.modes``, incrementally.
 
@@ -322,7 +344,9 @@ def build_gallery_index(
     nothing needs embedding. Safe to interrupt at any point (exception or kill): the next build resumes.
     ``precomputed``: vectors embedded elsewhere (see ``Precomputed``; ``sketchlvm.cluster.embed``), taken
     instead of embedding a photo when they match its size and mtime; the caller vouches that they come
-    from ``model`` (the keys are its embedding keys). ``monitor``: see ``BuildMonitor``.
+    from ``model`` (the keys are its embedding keys). ``monitor``: see ``BuildMonitor``. ``min_age_s``: files
+    modified less than this many seconds ago are left for a later build (``report.postponed``,
+    ``report.recheck_at``): the folder watcher's guard against half-written files.
     """
     config = config or IndexConfig()
     root = Path(gallery_dir).expanduser()
@@ -334,4 +358,5 @@ def build_gallery_index(
     cache = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir(root)
     cache.mkdir(parents=True, exist_ok=True)
     with _build_lock(cache):
-        return _Build(root, cache, model, config, progress, show_progress_bar, precomputed, monitor).run()
+        return _Build(root, cache, model, config, progress, show_progress_bar, precomputed, monitor,
+                      min_age_s).run()

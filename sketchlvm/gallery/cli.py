@@ -36,8 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     build = sub.add_parser("build", parents=[common], help="index (or update the index of) every photo under DIR")
-    build.add_argument("gallery", metavar="DIR", help="folder of photos (or hf://datasets/USER/REPO[/SUBDIR]); "
-                                                      "first-level subfolders are labels")
+    build.add_argument("gallery", metavar="DIR", help="folder of photos, or of parquet files (an image dataset as the "
+                                                      "Hub stores it), or hf://datasets/USER/REPO[@REV][/SUBDIR]; "
+                                                      "first-level subfolders (or class labels) are labels")
+    build.add_argument("--split", help="of a parquet dataset, only this split's files (train, test, ...)")
+    build.add_argument("--classes", metavar="NAME[,...]", help="of a parquet dataset, only rows of these classes")
     build.add_argument("--cache", type=Path, help="index folder (default: galleries/<name>-<hash>/ in the project, "
                                                   f"or under ${env_var('galleries_dir')})")
     build.add_argument("--model", help="open_clip architecture (default: the checkpoint's, else ViT-B-32-quickgelu)")
@@ -67,12 +70,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from sketchlvm.gallery.parquet import parse_classes, photo_folder
     from sketchlvm.hub import resolve_folder
     from sketchlvm.model.factory import create_sketchlvm  # torch and open_clip load here, not for `info`
 
     gallery = resolve_folder(args.gallery)  # a local folder as it is; hf:// -> the Hugging Face cache
     if not gallery.is_dir():
         raise FileNotFoundError(f"gallery folder {str(gallery)!r} does not exist or is not a folder")
+    # Parquet files -> the folder their rows are written to, as the app makes it (the app then reuses the index).
+    gallery = photo_folder(gallery, args.split, parse_classes(args.classes))
     config = replace(IndexConfig(), exact_max=args.exact_max, batch_size=args.batch_size,
                      decode_workers=args.workers, commit_every=args.commit_every)
     model = create_sketchlvm(args.model, args.pretrained, args.checkpoint, args.device, runtime=args.runtime)
@@ -88,7 +94,7 @@ def _build(args: argparse.Namespace) -> int:
     _print_skipped(r.skipped, index.cache_dir)
     if not len(index):  # nothing to search: say why and what to do, as the app does
         found = "every file found was skipped (above)" if r.skipped else "no photos found"
-        print(f"error: {gallery} has no usable photos ({found}): add .jpg, .png or .webp photos to it (one "
+        print(f"error: {gallery} has no usable photos ({found}): add .jpg, .png, .webp, .heic or .avif photos to it (one "
               "subfolder per category gives each photo its category), then run this again", file=sys.stderr)
         return 2
     if model.runtime.name == "onnx-int8" and len(index):

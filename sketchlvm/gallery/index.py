@@ -37,6 +37,8 @@ class BuildReport:
     removed: int = 0
     unchanged: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
+    postponed: int = 0  # files changed too recently to be complete (``min_age_s``): left for a later build
+    recheck_at: float | None = None  # time.time() when the youngest postponed file is old enough
 
 
 class StaleIndexError(RuntimeError):

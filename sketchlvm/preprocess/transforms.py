@@ -46,9 +46,42 @@ def _describe(source: Any) -> str:
     return str(getattr(source, "name", f"<{type(source).__name__}>"))
 
 
-# What photos and sketches may be: the formats of the gallery's extensions (PreprocessConfig.extensions).
-# Cameras' multi-picture JPEGs open through "JPEG" too (Pillow then calls them MPO).
-FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+def _heif_opener() -> bool:
+    """Phones save HEIC: pillow-heif (a well-kept libheif binding) teaches Pillow to open it. It applies
+    the file's rotation itself and resets EXIF orientation to 1, so photos come out upright once, as a
+    JPEG's do. Pinned to 1.8.1: 1.9 needs Pillow 13, which gradio 6.31 refuses."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+HEIF = _heif_opener()
+# What photos and sketches may be: the formats of the gallery's extensions (IndexConfig.extensions).
+# Cameras' multi-picture JPEGs open through "JPEG" too (Pillow then calls them MPO). AVIF: Pillow 12's own
+# decoder (libavif in its wheels); HEIF only with pillow-heif installed.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "AVIF") + (("HEIF",) if HEIF else ())
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+
+
+def _unreadable_reason(source: Any) -> str:
+    """Why Pillow could not identify ``source``: a HEIC photo without pillow-heif says so."""
+    try:
+        if isinstance(source, (str, PathLike)):
+            with open(source, "rb") as f:
+                head = f.read(12)
+        elif hasattr(source, "seek") and hasattr(source, "read"):
+            source.seek(0)
+            head = source.read(12)
+        else:
+            head = b""
+    except (OSError, ValueError):
+        head = b""
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS and not HEIF:
+        return "a HEIC/HEIF photo, and this install cannot decode HEIC: pip install pillow-heif==1.8.1"
+    return "not a recognised image format"
 
 
 def load_photo(
@@ -99,7 +132,7 @@ def load_photo(
     except Image.DecompressionBombError as e:
         raise ImageLoadError(f"cannot load image {name!r}: too large ({e})") from e
     except Image.UnidentifiedImageError as e:
-        raise ImageLoadError(f"cannot load image {name!r}: not a recognised image format") from e
+        raise ImageLoadError(f"cannot load image {name!r}: {_unreadable_reason(source)}") from e
     except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, struct.error, ...
         raise ImageLoadError(
             f"cannot load image {name!r}: corrupt or truncated ({type(e).__name__}: {e})"

@@ -18,11 +18,29 @@ MODE_HINTS = {
     "category": "photos of the same kind of thing",
     "fine_grained": "the particular object drawn: pose, shape, details",
 }
-def no_gallery_help() -> str:
-    """How to add a gallery, naming the folder where its index will be kept (the galleries_dir setting or
-    the default, read now: the variable may be set after import)."""
+VISITOR_NO_PHOTOS = "**This Space has no photos to search yet.**"
+
+
+def owner_reads(state: AppState | None = None) -> bool:
+    """Whether the reader may see the owner's instructions (flags, variables, folders): off a Space the
+    one running the app, unless sign-in is on; on a Space only an owner who is signed in (with sign-in
+    off, everyone on a Space is a visitor)."""
+    from sketchlvm.gallery.demo import on_space
+
+    access = None if state is None else state.access
+    if access is not None and access.on:
+        return owner_now(access)
+    return not on_space()
+
+
+def no_gallery_help(state: AppState | None = None) -> str:
+    """Why there are no photos: to the owner, how to add a gallery, naming the folder where its index will be
+    kept (the galleries_dir setting or the default, read now: the variable may be set after import); to a
+    visitor of a Space (``owner_reads``), one line. Without ``state`` on a Space: the visitor's line."""
     from sketchlvm.gallery.scan import galleries_home
 
+    if not owner_reads(state):
+        return VISITOR_NO_PHOTOS
     return (
         "**No gallery loaded yet.** Start the app with `python app.py --gallery /path/to/photos` "
         "(a folder of photos; one subfolder per category gives each photo its category), or set "
@@ -59,6 +77,7 @@ class AppState:
     credit: str | None = None  # the demo gallery's source and licence (gallery.demo), shown under the title
     access: Any = None
     public: Any = None
+    watcher: Any = None  # the FolderWatcher keeping a local gallery's index current (sketchlvm.gallery.watch)
 
     def ensure_indexer(self):
         """The background indexer of the gallery, made on first use; None without a gallery."""
@@ -122,7 +141,7 @@ def status_markdown(state: AppState) -> str:
         lines.append(f"- **{MODE_LABELS.get(mode, mode)} mode:** {facts.get(f'mode {mode}', '?')}")
     index = state.searcher.index
     if state.gallery_dir is None:
-        lines.append(f"- **Gallery:** none. {no_gallery_help()}")
+        lines.append(f"- **Gallery:** none. {no_gallery_help(state)}")
     else:
         size = len(index) if index is not None else 0
         lines.append(f"- **Gallery:** {escape(public_name(state.gallery_dir))} ({size} photo{'s' if size != 1 else ''})")
@@ -132,9 +151,9 @@ def status_markdown(state: AppState) -> str:
         report = getattr(index, "report", None)
         skipped = list(getattr(report, "skipped", []) or [])
         lines.append(f"- **Skipped files:** {len(skipped)}")
-        for relpath, reason in skipped[:5]:
+        for relpath, reason in skipped[:5] if owner_reads(state) else ():  # reasons may say what to install
             lines.append(f"    - {escape(relpath)}: {escape(public_text(state, str(reason), markdown=False))}")
-        if len(skipped) > 5:
+        if len(skipped) > 5 and owner_reads(state):
             lines.append(f"    - … and {len(skipped) - 5} more (see the terminal log)")
     lines += [f"- {note}" for note in state.notes]
     if state.random_weights:
@@ -172,14 +191,16 @@ def coverage_note(state: AppState) -> str | None:
 def gallery_problem(state: AppState) -> str:
     """Why there is nothing to search, or "" when there is."""
     if state.gallery_dir is None:
-        return no_gallery_help()
+        return no_gallery_help(state)
     progress = state.progress()
     if len(state.searcher) == 0 and progress is not None and progress.running:
         return ("**The gallery is being indexed; search starts with the first photos.** "
                 + public_text(state, progress.summary()))
+    if len(state.searcher) == 0 and not owner_reads(state):
+        return VISITOR_NO_PHOTOS
     if len(state.searcher) == 0:
         return (
-            f"**The gallery {escape(public_name(state.gallery_dir))} has no usable photos.** Add .jpg/.png/.webp photos to it "
+            f"**The gallery {escape(public_name(state.gallery_dir))} has no usable photos.** Add .jpg/.png/.webp/.heic/.avif photos to it "
             "(one subfolder per category) and press *Rebuild index*."
         )
     return ""
@@ -195,7 +216,7 @@ def banner_markdown(state: AppState) -> str:
     if untrained:
         lines.append(
             f"⚠️ **{' and '.join(untrained)} mode{'s' if len(untrained) > 1 else ''}: zero-shot CLIP, no trained "
-            "prompts.** Start the app with `--checkpoint` for the trained ones."
+            "prompts.**" + (" Start the app with `--checkpoint` for the trained ones." if owner_reads(state) else "")
         )
     problem = gallery_problem(state)
     if problem:

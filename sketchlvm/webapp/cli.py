@@ -49,13 +49,32 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--gallery", metavar="DIR|hf://datasets/USER/REPO[/SUBDIR]", default=env.gallery,
-        help="folder of photos to search (one subfolder per category gives each photo its category), or a "
-        "Hugging Face dataset (downloaded once into the Hugging Face cache, then used offline from it); "
+        "--gallery", metavar="DIR|hf://datasets/USER/REPO[@REV][/SUBDIR]", default=env.gallery,
+        help="folder of photos to search (one subfolder per category gives each photo its category), a folder "
+        "of parquet files (an image dataset as the Hub stores it: each row a photo, its class label its "
+        "category), or a Hugging Face dataset of either (downloaded once into the Hugging Face cache, then "
+        "used offline from it); "
         "indexed in the background on start (the page shows the progress; search covers what is indexed), "
         "only changed photos are re-embedded. Without it the gallery indexed most recently "
         f"(indexes live in galleries/, or ${env_var('galleries_dir')}) is used; with none, the app starts empty "
         f"and says how to add one {_variable('gallery')}",
+    )
+    parser.add_argument(
+        "--gallery-split", metavar="SPLIT", default=env.gallery_split,
+        help="for a gallery of parquet files (an image dataset as the Hub stores it): only this split's files "
+        f"(train, test, ...; by their names) {_variable('gallery_split')}",
+    )
+    parser.add_argument(
+        "--gallery-classes", metavar="NAME[,...]", default=env.gallery_classes,
+        help="for a gallery of parquet files: only the rows of these classes (label names, comma-separated), "
+        f"so a large dataset is narrowed to what people draw {_variable('gallery_classes')}",
+    )
+    parser.add_argument(
+        "--watch", metavar="auto|events|poll|off", default=None,
+        help="keep the index of a local gallery folder current while the app runs: photos added, changed or "
+        "removed are indexed within a minute. auto (the default): the system's change events, or a rescan "
+        "every 20 s on network mounts; poll: always the rescan; off: only at start and on 'Rebuild index' "
+        f"{_variable('watch')}",
     )
     parser.add_argument(
         "--demo", action="store_true", default=env.demo,
@@ -155,25 +174,45 @@ def _load_model(args: argparse.Namespace, device: str):
 
 def choose_gallery(args: argparse.Namespace):
     """(gallery folder or None, credit line or None): ``--gallery``; else the demo gallery when asked for
-    (``--demo``) or on a Space (its owner set none); else the gallery indexed most recently. A demo that
-    cannot be had stops an explicit request (HubUnavailableError) but leaves a Space empty, saying why."""
+    (``--demo``) or on a Space (its owner set none); else the gallery indexed most recently. A folder of
+    parquet files becomes the folder its rows are written to (``sketchlvm.gallery.parquet``). A demo that
+    cannot be had stops an explicit request (HubUnavailableError) but leaves a Space empty: the reason and
+    the owner's instructions go to the log, the page says only that there are no photos yet."""
     from sketchlvm.gallery import latest_gallery
-    from sketchlvm.gallery.demo import DEMO, demo_requested, wants_demo
+    from sketchlvm.gallery.demo import DEMO, OWNER_HINT, demo_requested, wants_demo
+    from sketchlvm.gallery.parquet import parse_classes, photo_folder
     from sketchlvm.hub import HubUnavailableError, resolve_folder
 
+    split, classes = getattr(args, "gallery_split", None), parse_classes(getattr(args, "gallery_classes", None))
     if args.gallery:
-        return resolve_folder(args.gallery), None  # an hf:// one fails fast
+        folder = resolve_folder(args.gallery)  # an hf:// one fails fast
+        return (photo_folder(folder, split, classes) if folder.is_dir() else folder), None
     if not wants_demo(args.gallery, args.demo):
         return latest_gallery(), None
     try:
-        folder = resolve_folder(DEMO.uri)
-    except HubUnavailableError as error:
+        folder = photo_folder(resolve_folder(DEMO.uri), DEMO.split, frozenset(DEMO.classes))
+    except (HubUnavailableError, ImportError, ValueError, OSError) as error:
         if demo_requested(args.demo):
-            raise
-        print(f"warning: the demo gallery could not be fetched, so the Space starts empty: {error}", file=sys.stderr)
+            raise HubUnavailableError(str(error)) from error
+        print(f"warning: the demo gallery could not be fetched, so the Space starts empty: {error}. {OWNER_HINT}",
+              file=sys.stderr)
         return None, None
-    print(f"No gallery set: searching the demo gallery {DEMO.uri} ({DEMO.source}, {DEMO.licence})")
+    print(f"No gallery set: searching the demo gallery {DEMO.uri} ({DEMO.source}; licence: {DEMO.licence}). "
+          + OWNER_HINT)
     return folder, DEMO.credit()
+
+
+def _watcher(args: argparse.Namespace, gallery, credit: str | None, indexer):
+    """The folder watcher of a local gallery (sketchlvm.gallery.watch), started; None for a Hub dataset, the
+    demo or the rows of a parquet dataset (nobody adds photos there), or with --watch off."""
+    from sketchlvm.gallery.parquet import STATE_FILE
+    from sketchlvm.gallery.watch import FolderWatcher, watch_mode
+    from sketchlvm.hub import is_hub_path
+
+    mode = watch_mode(getattr(args, "watch", None))  # ValueError: a wrong value, said in one line
+    if mode == "off" or credit is not None or is_hub_path(args.gallery) or (gallery / STATE_FILE).exists():
+        return None
+    return FolderWatcher(indexer, mode).start()
 
 
 def check_port(host: str, port: int) -> str | None:
@@ -236,6 +275,7 @@ def prepare(args: argparse.Namespace):
     gallery = gallery.resolve()
     indexer = BackgroundIndexer(gallery, model, on_index=searcher.set_index)
     state = AppState(searcher, gallery_dir=gallery, cache_dir=indexer.cache_dir, indexer=indexer, credit=credit, access=access)
+    state.watcher = _watcher(args, gallery, credit, indexer)
     if on_zerogpu and model.runtime.name != "onnx-int8":
         # spaces prepares its GPU transfers when the app launches: main() starts indexing right after.
         print(f"Indexing gallery {gallery} in the background once the page is up (ZeroGPU) …")
@@ -289,7 +329,7 @@ def main(argv: list[str] | None = None, prog: str = "app.py") -> int:
             ExportUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+    except (FileNotFoundError, NotADirectoryError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     from sketchlvm.runtime import zerogpu
@@ -312,6 +352,8 @@ def main(argv: list[str] | None = None, prog: str = "app.py") -> int:
               file=sys.stderr)
         return 2
     finally:
+        if getattr(state, "watcher", None) is not None:
+            state.watcher.stop()
         if state.indexer is not None:  # save the batch in flight (a kill loses at most one commit's work)
             state.indexer.stop(timeout=5)
     return 0

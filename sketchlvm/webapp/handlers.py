@@ -122,7 +122,7 @@ def search_with_photo(state: AppState, path: str | None, mode: str, k: float) ->
     except EmptyGalleryError:
         return [], gallery_problem(state) or no_gallery_help(), []
     except ImageLoadError as error:
-        gr.Warning("That file is not a photo we can read. Upload a JPEG, PNG or WebP photo.")
+        gr.Warning("That file is not a photo we can read. Upload a JPEG, PNG, WebP, HEIC or AVIF photo.")
         reason = str(error).replace(str(path), name)  # no server paths in the UI
         return gr.skip(), f"**Photo refused:** {escape(reason)}.", gr.skip()
     except (ValueError, TypeError) as error:

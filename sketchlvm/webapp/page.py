@@ -128,8 +128,8 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         """Index what changed in the gallery folder, in the background (the page shows the progress)."""
         indexer = state.ensure_indexer()
         if indexer is None:
-            gr.Warning("No gallery to index: start the app with --gallery DIR.")
-            return status_markdown(state), no_gallery_help(), banner_markdown(state), "", gr.Timer(active=False)
+            gr.Warning(no_gallery_help(state).replace("**", "").replace("`", ""))  # a visitor: no flags
+            return status_markdown(state), no_gallery_help(state), banner_markdown(state), "", gr.Timer(active=False)
         try:
             indexer.rebuild()
         except (OSError, ValueError) as error:  # the folder is gone

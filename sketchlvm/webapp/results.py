@@ -25,6 +25,7 @@ from sketchlvm.webapp.app_state import AppState
 log = logging.getLogger(__name__)
 
 PREVIEW_SIDE = 2048  # a photo out of the gallery (symlink) is previewed as pixels up to this size
+BROWSERS_CANNOT_SHOW = (".heic", ".heif")  # phones' HEIC: only Safari shows it, so it is previewed as pixels
 
 _lookups: dict[int, dict[str, tuple[int, int]]] = {}  # id(manifest) -> relpath -> (size, mtime_ns)
 _lookups_lock = threading.Lock()
@@ -134,6 +135,8 @@ def original(state: AppState, relpath: str) -> str | Image.Image | None:
     version = _version(state, relpath)
     if state.gallery_dir is None or version is None or not is_plain_relpath(relpath):
         return None
+    if Path(relpath).suffix.lower() in BROWSERS_CANNOT_SHOW:
+        return _pixels(state.gallery_dir / relpath, PREVIEW_SIDE)
     copy = public_files(state).original(relpath, version)
     if copy is not None:
         return str(copy)
