@@ -57,7 +57,7 @@ def hf_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def checkpoint_file(tmp_path):
-    from test_checkpoint import _metadata, _trained_states
+    from tiny_checkpoint import _metadata, _trained_states
 
     from sketchlvm.model.checkpoint import save_checkpoint
 

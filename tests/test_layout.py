@@ -208,3 +208,18 @@ def test_modules_marked_torch_free_import_without_torch():
     done = subprocess.run([sys.executable, "-c", script], cwd=PACKAGE.parent, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_tests_are_arranged_by_subpackage_and_every_folder_is_on_the_path():
+    """Test modules share helpers across folders by plain imports, so each folder is on pytest's path (pyproject),
+    and no two test files share a name (pytest imports them by basename)."""
+    import tomllib
+
+    tests = PACKAGE.parent / "tests"
+    folders = sorted(p.name for p in tests.iterdir() if p.is_dir() and any(p.glob("test_*.py")))
+    subpackages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert set(folders) - {"bench"} <= subpackages, f"test folders that name no subpackage: {set(folders) - subpackages}"
+    paths = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["pythonpath"]
+    assert {f"tests/{f}" for f in folders} <= set(paths), sorted({f"tests/{f}" for f in folders} - set(paths))
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})

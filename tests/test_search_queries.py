@@ -8,7 +8,7 @@ import open_clip
 import pytest
 import torch
 from PIL import Image
-from test_checkpoint import _metadata, _trained_states
+from tiny_checkpoint import _metadata, _trained_states
 from test_index import _make_gallery
 
 from sketchlvm import create_sketchlvm

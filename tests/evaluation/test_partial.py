@@ -246,7 +246,7 @@ def test_a_checkpoint_is_scored_on_its_own_split_and_the_report_says_which_class
     from sketchlvm.config import PreprocessConfig
     from sketchlvm.datasets import SPLITS, split_classes
     from sketchlvm.model.checkpoint import preprocess_metadata, save_checkpoint
-    from tests.model.test_checkpoint import _metadata, _trained_states
+    from tiny_checkpoint import _metadata, _trained_states
 
     seen, _ = split_classes(sorted(p.name for p in (sketchy_root / "photo").iterdir()), "sketchy_21")
     meta = {**_metadata(), **preprocess_metadata(PreprocessConfig(), 64)}

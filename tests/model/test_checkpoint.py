@@ -13,38 +13,14 @@ from safetensors import safe_open
 
 from sketchlvm.model.checkpoint import CheckpointMismatchError, learned_state, load_checkpoint, save_checkpoint
 from sketchlvm.config import TINY_ARCH
-from sketchlvm.model.encoder import freeze_except, trainable_parameter_names
+from sketchlvm.model.encoder import trainable_parameter_names
 from sketchlvm.model.factory import ZERO_SHOT_LABEL, build_prompted_encoder, create_sketchlvm
-from sketchlvm.model.weights import register_model_configs, resolve_weights_source
+from sketchlvm.model.weights import register_model_configs
 
 register_model_configs()  # the tiny test tower
 
 
-def _trained_states(rule="paper", modes=("category", "fine_grained"), seed=0):
-    """Stand-in for training: perturb exactly the trainable set so it differs from the backbone."""
-    torch.manual_seed(0)
-    clip = open_clip.create_model(TINY_ARCH, pretrained=None)
-    states = {}
-    for i, mode in enumerate(modes):
-        encoder = build_prompted_encoder(clip.visual, mode, 3)
-        names = trainable_parameter_names(encoder, rule)
-        generator = torch.Generator().manual_seed(seed + i)
-        with torch.no_grad():
-            for param in freeze_except(encoder, rule):
-                param.add_(0.1 * torch.randn(param.shape, generator=generator))
-        states[mode] = learned_state(encoder, names)
-    return states
-
-
-def _metadata(arch=TINY_ARCH, pretrained="none"):
-    return {
-        "arch": arch,
-        "pretrained": resolve_weights_source(pretrained).identity(),
-        "n_prompts": 3,
-        "trainable": "paper",
-        "training": {"dataset": "sketchy", "split": "sketchy_21"},
-        "metrics": {"mAP@200": 0.5},
-    }
+from tiny_checkpoint import _metadata, _trained_states  # noqa: E402  (shared with other test folders)
 
 
 @pytest.fixture

@@ -104,7 +104,7 @@ def test_pad_square_keeps_the_drawing_where_it_stands_on_the_canvas(giraffe):
 def test_the_canvas_path_honours_the_checkpoints_framing_stroke_width_and_margin(giraffe, tmp_path):
     from sketchlvm.model.checkpoint import preprocess_metadata, save_checkpoint
     from sketchlvm.model.factory import create_sketchlvm
-    from tests.model.test_checkpoint import _metadata, _trained_states
+    from tiny_checkpoint import _metadata, _trained_states
 
     trained = PreprocessConfig(sketch_framing="pad-square", stroke_width=0.05, sketch_margin=0.25)
     path = save_checkpoint(tmp_path / "c.safetensors", _trained_states(modes=("category",)),
