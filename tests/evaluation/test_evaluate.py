@@ -25,7 +25,9 @@ def test_zero_shot_baseline_on_real_sketchy_writes_the_report(sketchy_root, tmp_
     assert metrics["extra"]["queries"] == 21 * 4 and metrics["extra"]["gallery"] == 21 * 4
     assert "random weights" in metrics["extra"]["model"]["weights"]
     summary = (out / "summary.md").read_text()
-    assert "0.723" in summary and "VOC-interpolated" in summary
+    assert "VOC-interpolated" in summary
+    # capped at 4 a class: not the benchmark, so no published row beside it (issue 29)
+    assert "0.723" not in summary and "Not comparable with the published numbers" in summary
     assert (out / "pr_curve.png").stat().st_size > 1000 and (out / "examples.png").stat().st_size > 1000
 
     # the report says what was measured: model, weights (random ones loudly), checkpoint, data, protocol
@@ -35,7 +37,7 @@ def test_zero_shot_baseline_on_real_sketchy_writes_the_report(sketchy_root, tmp_
     assert "every unseen-class sketch ranked against every unseen-class photo" in summary
     assert metrics["extra"]["protocol"].startswith("category-level zero-shot")
     assert metrics["extra"]["checkpoint"] is None and metrics["extra"]["split"] == "sketchy_21"
-    assert "METHOD.md" not in summary and "arXiv:2303.13440" in summary and "arXiv:2407.04207" in summary
+    assert "METHOD.md" not in summary
     from PIL import Image
 
     with Image.open(out / "pr_curve.png") as plot:

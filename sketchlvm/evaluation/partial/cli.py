@@ -11,8 +11,8 @@ import sys
 
 from sketchlvm.config import SKETCH_FRAMINGS
 from sketchlvm.evaluation.partial.framing import SCHEDULES, UNITS, load_stroke_sketches
-from sketchlvm.evaluation.partial.run import PROTOCOLS, PartialResult, checkpoint_training, evaluate_partial
-from sketchlvm.evaluation.protocol import apply_framing, resolve_framing
+from sketchlvm.evaluation.partial.run import PROTOCOLS, PartialResult, evaluate_partial
+from sketchlvm.evaluation.protocol import apply_framing, checkpoint_training, resolve_framing
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -203,17 +203,3 @@ def evaluate_partial(
         "gallery": len(paths),
     }
     return result, info
-
-
-def checkpoint_training(model: Any, mode: str) -> dict:
-    """The training record of ``mode`` in the model's checkpoint (``split``, ``classes``...), or {}.
-
-    A merged checkpoint keeps each mode's record under ``training[mode]["training"]``."""
-    if model.checkpoint is None or mode not in model.checkpoint.modes:
-        return {}
-    training = model.checkpoint.metadata.get("training") or {}
-    if mode in training and isinstance(training[mode], dict):
-        training = training[mode].get("training") or {}
-    return training if isinstance(training, dict) else {}
-
-
