@@ -200,17 +200,19 @@ def load_upload(state: AppState, path: str | None, mode: str, k: float, text: st
     return gr.update(value=fitted, visible=True), gallery, message, shown
 
 
-def example_strokes(path: Path) -> str:
-    """A shipped example (a Quick, Draw! record) as the canvas value: JSON strokes fitted to the canvas."""
+def example_strokes(path: Path, config: Any = None) -> str:
+    """A shipped example (a Quick, Draw! record) as the canvas value: JSON strokes placed on the canvas with the
+    model's own margin and line width (``config``: its ``PreprocessConfig``), as training and evaluation place
+    the same strokes, so the example's tensor is theirs."""
     record = json.loads(path.read_text(encoding="utf-8"))
-    return json.dumps(fit_strokes(parse_strokes(record), CANVAS_UNITS), separators=(",", ":"))
+    return json.dumps(fit_strokes(parse_strokes(record), CANVAS_UNITS, config), separators=(",", ":"))
 
 
 def load_example(state: AppState, index: int, mode: str, k: float, text: str | None = None,
                  text_weight: float = DEFAULT_TEXT_WEIGHT) -> tuple[str, list, str, list]:
     """Example ``index`` -> (canvas value, gallery value, message, relpaths shown)."""
     source = EXAMPLES_DIR / f"{state.examples[index].stem}.json"
-    strokes = example_strokes(source)
+    strokes = example_strokes(source, state.searcher.model.preprocess)
     gallery, message, shown = search_strokes(state, strokes, mode, k, live=False, text=text, text_weight=text_weight)
     return strokes, gallery, f"Example **{source.stem}** · {message}", shown
 

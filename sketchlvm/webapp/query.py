@@ -255,6 +255,6 @@ def set_example(state: AppState, index: int) -> tuple[Any, Any, Any]:
     if not 0 <= index < len(state.examples):
         return gr.skip(), gr.skip(), gr.skip()
     source = EXAMPLES_DIR / f"{state.examples[index].stem}.json"
-    strokes = example_strokes(source)
+    strokes = example_strokes(source, state.searcher.model.preprocess)
     query = Query.new("example", strokes, name=source.stem)
     return strokes, query, pending(query)
