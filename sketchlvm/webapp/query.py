@@ -206,7 +206,7 @@ def set_sketch(state: AppState, path: str | None, canvas: str | None) -> tuple[A
 
     if not path:
         return gr.skip(), gr.skip(), gr.skip()
-    fitted, refusal = read_sketch_upload(path)
+    fitted, refusal = read_sketch_upload(path, state.searcher.model.sketch_transform)
     if fitted is None:
         return gr.skip(), refusal, gr.skip()
     query = Query.new("sketch", canvas, name=Path(path).name, image=fitted, view=fitted)
