@@ -101,10 +101,15 @@ class DataConfig:
     # Optional caps for quick experiments; 0 means everything.
     max_classes: int = 0
     max_per_class: int = 0
-    # sketchy_fg: which photos make each class's gallery (sketchlvm.datasets.fine_grained.FINE_GRAINED_GALLERIES):
-    # "sketched" (the original Sketchy photos, the paper's protocol) or "with-distractors" (plus the
-    # Sketchy-extended folder's unsketched photos, ~6x as many).
+    # sketchy_fg: which photos make each evaluated class's gallery (validation and test; the choices are
+    # sketchlvm.datasets.fine_grained.FINE_GRAINED_GALLERIES): "sketched" (the original Sketchy photos, the
+    # paper's protocol) or "with-distractors" (plus the Sketchy-extended folder's unsketched photos, ~6x as many).
     fine_grained_gallery: str = "sketched"
+    # sketchy_fg: which photos of a training class the hard negatives are drawn from, with the same choices:
+    # "sketched" (the paper: another photo of the sketch's class, among the original Sketchy photos) or
+    # "with-distractors" (also the unsketched photos, as the first released code did). Independent of the
+    # evaluation gallery, so training with more negatives does not change what is measured.
+    fine_grained_negatives: str = "sketched"
     # Share of every training (seen) class's sketches and photos held out to choose the best
     # checkpoint (fine-grained: of its sketched photos, with their sketches); seeded by
     # validation_seed, recorded in the checkpoint.

@@ -34,6 +34,7 @@ from sketchlvm.evaluation.protocol import (
     resolve_framing,
     resolve_split,
     seen_test_classes,
+    training_negatives,
 )
 
 
@@ -130,6 +131,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         if isinstance(unseen, FineGrainedPairs):
             info["fg_gallery"] = args.fg_gallery if args.dataset == "sketchy_fg" else "the test photos (testB)"
             info["gallery_photos"] = unseen.gallery_description()
+            if args.dataset == "sketchy_fg" and training:
+                info["fg_training_negatives"] = training_negatives(training) or "not recorded"
     if args.save_features:
         arrays = dict(
             query_features=evaluation.query_features, query_labels=evaluation.query_labels,

@@ -165,15 +165,17 @@ def evaluate_fine_grained(
 
 
 def load_test_data(dataset: str, root: str | Path, split: str | None, max_classes: int = 0, max_per_class: int = 0,
-                   fg_gallery: str = DEFAULT_FINE_GRAINED_GALLERY):
+                   fg_gallery: str = DEFAULT_FINE_GRAINED_GALLERY, fg_seen_photos: str | None = None):
     """-> (seen part, unseen part) of a dataset: CategoryDataset or FineGrainedPairs. ``fg_gallery``: which
-    Sketchy photos a fine-grained gallery holds (``FINE_GRAINED_GALLERIES``; default the sketched ones)."""
+    Sketchy photos a fine-grained gallery holds (``FINE_GRAINED_GALLERIES``; default the sketched ones);
+    ``fg_seen_photos``: the same choice for the seen part (training: where hard negatives come from),
+    default ``fg_gallery``."""
     if dataset in CATEGORY_DATASETS:
         return load_category_split(root, split or DEFAULT_SPLITS[dataset], max_classes, max_per_class)
     if dataset == "sketchy_fg":
         seen, unseen = split_classes(list_class_folders(root), split or DEFAULT_SPLITS[dataset])
         return (
-            FineGrainedPairs.sketchy(root, seen, max_classes, max_per_class, fg_gallery),
+            FineGrainedPairs.sketchy(root, seen, max_classes, max_per_class, fg_seen_photos or fg_gallery),
             FineGrainedPairs.sketchy(root, unseen, max_classes, max_per_class, fg_gallery),
         )
     if dataset in ("shoev2", "chairv2"):

@@ -136,3 +136,11 @@ def check_trained_mode(model: Any, mode: str, allow_zero_shot: bool) -> None:
         f"the checkpoint {model.checkpoint.path.name} holds the {', '.join(model.trained_modes())} mode only, not "
         f"{mode}: its {mode} numbers would be zero-shot CLIP's. Evaluate a {mode} checkpoint, or pass "
         f"--allow-zero-shot to measure zero-shot CLIP in {mode} mode (the report says so in its first line)")
+
+
+def training_negatives(training: dict) -> str | None:
+    """Which photos a fine-grained checkpoint drew its hard negatives from (``data.fine_grained_negatives``);
+    checkpoints from before that option drew them from their gallery setting. None: not recorded."""
+    data = (training.get("config") or {}).get("data") or {}
+    return (training.get("fine_grained_negatives") or data.get("fine_grained_negatives")
+            or data.get("fine_grained_gallery"))

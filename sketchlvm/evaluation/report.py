@@ -195,6 +195,9 @@ def measured_facts(info: Mapping[str, Any] | None) -> dict[str, str]:
         facts["fine-grained gallery"] = (
             f"{info.get('fg_gallery', '?')}: {g.get('photos')} photos, {g.get('photos_with_sketches')} of them "
             f"sketched; {per.get('min')}-{per.get('max')} photos per class (mean {per.get('mean', 0):.1f})")
+    if info.get("fg_training_negatives"):
+        facts["training negatives"] = (f"{info['fg_training_negatives']} (the checkpoint's "
+                                       "data.fine_grained_negatives; the gallery above is chosen apart)")
     if info.get("queries_without_own_photo"):
         facts["sketches without their photo"] = (f"{info['queries_without_own_photo']}: left out of every Acc@k "
                                                  "(both protocols)")

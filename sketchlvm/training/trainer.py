@@ -164,7 +164,7 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
     if not dc.root:
         raise ValueError("data.root is not set: pass --root DATASET_FOLDER")
     train_data, test_data = load_test_data(dc.dataset, dc.root, dc.split, dc.max_classes, dc.max_per_class,
-                                           dc.fine_grained_gallery)
+                                           dc.fine_grained_gallery, dc.fine_grained_negatives)
     validation_record = None
     if tc.select_on == "validation":
         train_data, selection_data, validation_record = hold_out_validation(
@@ -223,12 +223,16 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
                     and any(saved["config"]["data"].get(k) != now["data"][k] for k in split_keys))):
             raise ValueError(f"{out} holds a run with another model, mode or validation split (runs from before the "
                              f"validation split: --select-on test); pass another --out or --no-resume")
-        # Runs from before the gallery option ranked and sampled among the distractors too.
-        if dc.dataset == "sketchy_fg" and saved["config"]["data"].get("fine_grained_gallery", "with-distractors") \
-                != dc.fine_grained_gallery:
-            raise ValueError(f"{out} holds a run on another fine-grained gallery "
-                             f"({saved['config']['data'].get('fine_grained_gallery', 'with-distractors')}); pass "
-                             f"--set data.fine_grained_gallery=... to match it, another --out, or --no-resume")
+        # Runs from before the gallery option ranked and sampled among the distractors too; runs from before
+        # the negatives option drew negatives from the gallery's photos.
+        if dc.dataset == "sketchy_fg":
+            was = saved["config"]["data"]
+            gallery = was.get("fine_grained_gallery", "with-distractors")
+            for key, before in (("fine_grained_gallery", gallery),
+                                ("fine_grained_negatives", was.get("fine_grained_negatives", gallery))):
+                if before != getattr(dc, key):
+                    raise ValueError(f"{out} holds a run with data.{key}={before}; pass --set data.{key}=... to "
+                                     f"match it, another --out, or --no-resume")
         if "learned" in saved:  # the weights of the same step as the optimiser and the position
             apply_state(encoder, saved["learned"], str(state_path))
         else:  # a state file from before the weights moved into it: last.safetensors was written beside it
@@ -248,6 +252,8 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
         **preprocess_metadata(config.preprocess, encoder.image_size),
         "training": {"dataset": dc.dataset, "root": str(dc.root), "split": dc.split, "classes": train_data.class_names,
                      "max_classes": dc.max_classes, "max_per_class": dc.max_per_class, "select_on": tc.select_on,
+                     **({"fine_grained_negatives": dc.fine_grained_negatives,
+                         "fine_grained_gallery": dc.fine_grained_gallery} if dc.dataset == "sketchy_fg" else {}),
                      **({"validation": validation_record} if validation_record else {}), "config": config.to_dict()},
     }
 

@@ -80,7 +80,8 @@ def test_fine_grained_training_raises_acc_at_5_on_its_pairs(sketchy_root, tmp_pa
     config = _config(
         "tiny_sketchy_fine_grained", sketchy_root, tmp_path / "run",
         # with the unsketched photos as distractors: ~4 sketched photos a class would make Acc@5 trivially 1
-        data={"max_classes": 4, "max_per_class": 8, "fine_grained_gallery": "with-distractors"},
+        data={"max_classes": 4, "max_per_class": 8, "fine_grained_gallery": "with-distractors",
+              "fine_grained_negatives": "with-distractors"},
         train={"epochs": 8, "classes_per_batch": 4, "samples_per_class": 4, "eval_every": 8},
     )
     train_pairs, _ = load_test_data("sketchy_fg", sketchy_root, "sketchy_21", 4, 8, "with-distractors")
