@@ -31,8 +31,8 @@ ACCURACY_KS = (1, 5, 10)
 FINE_GRAINED_PROTOCOLS = ("within_class", "whole_gallery")
 # What each mode measures, so a checkpoint-selection metric can be checked before training starts.
 METRIC_NAMES = {
-    "category": ("mAP@all", "mAP@200", "mAP@200_lenient", "P@100", "P@200"),
-    "fine_grained": ("mAP@all", "mAP@200", "mAP@200_lenient", "P@100", "P@200",
+    "category": ("mAP@all", "mAP@all_noninterp", "mAP@200", "mAP@200_lenient", "P@100", "P@200"),
+    "fine_grained": ("mAP@all", "mAP@all_noninterp", "mAP@200", "mAP@200_lenient", "P@100", "P@200",
                      *(f"Acc@{k}_{p}" for p in FINE_GRAINED_PROTOCOLS for k in ACCURACY_KS)),
 }
 CATEGORY_DATASETS = ("sketchy", "tuberlin", "quickdraw")

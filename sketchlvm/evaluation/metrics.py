@@ -17,6 +17,10 @@ AP conventions (the biggest reproduction hazard, so the names say which one):
 
 * ``mAP@all``: SAKE-style **VOC-interpolated** AP over the whole ranked gallery: precision made
   monotone from the right, integrated over recall; recall denominator = number of relevant photos.
+* ``mAP@all_noninterp``: **non-interpolated** AP over the whole ranked gallery (mean precision at each
+  relevant photo; denominator = number of relevant photos): scikit-learn's ``average_precision_score`` on
+  the query's scores, which the QuickDraw-extended baselines report. The paper's table (SAKE-style code)
+  uses the interpolated ``mAP@all``; this one is reported beside it so either can be compared.
 * ``mAP@200``: the same interpolated AP on the top 200 only; denominator ``min(200, n_relevant)``.
   This is what ZS-SBIR papers (and CLIP for All Things) report for Sketchy.
 * ``mAP@200_lenient``: **non-interpolated** AP of the truncated top-200 list with denominator =
@@ -400,6 +404,7 @@ def evaluate_retrieval(
 
     metrics = {
         "mAP@all": float(np.nanmean(ap_all)),
+        "mAP@all_noninterp": float(np.nanmean(ap_all_ni)),
         f"mAP@{map_cutoff}": float(np.nanmean(ap_cut)),
         f"mAP@{map_cutoff}_lenient": float(np.nanmean(ap_cut_len)),
     }

@@ -88,6 +88,8 @@ PAPER_NUMBERS: dict[str, dict[str, Any]] = {
 
 METRIC_NOTES = {
     "mAP@all": "VOC-interpolated AP over the whole gallery (SAKE-style), denominator = relevant photos",
+    "mAP@all_noninterp": "non-interpolated AP over the whole gallery (scikit-learn's average_precision_score, as "
+    "the QuickDraw-extended baselines report it), denominator = relevant photos; the paper's table uses mAP@all",
     "mAP@200": "VOC-interpolated AP on the top 200 (SAKE-style), denominator = min(200, relevant)",
     "mAP@200_lenient": "non-interpolated AP of the top-200 list, denominator = relevant found in it "
     "(scikit-learn / torchmetrics on the truncated list); not comparable to the papers",
@@ -253,7 +255,9 @@ def summary_markdown(metrics: Mapping[str, float], dataset_key: str, info: Mappi
         "",
         "mAP and P@k are fractions; Acc@k are percentages. AP convention: mAP@all and mAP@200 are "
         "VOC-interpolated (precision made monotone from the right, integrated over recall), as in "
-        "the SAKE evaluation code the papers use; mAP@200_lenient is the non-interpolated value with "
+        "the SAKE evaluation code the papers use: CLIP for All Things' mAP@all is this interpolated value. "
+        "mAP@all_noninterp is the non-interpolated AP over the whole gallery (scikit-learn's average "
+        "precision, which the QuickDraw-extended baselines report); mAP@200_lenient is the non-interpolated value with "
         "only the relevant photos found in the top 200 as denominator (it can read higher or lower). Every query is ranked against the whole gallery "
         "(ties: lower gallery index first).",
         "",

@@ -100,3 +100,24 @@ def test_an_unmeasured_selection_metric_is_refused_before_training(tmp_path):
     config.train.eval_metric = "Acc@1_within_class"  # a fine-grained metric for a category run
     with pytest.raises(ValueError, match="eval_metric 'Acc@1_within_class' is not measured in category mode; choose"):
         train(config, show_progress=False)
+
+
+def test_non_interpolated_map_at_all_is_scikit_learns_average_precision(sketchy_root, tmp_path):
+    """mAP@all_noninterp beside the VOC-interpolated mAP@all, on real sketches and photos (issue 29, item 7)."""
+    from sklearn.metrics import average_precision_score
+
+    out = tmp_path / "eval"
+    assert main(["--dataset", "sketchy", "--root", str(sketchy_root), "--model", "SketchLVM-Tiny", "--pretrained",
+                 "none", "--max-classes", "5", "--max-per-class", "6", "--workers", "0", "--save-features",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    with np.load(out / "features.npz") as f:
+        q, g = f["query_features"], f["gallery_features"]
+        relevant = f["query_labels"][:, None] == f["gallery_labels"][None, :]
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    g = g / np.linalg.norm(g, axis=1, keepdims=True)
+    expected = np.mean([average_precision_score(r, s) for r, s in zip(relevant, q @ g.T)])
+    assert metrics["mAP@all_noninterp"] == pytest.approx(expected, abs=1e-6)
+    assert metrics["mAP@all_noninterp"] != metrics["mAP@all"]  # interpolation lifts the interpolated one
+    summary = (out / "summary.md").read_text()
+    assert "| mAP@all_noninterp |" in summary and "CLIP for All Things' mAP@all is this interpolated value" in summary
