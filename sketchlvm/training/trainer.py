@@ -241,6 +241,8 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
         optimizer.load_state_dict(saved["optimizer"])
         scaler.load_state_dict(saved["scaler"])
         state = saved["progress"]
+        if rank == 0:  # a kill between the state and its history left the file one line behind (or, before, ahead)
+            write_history(out, state["history"])
         log.info("resuming %s at epoch %d, batch %d (step %d)", out, state["epoch"], state["batch"], state["step"])
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
@@ -271,6 +273,7 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
         torch.save({"learned": learned_state(encoder, trainable_names), "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "progress": state, "config": config.to_dict()}, tmp)
         os.replace(tmp, state_path)
+        write_history(out, state["history"])
         save(LAST_FILE)
 
     def evaluate(data) -> dict[str, float]:
@@ -356,10 +359,7 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
                 if rank == 0:
                     save(BEST_FILE, metrics)
         state["history"].append(entry)
-        if rank == 0:
-            with open(out / "history.jsonl", "a") as handle:
-                handle.write(json.dumps(entry) + "\n")
-        save_progress()
+        save_progress()  # history.jsonl follows the state it is part of
         last_save = time.monotonic()
         if world > 1:
             dist.barrier()
@@ -372,6 +372,16 @@ def train(config: ExperimentConfig, resume: bool = True, show_progress: bool = T
         dist.destroy_process_group()
     return TrainResult(encoder, best if best.exists() else None, out / LAST_FILE, state["history"], state["best"],
                        test_metrics)
+
+
+def write_history(out: Path, history: list[dict[str, Any]]) -> None:
+    """``history.jsonl``, one line per finished epoch, rewritten whole from the training state just committed:
+    it never holds an epoch the state does not, so a resumed run cannot write an epoch twice."""
+    if not history:
+        return
+    tmp = out / "history.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(entry) + "\n" for entry in history))
+    os.replace(tmp, out / "history.jsonl")
 
 
 def _test_best(best: Path, encoder, trainable_names, evaluate, test_data, select_on: str,
