@@ -112,7 +112,8 @@ def fine_grained_result(
     The class-level metrics (mAP, P@k) and ``Acc@k_whole_gallery`` come from one ranking over the
     whole gallery; ``Acc@k_within_class`` from the per-class rankings, merged back into query order.
     ``per_query["match_rank"]`` is the within-class rank (-1: the sketch's photo is missing; such sketches
-    are left out of Acc@k under both protocols and counted in ``n_without_match``).
+    are left out of Acc@k under both protocols and counted in ``n_without_match``; a class none of whose
+    sketches has its photo is left out of the within-class pass and counted in ``n_classes_without_match``).
     """
     overall = evaluate_retrieval(query_features, query_labels, gallery_features, gallery_labels,
                                  query_ids, gallery_ids, accuracy_ks=ACCURACY_KS)
@@ -123,6 +124,9 @@ def fine_grained_result(
     for label in np.unique(query_labels):
         q = np.flatnonzero(query_labels == label)
         g = np.flatnonzero(gallery_labels == label)
+        if not np.isin(query_ids[q], gallery_ids[g]).any():  # no sketch of the class has its photo: left out,
+            overall.n_classes_without_match += 1            # as the whole-gallery pass leaves its sketches out
+            continue
         within = evaluate_retrieval(
             query_features[q], query_labels[q], gallery_features[g], gallery_labels[g],
             query_ids[q], gallery_ids[g], precision_ks=(1,), map_cutoff=1, no_relevant="zero",

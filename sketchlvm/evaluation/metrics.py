@@ -221,7 +221,8 @@ class RetrievalResult:
         ``match_rank`` (0-based rank of the query's own photo). NaN marks a query left out of the
         means under ``no_relevant="exclude"`` (``match_rank``: -1 when its photo is absent).
     pr_recall, pr_precision: (n_points,) mean interpolated precision at evenly spaced recall.
-    n_queries, n_without_relevant, n_without_match: query counts behind the means.
+    n_queries, n_without_relevant, n_without_match: query counts behind the means;
+        n_classes_without_match: classes left out of the within-class pass (set by the fine-grained evaluation).
     ranker: where the ranking ran (``numpy`` or ``torch:<device>``); never changes a value.
     """
 
@@ -233,6 +234,7 @@ class RetrievalResult:
     n_without_relevant: int = 0
     n_without_match: int = 0
     ranker: str = ""
+    n_classes_without_match: int = 0  # fine-grained: classes none of whose sketches has its photo in the gallery
 
 
 def _codes(query_values: np.ndarray, gallery_values: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:

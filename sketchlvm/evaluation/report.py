@@ -203,6 +203,9 @@ def measured_facts(info: Mapping[str, Any] | None) -> dict[str, str]:
     if info.get("queries_without_own_photo"):
         facts["sketches without their photo"] = (f"{info['queries_without_own_photo']}: left out of every Acc@k "
                                                  "(both protocols)")
+    if info.get("classes_without_own_photos"):
+        facts["classes without their sketches' photos"] = (f"{info['classes_without_own_photos']}: no sketch of "
+                                                            "theirs has its photo, so they are left out of Acc@k")
     if info.get("features"):
         facts["features file"] = str(info["features"])
     return facts
@@ -415,6 +418,7 @@ def write_report(out_dir: str | Path, evaluation: Any, dataset_key: str | None, 
     info = {**(info or {})}
     if evaluation.query_ids is not None:
         info["queries_without_own_photo"] = result.n_without_match
+        info["classes_without_own_photos"] = result.n_classes_without_match
     info.setdefault("comparable_to_paper", paper_verdict(dataset_key, info))
     extra = {**info, "queries_without_relevant": result.n_without_relevant}
     write_metrics_json(out_dir, result.metrics, extra)
