@@ -63,9 +63,12 @@ class PreprocessConfig:
     # sketch_margin, pad square: a drawing in a corner of the app's canvas fills the frame. It is
     # the zero-shot default (no checkpoint), and what checkpoints written before this field had.
     sketch_framing: str = "ink-crop"
-    # ink-crop only: fraction of the ink box's longer side added as white margin on every side.
+    # White margin on every side, as a fraction of the drawing's box: under ink-crop, of the ink box's longer
+    # side; under pad-square, where a stroke drawing is placed on the canvas (its lines fill the inner square
+    # CANVAS_UNITS / (1 + 2 * sketch_margin)), which also sets its line width (preprocess/drawing.py).
     sketch_margin: float = 0.1
-    # Stroke width used when rendering stroke lists, as a fraction of the drawing's longer side.
+    # Stroke width used when rendering stroke lists, as a fraction of the drawing's box (ink-crop) or of the
+    # canvas's inner square (pad-square); see sketchlvm/preprocess/drawing.py.
     stroke_width: float = 0.02
     # A pixel is ink when some channel is this far (0-255) below white: ignores JPEG noise and
     # the faint anti-aliased fringe, catches light-coloured strokes (yellow: blue channel 0).
@@ -165,7 +168,7 @@ class IndexConfig:
     # ... and at least this often (seconds; 0: by count only), so a background build's progress becomes
     # searchable soon and a kill loses little.
     commit_seconds: float = 10.0
-    # Above this many photos an approximate index is built (see sketchlvm/index.py).
+    # Above this many photos an approximate index is built (see sketchlvm/gallery/index.py).
     exact_max: int = 200_000
     hnsw_m: int = 32
     hnsw_ef_construction: int = 64
@@ -180,7 +183,8 @@ class IndexConfig:
 
 @dataclass
 class RuntimeConfig:
-    """How the prompted encoder runs at inference (sketchlvm/runtime.py); training always runs on torch."""
+    """How the prompted encoder runs at inference (sketchlvm/runtime/engine.py, onnx_sessions.py); training always
+    runs on torch."""
 
     # An exported ONNX graph is used only if it reproduces the torch encoder on real images this closely
     # (per image: cosine of the two unit vectors, and the largest absolute difference of any component).
@@ -193,7 +197,7 @@ class RuntimeConfig:
     int8_min_agreement: float = 0.9
     # ONNX Runtime intra-op threads; 0 = one per CPU core. Queries (batch 1) and indexing (slices of 8) both use
     # every core; indexing without busy-waiting, so the photo-decoding threads get the CPU whenever the
-    # encoder waits (see runtime.session_options).
+    # encoder waits (see runtime/onnx_sessions.session_options).
     query_threads: int = 0
     index_threads: int = 0
     # Photos per encoder run when indexing on the CPU (either engine; 0 = whole batches): the index's

@@ -90,8 +90,9 @@ def score_steps(
 ) -> PartialResult:
     """step_features: S arrays (Q, d), one per step -> :class:`PartialResult`.
 
-    With ids (fine-grained) the target is the sketch's own photo; without, the first photo of its
-    class, found as the "own photo" of :func:`evaluate_retrieval` with the labels as ids.
+    With ids (fine-grained) the target is the sketch's own photo; without, the best-ranked photo of
+    its class (the first relevant one in the ranking), found as the "own photo" of :func:`evaluate_retrieval`
+    with the labels as ids.
     """
     protocol = "fine_grained" if query_ids is not None else "category"
     q_ids = query_labels if query_ids is None else query_ids
