@@ -33,6 +33,21 @@ TEXT_CHECK_WORDS = ("airplane", "alarm clock", "car (sedan)", "hot-air balloon",
                     "a red leather shoe on a sandy beach at sunset, seen from above")
 # How a sketch is framed before resizing (PreprocessConfig.sketch_framing).
 SKETCH_FRAMINGS = ("ink-crop", "pad-square")
+# Numeric precision of training and embedding (TrainConfig.precision): the paper's fp32, or CUDA fp16 autocast.
+PRECISIONS = ("fp32", "amp")
+# Which data picks the best checkpoint (TrainConfig.select_on).
+SELECT_ON = ("validation", "test")
+# What an evaluation measures in each mode, so TrainConfig.eval_metric can be checked before training starts.
+ACCURACY_KS = (1, 5, 10)
+FINE_GRAINED_PROTOCOLS = ("within_class", "whole_gallery")
+MEASURED_METRICS = {
+    "category": ("mAP@all", "mAP@all_noninterp", "mAP@200", "mAP@200_lenient", "P@100", "P@200"),
+    "fine_grained": ("mAP@all", "mAP@all_noninterp", "mAP@200", "mAP@200_lenient", "P@100", "P@200",
+                     *(f"Acc@{k}_{p}" for p in FINE_GRAINED_PROTOCOLS for k in ACCURACY_KS)),
+}
+# Which photos of a Sketchy class a fine-grained set holds (DataConfig.fine_grained_gallery / _negatives;
+# sketchlvm.datasets.fine_grained.FINE_GRAINED_GALLERIES describes each).
+FINE_GRAINED_PHOTO_SETS = ("sketched", "with-distractors")
 
 # CLIP's own normalisation (open_clip OPENAI_DATASET_MEAN/STD). Kept here so a preset can swap in
 # per-modality statistics, which avoids the collapse seen on random backbones (shared/NOTES.md).
@@ -231,6 +246,26 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        """Refuse, before anything is loaded, a training run that could not finish or would measure nothing:
+        each error names the value and the choices."""
+        tc, dc = self.train, self.data
+        if tc.mode not in MODES:
+            raise ValueError(f"unknown mode {tc.mode!r}; choose category or fine_grained")
+        if tc.eval_metric not in MEASURED_METRICS[tc.mode]:
+            raise ValueError(f"eval_metric {tc.eval_metric!r} is not measured in {tc.mode} mode; "
+                             f"choose one of {', '.join(MEASURED_METRICS[tc.mode])}")
+        if tc.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {tc.precision!r}; choose {' or '.join(PRECISIONS)}")
+        if tc.select_on not in SELECT_ON:
+            raise ValueError(f"unknown select_on {tc.select_on!r}; choose one of {', '.join(SELECT_ON)}")
+        for key in ("fine_grained_gallery", "fine_grained_negatives"):
+            if getattr(dc, key) not in FINE_GRAINED_PHOTO_SETS:
+                raise ValueError(f"unknown data.{key} {getattr(dc, key)!r}; choose one of "
+                                 f"{', '.join(FINE_GRAINED_PHOTO_SETS)}")
+        if not dc.root:
+            raise ValueError("data.root is not set: pass --root DATASET_FOLDER")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":

@@ -9,7 +9,9 @@ What the published numbers were measured on (CLIP for All Things, Table 1 and th
   same 21), every class and every image (no ``--max-classes`` / ``--max-per-class``);
 - zero-shot: no test class was a training class; not generalised (only unseen-class photos in the gallery);
 - sketches padded to a square, as the released code does (framing ``pad-square``);
-- fine-grained Sketchy: the sketched photos as the gallery (``--fg-gallery sketched``).
+- fine-grained Sketchy: the sketched photos as the gallery (``--fg-gallery sketched``), 100 a class;
+- the whole published test gallery (METHOD.md's test sizes): a folder holding fewer photos is a subset of
+  the benchmark even with no cap (a gallery of 3-5 photos a class makes Acc@5 trivially 100%).
 
 The weights are not part of the protocol: a run with random weights carries its own warning in the report.
 """
@@ -24,6 +26,11 @@ PAPER_SPLITS = {"sketchy": "sketchy_21", "tuberlin": "tuberlin_30", "quickdraw":
                 "sketchy_fg": "sketchy_21"}
 PAPER_FRAMING = "pad-square"
 PAPER_FG_GALLERY = "sketched"
+# The published test galleries: photos in all (category), or photos a class (fine-grained Sketchy: the 100
+# original photos of each class). Download scripts differ by a few photos, hence the 1% slack.
+PAPER_GALLERY_PHOTOS = {"sketchy": 12_553, "tuberlin": 27_989, "quickdraw": 54_151}
+PAPER_FG_PHOTOS_PER_CLASS = 100
+GALLERY_SLACK = 0.99
 
 
 def paper_verdict(dataset: str | None, info: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -55,7 +62,25 @@ def paper_verdict(dataset: str | None, info: Mapping[str, Any] | None) -> dict[s
                        f"ranks among the sketched photos ({PAPER_FG_GALLERY})")
     if info.get("subset"):
         reasons.append(str(info["subset"]))
+    elif (why := _smaller_gallery(dataset, info)) is not None:
+        reasons.append(why)
     return {"comparable": not reasons, "reasons": reasons}
+
+
+def _smaller_gallery(dataset: str, info: Mapping[str, Any]) -> str | None:
+    """Why the gallery is smaller than the published test set, or None when it is not (or not recorded)."""
+    if dataset == "sketchy_fg":
+        per_class = ((info.get("gallery_photos") or {}).get("photos_per_class") or {}).get("min")
+        if per_class is None or per_class < PAPER_FG_PHOTOS_PER_CLASS * GALLERY_SLACK:
+            return (f"the gallery has {per_class if per_class is not None else 'an unrecorded number of'} photos in "
+                    f"its smallest class; the published test set has {PAPER_FG_PHOTOS_PER_CLASS} a class")
+        return None
+    published = PAPER_GALLERY_PHOTOS.get(dataset)
+    photos = info.get("gallery")
+    if published is not None and (photos is None or photos < published * GALLERY_SLACK):
+        return (f"the gallery has {photos if photos is not None else 'an unrecorded number of'} photos; the "
+                f"published test set has {published:,}")
+    return None
 
 
 def verdict_line(verdict: Mapping[str, Any]) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sketchlvm.config import ACCURACY_KS, MEASURED_METRICS
 from sketchlvm.datasets import CategoryDataset, FineGrainedPairs, list_class_folders, load_category_split, split_classes
 from sketchlvm.datasets.fine_grained import DEFAULT_FINE_GRAINED_GALLERY, FINE_GRAINED_GALLERIES
 from sketchlvm.evaluation.embedding import embed_items
@@ -27,14 +28,9 @@ from sketchlvm.evaluation.metrics import RetrievalResult, evaluate_retrieval
 
 log = logging.getLogger(__name__)
 
-ACCURACY_KS = (1, 5, 10)
-FINE_GRAINED_PROTOCOLS = ("within_class", "whole_gallery")
-# What each mode measures, so a checkpoint-selection metric can be checked before training starts.
-METRIC_NAMES = {
-    "category": ("mAP@all", "mAP@all_noninterp", "mAP@200", "mAP@200_lenient", "P@100", "P@200"),
-    "fine_grained": ("mAP@all", "mAP@all_noninterp", "mAP@200", "mAP@200_lenient", "P@100", "P@200",
-                     *(f"Acc@{k}_{p}" for p in FINE_GRAINED_PROTOCOLS for k in ACCURACY_KS)),
-}
+# What each mode measures (config.MEASURED_METRICS), so a checkpoint-selection metric can be checked before
+# training starts.
+METRIC_NAMES = MEASURED_METRICS
 CATEGORY_DATASETS = ("sketchy", "tuberlin", "quickdraw")
 FINE_GRAINED_DATASETS = ("sketchy_fg", "shoev2", "chairv2")
 DEFAULT_SPLITS = {"sketchy": "sketchy_21", "tuberlin": "tuberlin_30", "quickdraw": "quickdraw_30", "sketchy_fg": "sketchy_21"}

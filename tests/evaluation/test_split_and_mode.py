@@ -106,17 +106,35 @@ def test_a_fine_grained_run_on_the_distractor_gallery_is_not_set_beside_the_pape
     assert _run("--dataset", "sketchy_fg", "--root", str(sketchy_root), "--fg-gallery", "with-distractors",
                 "--out", str(out)) == 0
     verdict = _doc(out)["extra"]["comparable_to_paper"]
-    assert verdict == {"comparable": False, "reasons": [
-        "fine-grained gallery with-distractors; the published protocol ranks among the sketched photos (sketched)"]}
+    assert verdict["comparable"] is False and verdict["reasons"][0] == (
+        "fine-grained gallery with-distractors; the published protocol ranks among the sketched photos (sketched)")
     assert "28.68" not in (out / "summary.md").read_text()
 
 
-def test_the_papers_protocol_gets_the_table(sketchy_root, tmp_path):
-    """Every class of the split, every image of the folder, pad-square, not generalised: the table, and the
-    verdict in metrics.json."""
-    out = tmp_path / "full"
-    assert _run("--dataset", "sketchy", "--root", str(sketchy_root), "--out", str(out)) == 0
-    assert _doc(out)["extra"]["comparable_to_paper"] == {"comparable": True, "reasons": []}
-    summary = (out / "summary.md").read_text()
+def test_a_folder_smaller_than_the_published_test_set_is_not_set_beside_the_paper(sketchy_root, tmp_path):
+    """Every class of the split, uncapped, pad-square, not generalised: only the gallery's size differs (the
+    shared subset has 25 photos a class, of which ~5 are sketched), and that alone keeps the table out."""
+    for dataset, reason in (("sketchy", "the gallery has 525 photos; the published test set has 12,553"),
+                            ("sketchy_fg", "photos in its smallest class; the published test set has 100 a class")):
+        out = tmp_path / dataset
+        assert _run("--dataset", dataset, "--root", str(sketchy_root), "--out", str(out)) == 0
+        verdict = _doc(out)["extra"]["comparable_to_paper"]
+        assert verdict["comparable"] is False and len(verdict["reasons"]) == 1 and reason in verdict["reasons"][0]
+        summary = (out / "summary.md").read_text()
+        assert "| method |" not in summary and "Not comparable with the published numbers" in summary
+
+
+def test_the_papers_protocol_gets_the_table(tmp_path):
+    """What a run on the published protocol records -> comparable, and the report sets the rows side by side."""
+    from sketchlvm.evaluation.comparability import paper_verdict
+    from sketchlvm.evaluation.report import summary_markdown
+
+    info = {"split": "sketchy_21", "framing": "pad-square", "generalised": False, "gallery": 12_553,
+            "classes": ["bat"] * 21, "seen_in_training": [], "subset": None}
+    assert paper_verdict("sketchy", info) == {"comparable": True, "reasons": []}
+    assert not paper_verdict("sketchy", {**info, "gallery": 12_000})["comparable"]
+    fg = {**info, "gallery": 2100, "fg_gallery": "sketched", "gallery_photos": {"photos_per_class": {"min": 100}}}
+    assert paper_verdict("sketchy_fg", fg)["comparable"]
+    summary = summary_markdown({"mAP@200": 0.5, "P@200": 0.4}, "sketchy", info)
     assert "ours beside the published numbers" in summary and "| CLIP for All Things (paper) | 0.723 | 0.725 |" in summary
     assert "arXiv:2303.13440" in summary and "arXiv:2407.04207" in summary and "METHOD.md" not in summary
