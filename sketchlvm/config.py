@@ -38,6 +38,21 @@ TEXT_CHECK_WORDS = ("airplane", "alarm clock", "car (sedan)", "hot-air balloon",
                     "a red leather shoe on a sandy beach at sunset, seen from above")
 # How a sketch is framed before resizing (PreprocessConfig.sketch_framing).
 SKETCH_FRAMINGS = ("ink-crop", "pad-square")
+# Numeric precision of training and embedding (TrainConfig.precision): the paper's fp32, or CUDA fp16 autocast.
+PRECISIONS = ("fp32", "amp")
+# Which data picks the best checkpoint (TrainConfig.select_on).
+SELECT_ON = ("validation", "test")
+# What an evaluation measures in each mode, so TrainConfig.eval_metric can be checked before training starts.
+ACCURACY_KS = (1, 5, 10)
+FINE_GRAINED_PROTOCOLS = ("within_class", "whole_gallery")
+MEASURED_METRICS = {
+    "category": ("mAP@all", "mAP@all_noninterp", "mAP@200", "mAP@200_lenient", "P@100", "P@200"),
+    "fine_grained": ("mAP@all", "mAP@all_noninterp", "mAP@200", "mAP@200_lenient", "P@100", "P@200",
+                     *(f"Acc@{k}_{p}" for p in FINE_GRAINED_PROTOCOLS for k in ACCURACY_KS)),
+}
+# Which photos of a Sketchy class a fine-grained set holds (DataConfig.fine_grained_gallery / _negatives;
+# sketchlvm.datasets.fine_grained.FINE_GRAINED_GALLERIES describes each).
+FINE_GRAINED_PHOTO_SETS = ("sketched", "with-distractors")
 
 # CLIP's own normalisation (open_clip OPENAI_DATASET_MEAN/STD). Kept here so a preset can swap in
 # per-modality statistics: with CLIP's, training a random backbone at lr 1e-3 collapsed every sketch to one
@@ -69,9 +84,12 @@ class PreprocessConfig:
     # sketch_margin, pad square: a drawing in a corner of the app's canvas fills the frame. It is
     # the zero-shot default (no checkpoint), and what checkpoints written before this field had.
     sketch_framing: str = "ink-crop"
-    # ink-crop only: fraction of the ink box's longer side added as white margin on every side.
+    # White margin on every side, as a fraction of the drawing's box: under ink-crop, of the ink box's longer
+    # side; under pad-square, where a stroke drawing is placed on the canvas (its lines fill the inner square
+    # CANVAS_UNITS / (1 + 2 * sketch_margin)), which also sets its line width (preprocess/drawing.py).
     sketch_margin: float = 0.1
-    # Stroke width used when rendering stroke lists, as a fraction of the drawing's longer side.
+    # Stroke width used when rendering stroke lists, as a fraction of the drawing's box (ink-crop) or of the
+    # canvas's inner square (pad-square); see sketchlvm/preprocess/drawing.py.
     stroke_width: float = 0.02
     # A pixel is ink when some channel is this far (0-255) below white: ignores JPEG noise and
     # the faint anti-aliased fringe, catches light-coloured strokes (yellow: blue channel 0).
@@ -107,10 +125,15 @@ class DataConfig:
     # Optional caps for quick experiments; 0 means everything.
     max_classes: int = 0
     max_per_class: int = 0
-    # sketchy_fg: which photos make each class's gallery (sketchlvm.datasets.fine_grained.FINE_GRAINED_GALLERIES):
-    # "sketched" (the original Sketchy photos, the paper's protocol) or "with-distractors" (plus the
-    # Sketchy-extended folder's unsketched photos, ~6x as many).
+    # sketchy_fg: which photos make each evaluated class's gallery (validation and test; the choices are
+    # sketchlvm.datasets.fine_grained.FINE_GRAINED_GALLERIES): "sketched" (the original Sketchy photos, the
+    # paper's protocol) or "with-distractors" (plus the Sketchy-extended folder's unsketched photos, ~6x as many).
     fine_grained_gallery: str = "sketched"
+    # sketchy_fg: which photos of a training class the hard negatives are drawn from, with the same choices:
+    # "sketched" (the paper: another photo of the sketch's class, among the original Sketchy photos) or
+    # "with-distractors" (also the unsketched photos, as the first released code did). Independent of the
+    # evaluation gallery, so training with more negatives does not change what is measured.
+    fine_grained_negatives: str = "sketched"
     # Share of every training (seen) class's sketches and photos held out to choose the best
     # checkpoint (fine-grained: of its sketched photos, with their sketches); seeded by
     # validation_seed, recorded in the checkpoint.
@@ -166,7 +189,7 @@ class IndexConfig:
     # ... and at least this often (seconds; 0: by count only), so a background build's progress becomes
     # searchable soon and a kill loses little.
     commit_seconds: float = 10.0
-    # Above this many photos an approximate index is built (see sketchlvm/index.py).
+    # Above this many photos an approximate index is built (see sketchlvm/gallery/index.py).
     exact_max: int = 200_000
     hnsw_m: int = 32
     hnsw_ef_construction: int = 64
@@ -182,7 +205,8 @@ class IndexConfig:
 
 @dataclass
 class RuntimeConfig:
-    """How the prompted encoder runs at inference (sketchlvm/runtime.py); training always runs on torch."""
+    """How the prompted encoder runs at inference (sketchlvm/runtime/engine.py, onnx_sessions.py); training always
+    runs on torch."""
 
     # An exported ONNX graph is used only if it reproduces the torch encoder on real images this closely
     # (per image: cosine of the two unit vectors, and the largest absolute difference of any component).
@@ -195,7 +219,7 @@ class RuntimeConfig:
     int8_min_agreement: float = 0.9
     # ONNX Runtime intra-op threads; 0 = one per CPU core. Queries (batch 1) and indexing (slices of 8) both use
     # every core; indexing without busy-waiting, so the photo-decoding threads get the CPU whenever the
-    # encoder waits (see runtime.session_options).
+    # encoder waits (see runtime/onnx_sessions.session_options).
     query_threads: int = 0
     index_threads: int = 0
     # Photos per encoder run when indexing on the CPU (either engine; 0 = whole batches): the index's
@@ -229,6 +253,26 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        """Refuse, before anything is loaded, a training run that could not finish or would measure nothing:
+        each error names the value and the choices."""
+        tc, dc = self.train, self.data
+        if tc.mode not in MODES:
+            raise ValueError(f"unknown mode {tc.mode!r}; choose category or fine_grained")
+        if tc.eval_metric not in MEASURED_METRICS[tc.mode]:
+            raise ValueError(f"eval_metric {tc.eval_metric!r} is not measured in {tc.mode} mode; "
+                             f"choose one of {', '.join(MEASURED_METRICS[tc.mode])}")
+        if tc.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {tc.precision!r}; choose {' or '.join(PRECISIONS)}")
+        if tc.select_on not in SELECT_ON:
+            raise ValueError(f"unknown select_on {tc.select_on!r}; choose one of {', '.join(SELECT_ON)}")
+        for key in ("fine_grained_gallery", "fine_grained_negatives"):
+            if getattr(dc, key) not in FINE_GRAINED_PHOTO_SETS:
+                raise ValueError(f"unknown data.{key} {getattr(dc, key)!r}; choose one of "
+                                 f"{', '.join(FINE_GRAINED_PHOTO_SETS)}")
+        if not dc.root:
+            raise ValueError("data.root is not set: pass --root DATASET_FOLDER")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":

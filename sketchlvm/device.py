@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+from sketchlvm.config import PRECISIONS  # the one list of choices, beside the other settings'
+
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """Turn "auto", "cpu", "cuda" or "cuda:N" into a torch.device, refusing unusable choices."""
@@ -19,8 +21,6 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"device {name!r} was asked for but CUDA is not available here; use 'cpu' or 'auto'")
     return device
 
-
-PRECISIONS = ("fp32", "amp")
 
 
 def autocast(device: torch.device, precision: str = "amp"):

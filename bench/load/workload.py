@@ -107,11 +107,11 @@ def stage_pauses(strokes: list, stages: int) -> list[float]:
 def expected_captions(searcher, op_kind: str, path: Path, mode: str, k: int) -> tuple[str, ...]:
     """The captions the app must answer with, computed in-process as its handlers would."""
     from sketchlvm.preprocess.transforms import load_photo
-    from sketchlvm.webapp import AppState, caption, fit_to_canvas
+    from sketchlvm.webapp import AppState, caption
     from sketchlvm.webapp.handlers import strokes_to_sketch
 
     if op_kind == "upload":
-        query = fit_to_canvas(load_photo(path))  # what load_upload searches with
+        query = searcher.model.sketch_transform.to_image(load_photo(path))  # what load_upload searches with
     else:
         query = strokes_to_sketch(AppState(searcher), path.read_text())
     return tuple(caption(r) for r in searcher.search(query, mode, k))

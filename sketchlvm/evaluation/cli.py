@@ -25,7 +25,17 @@ from sketchlvm.evaluation.evaluate import (
     evaluate_fine_grained,
     load_test_data,
 )
-from sketchlvm.evaluation.protocol import apply_framing, caps_note, resolve_framing
+from sketchlvm.evaluation.protocol import (
+    apply_framing,
+    caps_note,
+    check_trained_mode,
+    check_unseen,
+    checkpoint_training,
+    resolve_framing,
+    resolve_split,
+    seen_test_classes,
+    training_negatives,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,9 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", choices=CATEGORY_DATASETS + FINE_GRAINED_DATASETS, help="benchmark layout (see README)")
     p.add_argument("--root", help="dataset folder (ROOT/sketch/<class>, ROOT/photo/<class>; QMUL: trainA/testA/...)")
-    p.add_argument("--split", help="zero-shot split (default: the paper's for the dataset), e.g. sketchy_21, sketchy_25")
+    p.add_argument("--split", help="zero-shot split, e.g. sketchy_21, sketchy_25 (default: the checkpoint's training split "
+                   "when it splits this dataset, else the paper's)")
+    p.add_argument("--allow-seen-classes", action="store_true",
+                   help="measure test classes the checkpoint was trained on (refused by default: not zero-shot); the "
+                   "report counts them and makes no comparison with the paper")
     p.add_argument("--mode", choices=("category", "fine_grained"), help="encoder mode (default: from the dataset)")
     p.add_argument("--checkpoint", help="trained SketchLVM checkpoint; omit for zero-shot CLIP")
+    p.add_argument("--allow-zero-shot", action="store_true",
+                   help="score zero-shot CLIP in a mode the checkpoint has no prompts for (refused by default); the "
+                   "summary's first line says so")
     p.add_argument("--model", help="open_clip architecture (default: the checkpoint's, else ViT-B-32-quickgelu)")
     p.add_argument("--pretrained", help="CLIP weights: tag (openai), file, folder, or none (random, tests only)")
     p.add_argument("--features", help=".npz with query_features, query_labels, gallery_features, gallery_labels "
@@ -80,10 +97,15 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         mode = args.mode or ("category" if args.dataset in CATEGORY_DATASETS else "fine_grained")
         # Evaluation embeds with the torch encoders directly: no ONNX graph is built or checked.
         model = create_sketchlvm(args.model, args.pretrained, args.checkpoint, args.device, runtime="torch")
+        check_trained_mode(model, mode, args.allow_zero_shot)
         framing, framing_source = resolve_framing(model, args.dataset, args.framing)
         apply_framing(model, framing)
-        seen, unseen = load_test_data(args.dataset, args.root, args.split, args.max_classes, args.max_per_class,
+        training = checkpoint_training(model, mode)
+        split, split_source = resolve_split(args.dataset, args.split, training, DEFAULT_SPLITS.get(args.dataset))
+        seen, unseen = load_test_data(args.dataset, args.root, split, args.max_classes, args.max_per_class,
                                       args.fg_gallery)
+        seen_in_training = seen_test_classes(unseen.class_names, training) if args.dataset in DEFAULT_SPLITS else []
+        check_unseen(seen_in_training, len(unseen.class_names), split, args.allow_seen_classes)
         encoder = model.encoders[mode]
         common = dict(device=model.device, batch_size=args.batch_size, num_workers=args.workers, precision=args.precision)
         if args.dataset in CATEGORY_DATASETS:
@@ -94,9 +116,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         else:
             evaluation = evaluate_fine_grained(encoder, model.sketch_transform, model.photo_transform, unseen, **common)
         dataset_key = args.dataset
-        split = args.split or DEFAULT_SPLITS.get(args.dataset)
         info = {
-            "dataset": args.dataset, "root": str(args.root), "split": split,
+            "dataset": args.dataset, "root": str(args.root), "split": split, "split_source": split_source,
+            "seen_in_training": seen_in_training, "encoder": model.mode_label(mode),
             "mode": mode, "generalised": args.generalised, "model": model.describe(), "precision": args.precision,
             "protocol": describe_protocol(args.dataset, args.generalised, args.fg_gallery),
             "framing": framing, "framing_source": framing_source,
@@ -109,6 +131,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         if isinstance(unseen, FineGrainedPairs):
             info["fg_gallery"] = args.fg_gallery if args.dataset == "sketchy_fg" else "the test photos (testB)"
             info["gallery_photos"] = unseen.gallery_description()
+            if args.dataset == "sketchy_fg" and training:
+                info["fg_training_negatives"] = training_negatives(training) or "not recorded"
     if args.save_features:
         arrays = dict(
             query_features=evaluation.query_features, query_labels=evaluation.query_labels,

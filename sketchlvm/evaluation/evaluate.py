@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sketchlvm.config import ACCURACY_KS, MEASURED_METRICS
 from sketchlvm.datasets import CategoryDataset, FineGrainedPairs, list_class_folders, load_category_split, split_classes
 from sketchlvm.datasets.fine_grained import DEFAULT_FINE_GRAINED_GALLERY, FINE_GRAINED_GALLERIES
 from sketchlvm.evaluation.embedding import embed_items
@@ -27,14 +28,9 @@ from sketchlvm.evaluation.metrics import RetrievalResult, evaluate_retrieval
 
 log = logging.getLogger(__name__)
 
-ACCURACY_KS = (1, 5, 10)
-FINE_GRAINED_PROTOCOLS = ("within_class", "whole_gallery")
-# What each mode measures, so a checkpoint-selection metric can be checked before training starts.
-METRIC_NAMES = {
-    "category": ("mAP@all", "mAP@200", "mAP@200_lenient", "P@100", "P@200"),
-    "fine_grained": ("mAP@all", "mAP@200", "mAP@200_lenient", "P@100", "P@200",
-                     *(f"Acc@{k}_{p}" for p in FINE_GRAINED_PROTOCOLS for k in ACCURACY_KS)),
-}
+# What each mode measures (config.MEASURED_METRICS), so a checkpoint-selection metric can be checked before
+# training starts.
+METRIC_NAMES = MEASURED_METRICS
 CATEGORY_DATASETS = ("sketchy", "tuberlin", "quickdraw")
 FINE_GRAINED_DATASETS = ("sketchy_fg", "shoev2", "chairv2")
 DEFAULT_SPLITS = {"sketchy": "sketchy_21", "tuberlin": "tuberlin_30", "quickdraw": "quickdraw_30", "sketchy_fg": "sketchy_21"}
@@ -112,7 +108,8 @@ def fine_grained_result(
     The class-level metrics (mAP, P@k) and ``Acc@k_whole_gallery`` come from one ranking over the
     whole gallery; ``Acc@k_within_class`` from the per-class rankings, merged back into query order.
     ``per_query["match_rank"]`` is the within-class rank (-1: the sketch's photo is missing; such sketches
-    are left out of Acc@k under both protocols and counted in ``n_without_match``).
+    are left out of Acc@k under both protocols and counted in ``n_without_match``; a class none of whose
+    sketches has its photo is left out of the within-class pass and counted in ``n_classes_without_match``).
     """
     overall = evaluate_retrieval(query_features, query_labels, gallery_features, gallery_labels,
                                  query_ids, gallery_ids, accuracy_ks=ACCURACY_KS)
@@ -123,6 +120,9 @@ def fine_grained_result(
     for label in np.unique(query_labels):
         q = np.flatnonzero(query_labels == label)
         g = np.flatnonzero(gallery_labels == label)
+        if not np.isin(query_ids[q], gallery_ids[g]).any():  # no sketch of the class has its photo: left out,
+            overall.n_classes_without_match += 1            # as the whole-gallery pass leaves its sketches out
+            continue
         within = evaluate_retrieval(
             query_features[q], query_labels[q], gallery_features[g], gallery_labels[g],
             query_ids[q], gallery_ids[g], precision_ks=(1,), map_cutoff=1, no_relevant="zero",
@@ -165,15 +165,17 @@ def evaluate_fine_grained(
 
 
 def load_test_data(dataset: str, root: str | Path, split: str | None, max_classes: int = 0, max_per_class: int = 0,
-                   fg_gallery: str = DEFAULT_FINE_GRAINED_GALLERY):
+                   fg_gallery: str = DEFAULT_FINE_GRAINED_GALLERY, fg_seen_photos: str | None = None):
     """-> (seen part, unseen part) of a dataset: CategoryDataset or FineGrainedPairs. ``fg_gallery``: which
-    Sketchy photos a fine-grained gallery holds (``FINE_GRAINED_GALLERIES``; default the sketched ones)."""
+    Sketchy photos a fine-grained gallery holds (``FINE_GRAINED_GALLERIES``; default the sketched ones);
+    ``fg_seen_photos``: the same choice for the seen part (training: where hard negatives come from),
+    default ``fg_gallery``."""
     if dataset in CATEGORY_DATASETS:
         return load_category_split(root, split or DEFAULT_SPLITS[dataset], max_classes, max_per_class)
     if dataset == "sketchy_fg":
         seen, unseen = split_classes(list_class_folders(root), split or DEFAULT_SPLITS[dataset])
         return (
-            FineGrainedPairs.sketchy(root, seen, max_classes, max_per_class, fg_gallery),
+            FineGrainedPairs.sketchy(root, seen, max_classes, max_per_class, fg_seen_photos or fg_gallery),
             FineGrainedPairs.sketchy(root, unseen, max_classes, max_per_class, fg_gallery),
         )
     if dataset in ("shoev2", "chairv2"):

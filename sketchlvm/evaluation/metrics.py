@@ -18,6 +18,10 @@ AP conventions (the biggest reproduction hazard, so the names say which one):
 
 * ``mAP@all``: SAKE-style **VOC-interpolated** AP over the whole ranked gallery: precision made
   monotone from the right, integrated over recall; recall denominator = number of relevant photos.
+* ``mAP@all_noninterp``: **non-interpolated** AP over the whole ranked gallery (mean precision at each
+  relevant photo; denominator = number of relevant photos): scikit-learn's ``average_precision_score`` on
+  the query's scores, which the QuickDraw-extended baselines report. The paper's table (SAKE-style code)
+  uses the interpolated ``mAP@all``; this one is reported beside it so either can be compared.
 * ``mAP@200``: the same interpolated AP on the top 200 only; denominator ``min(200, n_relevant)``.
   This is what ZS-SBIR papers (and CLIP for All Things) report for Sketchy.
 * ``mAP@200_lenient``: **non-interpolated** AP of the truncated top-200 list with denominator =
@@ -218,7 +222,8 @@ class RetrievalResult:
         ``match_rank`` (0-based rank of the query's own photo). NaN marks a query left out of the
         means under ``no_relevant="exclude"`` (``match_rank``: -1 when its photo is absent).
     pr_recall, pr_precision: (n_points,) mean interpolated precision at evenly spaced recall.
-    n_queries, n_without_relevant, n_without_match: query counts behind the means.
+    n_queries, n_without_relevant, n_without_match: query counts behind the means;
+        n_classes_without_match: classes left out of the within-class pass (set by the fine-grained evaluation).
     ranker: where the ranking ran (``numpy`` or ``torch:<device>``); never changes a value.
     """
 
@@ -230,6 +235,7 @@ class RetrievalResult:
     n_without_relevant: int = 0
     n_without_match: int = 0
     ranker: str = ""
+    n_classes_without_match: int = 0  # fine-grained: classes none of whose sketches has its photo in the gallery
 
 
 def _codes(query_values: np.ndarray, gallery_values: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -279,68 +285,34 @@ def evaluate_retrieval(
     through torch when present, else NumPy; "numpy"; a torch device). Every choice gives the same
     results bit for bit: the scores always come from the same NumPy product, and the rankers
     return the same integer ranks.
-    """
-    _check_policy(no_relevant)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
-    if map_cutoff < 1 or any(k < 1 for k in (*precision_ks, *accuracy_ks)):
-        raise ValueError("map_cutoff, precision_ks and accuracy_ks must be >= 1")
-    if pr_points < 2:
-        raise ValueError(f"pr_points must be >= 2; got {pr_points}")
-    if (query_ids is None) != (gallery_ids is None):
-        raise ValueError("give both query_ids and gallery_ids (for Acc@k) or neither")
 
-    q = _as_features(query_features, "query_features", normalize)
-    g = _as_features(gallery_features, "gallery_features", normalize)
+    Each protocol is its own function over a chunk's ranked hits: :func:`_whole_gallery_ap` (mAP@all, both
+    conventions, and the PR curve), :func:`_top_of_ranking` (mAP@cut, lenient mAP@cut, P@k) and
+    :func:`_accuracy` (Acc@k, from the rank of each query's own photo).
+    """
+    _check_options(no_relevant, chunk_size, map_cutoff, precision_ks, accuracy_ks, pr_points, query_ids, gallery_ids)
+    q, g, q_lab, g_lab, q_id, g_id = _prepare(query_features, query_labels, gallery_features, gallery_labels,
+                                              query_ids, gallery_ids, normalize)
     n_q, n_g = q.shape[0], g.shape[0]
-    q_lab, g_lab = _codes(query_labels, gallery_labels, "labels")
-    if q_lab.size != n_q or g_lab.size != n_g:
-        raise ValueError(
-            f"labels do not match features: {q_lab.size} query labels for {n_q} queries, "
-            f"{g_lab.size} gallery labels for {n_g} photos"
-        )
-    with_ids = query_ids is not None
-    if with_ids:
-        q_id, g_id = _codes(query_ids, gallery_ids, "ids")
-        if q_id.size != n_q or g_id.size != n_g:
-            raise ValueError(f"ids do not match features: {q_id.size} query ids, {g_id.size} gallery ids")
-    if n_q == 0:
-        raise ValueError("no queries to evaluate")
+    with_ids = q_id is not None
 
     # Relevant photos per query, known before ranking (every relevant photo is somewhere in it).
     class_count = np.bincount(g_lab, minlength=int(max(q_lab.max(), g_lab.max())) + 1)
     n_rel_all = class_count[q_lab]  # (Q,)
-    missing = n_rel_all == 0
-    if missing.any():
-        example = np.asarray(query_labels).ravel()[np.flatnonzero(missing)[0]]
-        msg = (
-            f"{int(missing.sum())} of {n_q} queries have no relevant gallery item "
-            f"(e.g. label {example!r}); check that queries and gallery use the same class names"
-        )
-        if missing.all() or no_relevant == "raise":
-            raise ValueError(msg)
-        logger.warning("%s; no_relevant=%r", msg, no_relevant)
+    missing = _without(n_rel_all == 0, no_relevant, "have no relevant gallery item (e.g. label {example!r}); check "
+                       "that queries and gallery use the same class names", np.asarray(query_labels).ravel())
     if with_ids:
         id_count = np.bincount(g_id, minlength=int(max(q_id.max(), g_id.max())) + 1)
-        no_match = id_count[q_id] == 0
-        if no_match.any():
-            msg = f"{int(no_match.sum())} of {n_q} queries have no gallery item with their id"
-            if no_match.all() or no_relevant == "raise":
-                raise ValueError(msg + "; check the fine-grained pairing")
-            logger.warning("%s; no_relevant=%r", msg, no_relevant)
+        no_match = _without(id_count[q_id] == 0, no_relevant, "have no gallery item with their id",
+                            fix="; check the fine-grained pairing")
     else:
         no_match = np.zeros(n_q, dtype=bool)
 
     cut = min(map_cutoff, n_g)
     ks = sorted(set(precision_ks))
-    depth = min(max([cut, *ks]), n_g)  # ranked positions needed densely for @200 and P@k
+    depth = min(max([cut, *ks]), n_g)  # ranked positions needed densely for @cut and P@k
     width = max(int(n_rel_all.max()), 1)  # padded hits per query for the @all computation
-    recall_grid = np.arange(pr_points, dtype=np.int64)  # recall j / (pr_points - 1)
-
-    ap_all = np.empty(n_q)
-    ap_all_ni = np.empty(n_q)
-    ap_cut = np.empty(n_q)
-    ap_cut_len = np.empty(n_q)
+    ap_all, ap_all_ni, ap_cut, ap_cut_len = (np.empty(n_q) for _ in range(4))
     prec_at = {k: np.empty(n_q) for k in ks}
     match_rank = np.full(n_q, -1, dtype=np.int64)
     pr_rows_all = np.empty((n_q, pr_points))  # per-query curves, averaged once at the end
@@ -352,60 +324,30 @@ def evaluate_retrieval(
 
     for start in range(0, n_q, chunk_size):
         stop = min(start + chunk_size, n_q)
-        b = stop - start
         block = ranker.rank_block(
             scorer.rows(start, stop), q_lab[start:stop], label_groups,
             q_id[start:stop] if with_ids else None, id_groups,
         )
         n_rel = n_rel_all[start:stop]  # (B,)
-
-        # @all: precision at each hit, padded to (B, width); hit i of a row sits in column i.
-        rows = np.repeat(np.arange(b), n_rel)  # the query of each hit
-        cols = block.hit_ranks  # 0-based rank of each hit, ascending within its query
-        starts = np.cumsum(n_rel) - n_rel
-        hit_no = np.arange(rows.size) - np.repeat(starts, n_rel)  # 0-based hit number in row
-        hits = np.zeros((b, width))
-        hits[rows, hit_no] = (hit_no + 1) / (cols + 1)
-        # VOC interpolation: running max from the right (computed on the reversed rows).
-        interp_rev = np.maximum.accumulate(hits[:, ::-1], axis=1)  # column w-1-i <-> hit i
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ap_all[start:stop] = _row_sum(interp_rev) / n_rel
-            ap_all_ni[start:stop] = _row_sum(hits) / n_rel
-        # PR curve: at recall j/D the interpolated precision of hit ceil(j * n_rel / D) (>= 1).
-        need = np.maximum(-(-(recall_grid[None, :] * n_rel[:, None]) // (pr_points - 1)), 1)
-        pr_rows_all[start:stop] = np.take_along_axis(interp_rev, np.clip(width - need, 0, width - 1), axis=1)
-
-        # Top of the list: interpolated and lenient AP@cut, P@k.
-        top = np.zeros((b, depth), dtype=bool)  # relevance of the top ``depth`` ranks
-        inside = cols < depth
-        top[rows[inside], cols[inside]] = True
-        tp = np.cumsum(top, axis=1, dtype=np.int64)  # (B, depth)
-        prec = tp[:, :cut] / np.arange(1, cut + 1)
-        interp = np.maximum.accumulate(prec[:, ::-1], axis=1)  # reversed columns
-        top_cut = top[:, :cut]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ap_cut[start:stop] = _row_sum(interp * top_cut[:, ::-1]) / np.minimum(cut, n_rel)
-            found = tp[:, cut - 1]
-            ap_cut_len[start:stop] = np.where(found > 0, _row_sum(prec * top_cut) / np.maximum(found, 1), 0.0)
+        ap_all[start:stop], ap_all_ni[start:stop], pr_rows_all[start:stop] = _whole_gallery_ap(
+            block.hit_ranks, n_rel, width, pr_points)
+        ap_cut[start:stop], ap_cut_len[start:stop], top_prec = _top_of_ranking(block.hit_ranks, n_rel, depth, cut, ks)
         for k in ks:
-            kk = min(k, n_g)
-            prec_at[k][start:stop] = tp[:, kk - 1] / kk
-
+            prec_at[k][start:stop] = top_prec[k]
         match_rank[start:stop] = block.match_rank
         logger.debug("ranked queries %d-%d of %d", start, stop, n_q)
 
     # Zero-relevant queries: 0/0 gave NaN above; apply the policy.
-    label_metrics = [ap_all, ap_all_ni, ap_cut, ap_cut_len, *prec_at.values()]
-    for arr in (*label_metrics, pr_rows_all):
+    for arr in (ap_all, ap_all_ni, ap_cut, ap_cut_len, *prec_at.values(), pr_rows_all):
         arr[missing] = np.nan if no_relevant == "exclude" else 0.0
 
     metrics = {
         "mAP@all": float(np.nanmean(ap_all)),
+        "mAP@all_noninterp": float(np.nanmean(ap_all_ni)),
         f"mAP@{map_cutoff}": float(np.nanmean(ap_cut)),
         f"mAP@{map_cutoff}_lenient": float(np.nanmean(ap_cut_len)),
+        **{f"P@{k}": float(np.nanmean(prec_at[k])) for k in ks},
     }
-    for k in ks:
-        metrics[f"P@{k}"] = float(np.nanmean(prec_at[k]))
     per_query = {
         "AP@all": ap_all,
         f"AP@{map_cutoff}": ap_cut,
@@ -415,22 +357,123 @@ def evaluate_retrieval(
         "n_relevant": n_rel_all.astype(np.float64),
     }
     if with_ids:
-        counted = ~no_match if no_relevant == "exclude" else np.ones(n_q, dtype=bool)
-        ranks = match_rank[counted]
-        for k in sorted(set(accuracy_ks)):
-            metrics[f"Acc@{k}"] = float(np.mean((ranks >= 0) & (ranks < k)))
+        metrics.update(_accuracy(match_rank, no_match, no_relevant, accuracy_ks))
         per_query["match_rank"] = match_rank
 
     return RetrievalResult(
         metrics=metrics,
         per_query=per_query,
-        pr_recall=recall_grid / (pr_points - 1),
+        pr_recall=np.arange(pr_points) / (pr_points - 1),
         pr_precision=np.nanmean(pr_rows_all, axis=0),
         n_queries=n_q,
         n_without_relevant=int(missing.sum()),
         n_without_match=int(no_match.sum()),
         ranker=ranker.name,
     )
+
+
+def _prepare(query_features, query_labels, gallery_features, gallery_labels, query_ids, gallery_ids,
+             normalize: bool) -> tuple[np.ndarray, ...]:
+    """-> features (Q, d), (N, d) float32; label codes (Q,), (N,); id codes (Q,), (N,) or None, None."""
+    q = _as_features(query_features, "query_features", normalize)
+    g = _as_features(gallery_features, "gallery_features", normalize)
+    n_q, n_g = q.shape[0], g.shape[0]
+    q_lab, g_lab = _codes(query_labels, gallery_labels, "labels")
+    if q_lab.size != n_q or g_lab.size != n_g:
+        raise ValueError(
+            f"labels do not match features: {q_lab.size} query labels for {n_q} queries, "
+            f"{g_lab.size} gallery labels for {n_g} photos"
+        )
+    q_id = g_id = None
+    if query_ids is not None:
+        q_id, g_id = _codes(query_ids, gallery_ids, "ids")
+        if q_id.size != n_q or g_id.size != n_g:
+            raise ValueError(f"ids do not match features: {q_id.size} query ids, {g_id.size} gallery ids")
+    if n_q == 0:
+        raise ValueError("no queries to evaluate")
+    return q, g, q_lab, g_lab, q_id, g_id
+
+
+def _check_options(no_relevant: str, chunk_size: int, map_cutoff: int, precision_ks: Sequence[int],
+                   accuracy_ks: Sequence[int], pr_points: int, query_ids, gallery_ids) -> None:
+    _check_policy(no_relevant)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+    if map_cutoff < 1 or any(k < 1 for k in (*precision_ks, *accuracy_ks)):
+        raise ValueError("map_cutoff, precision_ks and accuracy_ks must be >= 1")
+    if pr_points < 2:
+        raise ValueError(f"pr_points must be >= 2; got {pr_points}")
+    if (query_ids is None) != (gallery_ids is None):
+        raise ValueError("give both query_ids and gallery_ids (for Acc@k) or neither")
+
+
+def _without(mask: np.ndarray, policy: str, what: str, values: np.ndarray | None = None, fix: str = "") -> np.ndarray:
+    """Queries left without a target (no relevant photo, or no own photo): refused when all are, or under the
+    "raise" policy; otherwise logged. -> the (Q,) mask."""
+    if mask.any():
+        example = values[np.flatnonzero(mask)[0]] if values is not None else None
+        msg = f"{int(mask.sum())} of {mask.size} queries " + what.format(example=example)
+        if mask.all() or policy == "raise":
+            raise ValueError(msg + fix)
+        logger.warning("%s; no_relevant=%r", msg, policy)
+    return mask
+
+
+def _whole_gallery_ap(hit_ranks: np.ndarray, n_rel: np.ndarray, width: int,
+                      pr_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """mAP@all's protocol on one chunk: every relevant photo's rank (``hit_ranks``, ascending within each
+    query, ``n_rel`` (B,) per query) -> VOC-interpolated AP (B,), non-interpolated AP (B,) and the
+    interpolated precision at ``pr_points`` evenly spaced recalls (B, pr_points). 0/0 gives NaN."""
+    b = n_rel.size
+    rows = np.repeat(np.arange(b), n_rel)  # the query of each hit
+    starts = np.cumsum(n_rel) - n_rel
+    hit_no = np.arange(rows.size) - np.repeat(starts, n_rel)  # 0-based hit number in row
+    hits = np.zeros((b, width))  # precision at each hit, padded; hit i of a row sits in column i
+    hits[rows, hit_no] = (hit_no + 1) / (hit_ranks + 1)
+    # VOC interpolation: running max from the right (computed on the reversed rows).
+    interp_rev = np.maximum.accumulate(hits[:, ::-1], axis=1)  # column w-1-i <-> hit i
+    with np.errstate(invalid="ignore", divide="ignore"):
+        interpolated = _row_sum(interp_rev) / n_rel
+        plain = _row_sum(hits) / n_rel
+    # PR curve: at recall j/D the interpolated precision of hit ceil(j * n_rel / D) (>= 1).
+    recall_grid = np.arange(pr_points, dtype=np.int64)
+    need = np.maximum(-(-(recall_grid[None, :] * n_rel[:, None]) // (pr_points - 1)), 1)
+    curve = np.take_along_axis(interp_rev, np.clip(width - need, 0, width - 1), axis=1)
+    return interpolated, plain, curve
+
+
+def _top_of_ranking(hit_ranks: np.ndarray, n_rel: np.ndarray, depth: int, cut: int,
+                    ks: Sequence[int]) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """mAP@cut's and P@k's protocol on one chunk: the relevant photos' ranks -> interpolated AP@cut (B,)
+    (denominator min(cut, relevant)), lenient AP@cut (B,) (denominator: relevant found in the top cut) and
+    P@k (B,) for each k, from the relevance of the top ``depth`` ranks."""
+    b = n_rel.size
+    rows = np.repeat(np.arange(b), n_rel)
+    inside = hit_ranks < depth
+    top = np.zeros((b, depth), dtype=bool)  # relevance of the top ``depth`` ranks
+    top[rows[inside], hit_ranks[inside]] = True
+    tp = np.cumsum(top, axis=1, dtype=np.int64)  # (B, depth)
+    prec = tp[:, :cut] / np.arange(1, cut + 1)
+    interp = np.maximum.accumulate(prec[:, ::-1], axis=1)  # reversed columns
+    top_cut = top[:, :cut]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap_cut = _row_sum(interp * top_cut[:, ::-1]) / np.minimum(cut, n_rel)
+        found = tp[:, cut - 1]
+        lenient = np.where(found > 0, _row_sum(prec * top_cut) / np.maximum(found, 1), 0.0)
+    precision = {}
+    for k in ks:
+        kk = min(k, depth)  # k clipped to the gallery, as SAKE does (depth is the gallery size when k exceeds it)
+        precision[k] = tp[:, kk - 1] / kk
+    return ap_cut, lenient, precision
+
+
+def _accuracy(match_rank: np.ndarray, no_match: np.ndarray, policy: str,
+              accuracy_ks: Sequence[int]) -> dict[str, float]:
+    """Acc@k's protocol: the share of counted queries whose own photo ranks within the top k (under
+    "exclude", a query whose photo is not in the gallery is not counted)."""
+    counted = ~no_match if policy == "exclude" else np.ones(match_rank.size, dtype=bool)
+    ranks = match_rank[counted]
+    return {f"Acc@{k}": float(np.mean((ranks >= 0) & (ranks < k))) for k in sorted(set(accuracy_ks))}
 
 
 def retrieval_metrics(

@@ -88,6 +88,8 @@ PAPER_NUMBERS: dict[str, dict[str, Any]] = {
 
 METRIC_NOTES = {
     "mAP@all": "VOC-interpolated AP over the whole gallery (SAKE-style), denominator = relevant photos",
+    "mAP@all_noninterp": "non-interpolated AP over the whole gallery (scikit-learn's average_precision_score, as "
+    "the QuickDraw-extended baselines report it), denominator = relevant photos; the paper's table uses mAP@all",
     "mAP@200": "VOC-interpolated AP on the top 200 (SAKE-style), denominator = min(200, relevant)",
     "mAP@200_lenient": "non-interpolated AP of the top-200 list, denominator = relevant found in it "
     "(scikit-learn / torchmetrics on the truncated list); not comparable to the papers",
@@ -170,9 +172,15 @@ def measured_facts(info: Mapping[str, Any] | None) -> dict[str, str]:
         "weights": model.get("weights") or "not recorded",
         "checkpoint": checkpoint or model.get("checkpoint") or "not recorded",
         "dataset": " ".join(str(x) for x in (info.get("dataset"), info.get("root")) if x) or "not recorded",
-        "split": str(info.get("split") or "not recorded"),
+        "split": str(info.get("split") or "not recorded") + (f" ({info['split_source']})" if info.get("split_source") else ""),
         "protocol": info.get("protocol") or "not recorded",
     }
+    if info.get("encoder"):
+        facts["encoder"] = str(info["encoder"])
+    if info.get("seen_in_training"):
+        seen = list(info["seen_in_training"])
+        facts["test classes seen in training"] = (f"{len(seen)} of {len(info.get('classes') or [])} "
+                                                  f"(--allow-seen-classes): {', '.join(map(str, seen))}")
     if info.get("framing"):
         facts["sketch framing"] = f"{info['framing']} ({info.get('framing_source', 'source not recorded')})"
     if model.get("runtime"):
@@ -189,17 +197,29 @@ def measured_facts(info: Mapping[str, Any] | None) -> dict[str, str]:
         facts["fine-grained gallery"] = (
             f"{info.get('fg_gallery', '?')}: {g.get('photos')} photos, {g.get('photos_with_sketches')} of them "
             f"sketched; {per.get('min')}-{per.get('max')} photos per class (mean {per.get('mean', 0):.1f})")
+    if info.get("fg_training_negatives"):
+        facts["training negatives"] = (f"{info['fg_training_negatives']} (the checkpoint's "
+                                       "data.fine_grained_negatives; the gallery above is chosen apart)")
     if info.get("queries_without_own_photo"):
         facts["sketches without their photo"] = (f"{info['queries_without_own_photo']}: left out of every Acc@k "
                                                  "(both protocols)")
+    if info.get("classes_without_own_photos"):
+        facts["classes without their sketches' photos"] = (f"{info['classes_without_own_photos']}: no sketch of "
+                                                            "theirs has its photo, so they are left out of Acc@k")
     if info.get("features"):
         facts["features file"] = str(info["features"])
     return facts
 
 
 def summary_markdown(metrics: Mapping[str, float], dataset_key: str, info: Mapping[str, Any] | None = None) -> str:
-    """The Markdown text of :func:`write_summary_markdown`."""
-    lines = [f"# Evaluation: {dataset_key}", ""]
+    """The Markdown text of :func:`write_summary_markdown`. The published rows stand beside ours only when
+    the run's protocol is the published one (:func:`~sketchlvm.evaluation.comparability.paper_verdict`);
+    otherwise one line says why not."""
+    from sketchlvm.evaluation.comparability import paper_verdict, verdict_line
+
+    zero_shot = bool(info and str(info.get("encoder", "")).startswith("zero-shot"))
+    lines = [f"# Evaluation: {dataset_key}" + (" with zero-shot CLIP (no trained prompts for this mode)"
+                                                if zero_shot else ""), ""]
     facts = measured_facts(info)
     if _is_random(facts["weights"]):
         lines += [("> **RANDOM WEIGHTS.** The backbone was not pretrained: these numbers say nothing about the "
@@ -208,19 +228,21 @@ def summary_markdown(metrics: Mapping[str, float], dataset_key: str, info: Mappi
     lines += [f"| {label} | {value} |" for label, value in facts.items()]
     lines.append("")
     ref = PAPER_NUMBERS.get(dataset_key)
+    verdict = (info or {}).get("comparable_to_paper") or paper_verdict(dataset_key, info)
     if ref is None:
         logger.warning("no published numbers for dataset %r; known: %s", dataset_key, ", ".join(PAPER_NUMBERS))
         lines += [f"No published numbers to compare against for `{dataset_key}`.", ""]
+    elif ref["rows"] and not verdict["comparable"]:
+        lines += [f"## {ref['title']}: not compared", "", verdict_line(verdict), "",
+                  "Ours, on this run: " + ", ".join(f"{c} {_fmt(c, metrics.get(c))}" for c in ref["metrics"]), ""]
     else:
         cols = ref["metrics"]
-        if info and info.get("subset"):  # a capped run is not the benchmark: say what it ran on
-            lines += [f"## A subset, {info['subset']}", "",
-                      f"The published rows below are on the full benchmark ({ref['title']}).", ""]
-        else:
-            lines += [f"## {ref['title']}: ours beside the published numbers", ""]
+        heading = "ours beside the published numbers" if ref["rows"] else "the figures this benchmark reports"
+        lines += [f"## {ref['title']}: {heading}", ""]
         lines.append("| method | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---|" * len(cols))
-        lines.append("| **ours** | " + " | ".join(_fmt(c, metrics.get(c)) for c in cols) + " |")
+        ours = "**ours** (zero-shot CLIP, no trained prompts)" if zero_shot else "**ours**"
+        lines.append(f"| {ours} | " + " | ".join(_fmt(c, metrics.get(c)) for c in cols) + " |")
         for name, row in ref["rows"].items():
             lines.append(f"| {name} | " + " | ".join(_fmt(c, row.get(c)) for c in cols) + " |")
         if ref.get("protocol"):
@@ -236,7 +258,9 @@ def summary_markdown(metrics: Mapping[str, float], dataset_key: str, info: Mappi
         "",
         "mAP and P@k are fractions; Acc@k are percentages. AP convention: mAP@all and mAP@200 are "
         "VOC-interpolated (precision made monotone from the right, integrated over recall), as in "
-        "the SAKE evaluation code the papers use; mAP@200_lenient is the non-interpolated value with "
+        "the SAKE evaluation code the papers use: CLIP for All Things' mAP@all is this interpolated value. "
+        "mAP@all_noninterp is the non-interpolated AP over the whole gallery (scikit-learn's average "
+        "precision, which the QuickDraw-extended baselines report); mAP@200_lenient is the non-interpolated value with "
         "only the relevant photos found in the top 200 as denominator (it can read higher or lower). Every query is ranked against the whole gallery "
         "(ties: lower gallery index first).",
         "",
@@ -387,12 +411,15 @@ def write_report(out_dir: str | Path, evaluation: Any, dataset_key: str | None, 
     ``evaluation`` is a :class:`sketchlvm.evaluation.evaluate.Evaluation`. The example grid is drawn only when
     the queries and gallery are files (not for scored ``.npz`` features).
     """
+    from sketchlvm.evaluation.comparability import paper_verdict
     from sketchlvm.evaluation.metrics import top_k
 
     result = evaluation.result
     info = {**(info or {})}
     if evaluation.query_ids is not None:
         info["queries_without_own_photo"] = result.n_without_match
+        info["classes_without_own_photos"] = result.n_classes_without_match
+    info.setdefault("comparable_to_paper", paper_verdict(dataset_key, info))
     extra = {**info, "queries_without_relevant": result.n_without_relevant}
     write_metrics_json(out_dir, result.metrics, extra)
     write_summary_markdown(out_dir, result.metrics, dataset_key or "custom", info)

@@ -224,7 +224,9 @@ class SketchTransform:
         self._framed = framed_signature(self.config, self.image_size)
 
     def to_image(self, sketch: Any) -> Image.Image:
-        """The framed, resized RGB sketch that the tensor is made from (S x S)."""
+        """The framed, resized RGB sketch that the tensor is made from (S x S). It is marked as framed, so
+        handing it back (an uploaded sketch kept as the app's query) gives the same tensor, not a second
+        resampling."""
         if isinstance(sketch, StrokeDrawing):
             return render_drawing(sketch, self.config, self.image_size)
         image = canvas_to_image(sketch)
@@ -234,10 +236,12 @@ class SketchTransform:
             if ink_bbox(image, self.config.ink_threshold) is None:
                 raise EmptySketchError(f"nothing drawn: no pixel darker than {255 - self.config.ink_threshold} "
                                        f"on a {image.size} canvas")
-            return pad_to_square(image, self.image_size)
-        framed = crop_to_ink(image, self.config.sketch_margin, self.config.ink_threshold)
-        size = (self.image_size, self.image_size)
-        return framed.resize(size, RESAMPLE, reducing_gap=3.0)
+            framed = pad_to_square(image, self.image_size)
+        else:
+            framed = crop_to_ink(image, self.config.sketch_margin, self.config.ink_threshold)
+            framed = framed.resize((self.image_size, self.image_size), RESAMPLE, reducing_gap=3.0)
+        framed.info[FRAMED_KEY] = self._framed
+        return framed
 
     def array(self, sketch: Any) -> np.ndarray:
         """The normalised float32 (3, S, S) array, without torch (the serving install)."""

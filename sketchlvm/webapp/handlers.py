@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 EXAMPLES_DIR = PACKAGE_DIR / "examples"
 MAX_SKETCH_PIXELS = 4096 * 4096  # uploaded sketch images
 NOT_IN_INDEX = "it was never indexed, or it changed or was removed since."  # a relpath the index lacks
-UPLOAD_SIDE = 512  # an uploaded sketch is searched as it would show on a 512 x 512 canvas
+UPLOAD_SIDE = 512  # fit_to_canvas's side (an uploaded sketch is not resampled to it: read_sketch_upload)
 
 
 def run_search(state: AppState, sketch: Any, mode: str, k: float, *, live: bool, text: str | None = None,
@@ -162,8 +162,12 @@ def fit_to_canvas(image: Image.Image, size: int = UPLOAD_SIDE) -> Image.Image:
     return ImageOps.pad(image, (size, size), method=Image.Resampling.LANCZOS, color="white")
 
 
-def read_sketch_upload(path: str) -> tuple[Image.Image | None, str]:
-    """An uploaded sketch image -> (the sketch fitted to the canvas, "") or (None, the refusal message).
+def read_sketch_upload(path: str, transform: Any = None) -> tuple[Image.Image | None, str]:
+    """An uploaded sketch image -> (the sketch, "") or (None, the refusal message).
+
+    With ``transform`` (the model's ``SketchTransform``) the sketch is the framed image that transform makes
+    from the file, as evaluation makes it from the same file: no other resampling comes first, and the
+    query holds a small image. Without it, the upright image as read.
 
     Refuses, with one reason, a file that is not a readable image, one over the size limit, and a blank
     page; the reason also pops up.
@@ -179,7 +183,7 @@ def read_sketch_upload(path: str) -> tuple[Image.Image | None, str]:
     except EmptySketchError:
         gr.Warning("That image is blank: no lines found.")
         return None, f"**Upload refused:** {escape(name)} has no dark lines on it. {UPLOAD_HINT}"
-    return fit_to_canvas(image), ""
+    return (image if transform is None else transform.to_image(image)), ""
 
 
 def load_upload(state: AppState, path: str | None, mode: str, k: float, text: str | None = None,
@@ -191,7 +195,7 @@ def load_upload(state: AppState, path: str | None, mode: str, k: float, text: st
     """
     if not path:
         return gr.skip(), gr.skip(), DRAW_HINT, gr.skip()
-    fitted, refusal = read_sketch_upload(path)
+    fitted, refusal = read_sketch_upload(path, state.searcher.model.sketch_transform)
     if fitted is None:
         return gr.skip(), gr.skip(), refusal, gr.skip()
     gallery, message, shown = run_search(state, fitted, mode, k, live=False, text=text, text_weight=text_weight)
@@ -200,17 +204,19 @@ def load_upload(state: AppState, path: str | None, mode: str, k: float, text: st
     return gr.update(value=fitted, visible=True), gallery, message, shown
 
 
-def example_strokes(path: Path) -> str:
-    """A shipped example (a Quick, Draw! record) as the canvas value: JSON strokes fitted to the canvas."""
+def example_strokes(path: Path, config: Any = None) -> str:
+    """A shipped example (a Quick, Draw! record) as the canvas value: JSON strokes placed on the canvas with the
+    model's own margin and line width (``config``: its ``PreprocessConfig``), as training and evaluation place
+    the same strokes, so the example's tensor is theirs."""
     record = json.loads(path.read_text(encoding="utf-8"))
-    return json.dumps(fit_strokes(parse_strokes(record), CANVAS_UNITS), separators=(",", ":"))
+    return json.dumps(fit_strokes(parse_strokes(record), CANVAS_UNITS, config), separators=(",", ":"))
 
 
 def load_example(state: AppState, index: int, mode: str, k: float, text: str | None = None,
                  text_weight: float = DEFAULT_TEXT_WEIGHT) -> tuple[str, list, str, list]:
     """Example ``index`` -> (canvas value, gallery value, message, relpaths shown)."""
     source = EXAMPLES_DIR / f"{state.examples[index].stem}.json"
-    strokes = example_strokes(source)
+    strokes = example_strokes(source, state.searcher.model.preprocess)
     gallery, message, shown = search_strokes(state, strokes, mode, k, live=False, text=text, text_weight=text_weight)
     return strokes, gallery, f"Example **{source.stem}** · {message}", shown
 

@@ -206,7 +206,7 @@ def set_sketch(state: AppState, path: str | None, canvas: str | None) -> tuple[A
 
     if not path:
         return gr.skip(), gr.skip(), gr.skip()
-    fitted, refusal = read_sketch_upload(path)
+    fitted, refusal = read_sketch_upload(path, state.searcher.model.sketch_transform)
     if fitted is None:
         return gr.skip(), refusal, gr.skip()
     query = Query.new("sketch", canvas, name=Path(path).name, image=fitted, view=fitted)
@@ -255,6 +255,6 @@ def set_example(state: AppState, index: int) -> tuple[Any, Any, Any]:
     if not 0 <= index < len(state.examples):
         return gr.skip(), gr.skip(), gr.skip()
     source = EXAMPLES_DIR / f"{state.examples[index].stem}.json"
-    strokes = example_strokes(source)
+    strokes = example_strokes(source, state.searcher.model.preprocess)
     query = Query.new("example", strokes, name=source.stem)
     return strokes, query, pending(query)

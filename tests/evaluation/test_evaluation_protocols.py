@@ -145,3 +145,31 @@ def test_a_sketch_without_its_photo_counts_alike_under_both_protocols():
     assert result.n_without_match == 1
     for k in (1, 5):
         assert result.metrics[f"Acc@{k}_within_class"] == result.metrics[f"Acc@{k}_whole_gallery"] == 1.0
+
+
+def test_a_class_whose_sketches_all_lack_their_photo_is_left_out_and_counted(sketchy_root, tmp_path):
+    """Possible with --features: the within-class pass raised ValueError; now it leaves the class out, as the
+    whole-gallery pass does, and the report counts it (issue 29, item 8)."""
+    full = tmp_path / "full"
+    assert main(["--dataset", "sketchy_fg", "--root", str(sketchy_root), "--max-classes", "3", *TINY,
+                 "--save-features", "--out", str(full)]) == 0
+    with np.load(full / "features.npz") as f:
+        arrays = dict(f)
+    dropped = arrays["query_labels"][0]
+    keep_photos = arrays["gallery_labels"] != dropped
+    keep_sketches = arrays["query_labels"] != dropped
+    no_photos = {**arrays, **{k: arrays[k][keep_photos] for k in ("gallery_features", "gallery_labels", "gallery_ids")}}
+    np.savez(tmp_path / "no_photos.npz", **no_photos)
+    np.savez(tmp_path / "neither.npz", **{**no_photos, **{k: arrays[k][keep_sketches] for k in
+                                                           ("query_features", "query_labels", "query_ids")}})
+
+    assert main(["--features", str(tmp_path / "no_photos.npz"), "--out", str(tmp_path / "a")]) == 0
+    assert main(["--features", str(tmp_path / "neither.npz"), "--out", str(tmp_path / "b")]) == 0
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert a["extra"]["classes_without_own_photos"] == 1 and b["extra"]["classes_without_own_photos"] == 0
+    assert a["extra"]["queries_without_own_photo"] == int((~keep_sketches).sum())
+    for k in (1, 5, 10):  # the sketches left out count for nothing, under both protocols
+        for protocol in ("within_class", "whole_gallery"):
+            assert a[f"Acc@{k}_{protocol}"] == pytest.approx(b[f"Acc@{k}_{protocol}"])
+    assert "| classes without their sketches' photos | 1:" in (tmp_path / "a" / "summary.md").read_text()

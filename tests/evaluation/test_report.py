@@ -46,13 +46,18 @@ def test_paper_numbers_cover_the_datasets():
     assert PAPER_NUMBERS["sketchy"]["rows"]["CLIP for All Things (paper)"]["mAP@200"] == 0.723
 
 
+# What a run on the published protocol records (see evaluation/comparability.py).
+PAPER_PROTOCOL = {"split": "sketchy_21", "framing": "pad-square", "generalised": False, "fg_gallery": "sketched",
+                  "gallery": 12_553, "gallery_photos": {"photos_per_class": {"min": 100}}}
+
+
 def test_summary_markdown(tmp_path):
-    text = write_summary_markdown(tmp_path, METRICS, "sketchy").read_text()
+    text = write_summary_markdown(tmp_path, METRICS, "sketchy", PAPER_PROTOCOL).read_text()
     assert "| **ours** | 0.712 | 0.690 |" in text
     assert "| CLIP for All Things (paper) | 0.723 | 0.725 |" in text
     assert "SpLIP" in text and "interpolated" in text
     fg_metrics = {"Acc@1_within_class": 0.3, "Acc@5_within_class": 0.61234, "Acc@10_within_class": math.nan}
-    fg = write_summary_markdown(tmp_path, fg_metrics, "sketchy_fg").read_text()
+    fg = write_summary_markdown(tmp_path, fg_metrics, "sketchy_fg", PAPER_PROTOCOL).read_text()
     assert "| **ours** | 30.00 | 61.23 |" in fg and "| 28.68 | 62.34 |" in fg
     assert "| Acc@10_within_class | n/a |" in fg
     other = write_summary_markdown(tmp_path, METRICS, "shoev2").read_text()

@@ -38,10 +38,29 @@ def _ink(tensor: torch.Tensor) -> np.ndarray:
     return tensor.mean(dim=0).numpy() < tensor.mean(dim=0).numpy().max() - 0.5
 
 
-@pytest.mark.parametrize("framing", FRAMINGS)
-def test_the_same_strokes_give_the_same_tensor_on_every_path(giraffe, framing):
-    transform = SketchTransform(224, PreprocessConfig(sketch_framing=framing))
-    on_canvas = fit_strokes(giraffe.strokes)  # an example drawing as the app's canvas holds it
+# Both framings, with the default placement and with a checkpoint's other margin and line width (issue 29).
+CONFIGS = [PreprocessConfig(sketch_framing=f, **placed) for f in FRAMINGS
+           for placed in ({}, {"sketch_margin": 0.25, "stroke_width": 0.05})]
+
+
+def _example_on_canvas(drawing, config, tmp_path, monkeypatch) -> list:
+    """The canvas value the app sets when ``drawing`` is one of its shipped examples, under a model whose
+    checkpoint recorded ``config``."""
+    from sketchlvm.webapp import query
+
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "giraffe.json").write_text(json.dumps({"word": "giraffe", "drawing": drawing.strokes}))
+    monkeypatch.setattr(handlers, "EXAMPLES_DIR", tmp_path / "examples")
+    model = SimpleNamespace(preprocess=config, sketch_transform=SketchTransform(224, config))
+    state = SimpleNamespace(examples=[tmp_path / "giraffe.png"], searcher=SimpleNamespace(model=model))
+    value, _, _ = query.set_example(state, 0)
+    return json.loads(value)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.sketch_framing}-m{c.sketch_margin}-w{c.stroke_width}")
+def test_the_same_strokes_give_the_same_tensor_on_every_path(giraffe, config, tmp_path, monkeypatch):
+    transform = SketchTransform(224, config)
+    on_canvas = _example_on_canvas(giraffe, config, tmp_path, monkeypatch)  # an example drawing in the app
 
     app = _app(transform, on_canvas)
     dataset, _ = ImageListDataset([QuickDrawDrawing("giraffe", 0, giraffe.strokes)], transform=transform)[0]

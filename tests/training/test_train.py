@@ -8,6 +8,7 @@ Held-out and unseen-class figures are printed, not asserted.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,8 @@ def test_fine_grained_training_raises_acc_at_5_on_its_pairs(sketchy_root, tmp_pa
     config = _config(
         "tiny_sketchy_fine_grained", sketchy_root, tmp_path / "run",
         # with the unsketched photos as distractors: ~4 sketched photos a class would make Acc@5 trivially 1
-        data={"max_classes": 4, "max_per_class": 8, "fine_grained_gallery": "with-distractors"},
+        data={"max_classes": 4, "max_per_class": 8, "fine_grained_gallery": "with-distractors",
+              "fine_grained_negatives": "with-distractors"},
         train={"epochs": 8, "classes_per_batch": 4, "samples_per_class": 4, "eval_every": 8},
     )
     train_pairs, _ = load_test_data("sketchy_fg", sketchy_root, "sketchy_21", 4, 8, "with-distractors")
@@ -314,3 +316,33 @@ def test_stopping_by_max_steps_adds_no_evaluation(sketchy_root, tmp_path):
     assert resumed.history[-1]["mean_loss"] == pytest.approx(straight.history[-1]["mean_loss"], rel=1e-4)
     lines = (tmp_path / "b" / "history.jsonl").read_text().splitlines()
     assert len(lines) == len((tmp_path / "a" / "history.jsonl").read_text().splitlines())
+
+
+def test_a_kill_before_the_state_is_saved_leaves_no_duplicate_history_line(sketchy_root, tmp_path, monkeypatch):
+    """history.jsonl used to be appended before the state was committed: a kill between the two wrote epoch 1
+    again on resume (issue 29, item 8)."""
+    import os
+
+    from sketchlvm.training import trainer
+
+    common = {"data": {"max_classes": 3, "max_per_class": 6}, "train": {"epochs": 2, "batch_size": 6, "eval_every": 99}}
+    straight = train(_config("tiny_sketchy_category", sketchy_root, tmp_path / "a", **common), show_progress=False)
+
+    real_replace = os.replace
+    killed = []
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name == trainer.STATE_FILE and not killed:
+            killed.append(dst)
+            raise KeyboardInterrupt("killed while committing the state")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config("tiny_sketchy_category", sketchy_root, tmp_path / "b", **common), show_progress=False)
+    monkeypatch.setattr(trainer.os, "replace", real_replace)
+    resumed = train(_config("tiny_sketchy_category", sketchy_root, tmp_path / "b", **common), show_progress=False)
+
+    lines = [json.loads(line) for line in (tmp_path / "b" / "history.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in lines] == [e["epoch"] for e in straight.history] == [1, 2]
+    assert [e["epoch"] for e in resumed.history] == [1, 2]

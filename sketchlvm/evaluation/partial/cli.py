@@ -11,8 +11,8 @@ import sys
 
 from sketchlvm.config import SKETCH_FRAMINGS
 from sketchlvm.evaluation.partial.framing import SCHEDULES, UNITS, load_stroke_sketches
-from sketchlvm.evaluation.partial.run import PROTOCOLS, PartialResult, checkpoint_training, evaluate_partial
-from sketchlvm.evaluation.protocol import apply_framing, resolve_framing
+from sketchlvm.evaluation.partial.run import PROTOCOLS, PartialResult, evaluate_partial
+from sketchlvm.evaluation.protocol import apply_framing, checkpoint_training, resolve_framing
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--framing", choices=SKETCH_FRAMINGS,
                    help="sketch framing (default: the checkpoint's, else pad-square: the drawing as it stands on the canvas)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="category",
-                   help="target photo: the first of the sketch's class, or its own photo ('photo' in the stroke JSON)")
+                   help="target photo: the best-ranked photo of the sketch's class, or its own photo ('photo' in the stroke JSON)")
     p.add_argument("--mode", choices=("category", "fine_grained"), help="encoder mode (default: the protocol)")
     p.add_argument("--checkpoint", help="trained SketchLVM checkpoint; omit for zero-shot CLIP")
     p.add_argument("--model", help="open_clip architecture (default: the checkpoint's, else ViT-B-32-quickgelu)")

@@ -90,8 +90,9 @@ def score_steps(
 ) -> PartialResult:
     """step_features: S arrays (Q, d), one per step -> :class:`PartialResult`.
 
-    With ids (fine-grained) the target is the sketch's own photo; without, the first photo of its
-    class, found as the "own photo" of :func:`evaluate_retrieval` with the labels as ids.
+    With ids (fine-grained) the target is the sketch's own photo; without, the best-ranked photo of
+    its class (the first relevant one in the ranking), found as the "own photo" of :func:`evaluate_retrieval`
+    with the labels as ids.
     """
     protocol = "fine_grained" if query_ids is not None else "category"
     q_ids = query_labels if query_ids is None else query_ids
@@ -203,17 +204,3 @@ def evaluate_partial(
         "gallery": len(paths),
     }
     return result, info
-
-
-def checkpoint_training(model: Any, mode: str) -> dict:
-    """The training record of ``mode`` in the model's checkpoint (``split``, ``classes``...), or {}.
-
-    A merged checkpoint keeps each mode's record under ``training[mode]["training"]``."""
-    if model.checkpoint is None or mode not in model.checkpoint.modes:
-        return {}
-    training = model.checkpoint.metadata.get("training") or {}
-    if mode in training and isinstance(training[mode], dict):
-        training = training[mode].get("training") or {}
-    return training if isinstance(training, dict) else {}
-
-
