@@ -58,6 +58,7 @@ class AppState:
     credit: str | None = None  # the demo gallery's source and licence (gallery.demo), shown under the title
     access: Any = None
     public: Any = None
+    newest: Any = None  # the live search's newest request per session (sketchlvm.webapp.newest), made by the page
 
     def ensure_indexer(self):
         """The background indexer of the gallery, made on first use; None without a gallery."""

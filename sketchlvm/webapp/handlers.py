@@ -18,7 +18,7 @@ from PIL import Image
 from sketchlvm.preprocess.strokes import parse_strokes, render_strokes
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT
 from sketchlvm.webapp.app_state import DRAW_HINT, AppState
-from sketchlvm.webapp.query import NOT_IN_INDEX, Query, Settings, present, run  # noqa: F401 (NOT_IN_INDEX, present: public)
+from sketchlvm.webapp.query import NOT_IN_INDEX, Query, Settings, present, run  # noqa: F401 (public names)
 from sketchlvm.webapp.query_inputs import (  # noqa: F401 (re-exported: the API's documented names)
     EXAMPLES_DIR,
     MAX_SKETCH_PIXELS,

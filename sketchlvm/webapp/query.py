@@ -37,8 +37,8 @@ from PIL import Image
 from sketchlvm.model.text import TextQueryError
 from sketchlvm.preprocess.strokes import EmptySketchError, StrokeFormatError
 from sketchlvm.preprocess.transforms import ImageLoadError
-from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
 from sketchlvm.runtime.zerogpu import take_note
+from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
 from sketchlvm.webapp.app_state import (
     DRAW_HINT,
     MODE_HINTS,
