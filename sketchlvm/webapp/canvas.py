@@ -26,8 +26,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 MIN_LINE_UNITS = 1.5  # thinnest line shown: a tiny drawing still shows up (the renderer draws >= 1 px)
 # Mid-stroke queries (static/canvas.js): the drawing so far is sent after a pause of PAUSE_MS with the pen
 # down, and at most every EVERY_MS while it keeps moving. Measured in bench/bench_browser.py (docs/app.md).
-PAUSE_MS = 120
-EVERY_MS = 400
+PAUSE_MS = 150
+EVERY_MS = 1000
 
 
 def live_strokes() -> bool:

@@ -7,15 +7,16 @@
 //
 // Live (props.live): while the pen is down it also sends the drawing so far, as
 // {"drawing": [...], "partial": true}, when the pen pauses (PAUSE_MS without a move) and at most every
-// EVERY_MS while it keeps moving; pen-up sends the finished drawing as before. Mouse, pen and finger
+// EVERY_MS while it keeps moving, never while a search is in flight; pen-up sends the finished drawing
+// as before. Mouse, pen and finger
 // are all pointer events: each draws and sends alike.
 (() => {
   const UNITS = Number(props.units);           // the canvas is UNITS x UNITS canvas units
   const WIDTH_RATIO = Number(props.width_ratio); // stroke width / drawing extent, as the renderer draws
   const MIN_WIDTH = Number(props.min_width);
   const LIVE = props.live === true || props.live === "true";
-  const PAUSE_MS = Number(props.pause_ms) || 120;
-  const EVERY_MS = Number(props.every_ms) || 400;
+  const PAUSE_MS = Number(props.pause_ms) || 150;
+  const EVERY_MS = Number(props.every_ms) || 1000;
   const canvas = element.querySelector("canvas");
   const ctx = canvas.getContext("2d");
   const frame = element.querySelector(".sketchlvm-canvas-frame");
@@ -114,10 +115,16 @@
   }
 
   function sendPartial() {
-    // The drawing so far, the stroke in progress included (undo history untouched).
+    // The drawing so far, the stroke in progress included (undo history untouched). Not while a search
+    // is still in flight: it would only wait behind it (and cost an encode nobody sees); the pen that
+    // still rests is tried again a moment later.
     clearTimeout(pauseTimer);
     pauseTimer = null;
     if (!current || current[0].length < 2) return;
+    if (page.waitingSince != null) {
+      pauseTimer = setTimeout(sendPartial, PAUSE_MS);
+      return;
+    }
     lastPartial = performance.now();
     const value = JSON.stringify({ drawing: strokes.concat([current]), partial: true });
     if (value !== sent) emit(value);
