@@ -13,13 +13,20 @@ Sketchy photos (upscaled, saved as JPEG quality 90, as a camera would). Per stro
 - **pointer move**: wall time of one ``page.mouse.move`` while the pen is down on the canvas (the page
   handles the event before Playwright returns), against the same move over a part of the page with no
   handler (baseline, same run);
-- **bytes of the results**: the size of the k (12) result images shown after the stroke, as served.
+- **bytes of the results**: the size of the k (12) result images shown after the stroke, as served;
+- **mid-stroke pause -> results for the drawing so far** (issue 28): the pen stops halfway through a
+  stroke and stays down; from its last move (and from the moment the canvas sent the drawing so far)
+  until the marked results of that drawing are shown and loaded, p50 / p95 against the same floor;
+- **requests per drawing, live against pen-up only**: real Quick, Draw! drawings replayed with their own
+  timings (every point at its recorded millisecond); each request the page sends is one encode on the
+  server, and a page without mid-stroke queries sends one per stroke.
 
 The browser shares the CPU with the server here, while the floor is measured alone: on a 2-core machine
 the ratio includes that contention.
 
     python -m bench.bench_browser                       # 100 photos of 3000 x 3000, 30 strokes
     python -m bench.bench_browser --photos 20 --strokes 8  # quick check
+    python -m bench.bench_browser --photos 20 --side 1000 --strokes 8 --pauses 8 --replays 3  # short, shared machine
 """
 
 from __future__ import annotations
@@ -64,7 +71,12 @@ PAGE_PROBE = """
   const snapshot = () => text() + '|' +
     [...document.querySelectorAll('#sketchlvm-results img')].map(i => i.getAttribute('src')).join(',') + '|' +
     [...document.querySelectorAll('#sketchlvm-results .caption-label')].map(c => c.innerText).join(',');
-  window.__bench = { up: 0, shown: 0, srcs: [] };
+  window.__bench = { up: 0, shown: 0, srcs: [], lastMove: 0, sentAt: 0, partialShown: 0 };
+  canvas.addEventListener('pointermove', () => { window.__bench.lastMove = performance.now(); }, true);
+  // The moment the canvas sends the drawing so far (canvas.js calls page.queryChanged just before).
+  const page = window.SketchLVMPage;
+  const changed = page.queryChanged;
+  page.queryChanged = () => { window.__bench.sentAt = performance.now(); changed(); };
   canvas.addEventListener('pointerup', () => {
     const before = snapshot();
     const state = window.__bench;
@@ -160,12 +172,99 @@ def draw_stroke(page, points: list[tuple[float, float]], move_times: list[float]
     page.mouse.up()
 
 
+# Waits (in the page) until the results of the drawing so far are shown: the answer is marked partial,
+# answers the newest request, and every visible tile has loaded.
+PARTIAL_SHOWN = """() => {
+  const p = window.SketchLVMPage;
+  const imgs = [...document.querySelectorAll('#sketchlvm-results img')];
+  if (p.answer && p.answer.partial && p.answer.seq === p.seq && p.isCurrent(p.answer) && imgs.length
+      && imgs.every(i => i.complete && i.naturalWidth > 0)) {
+    if (!window.__bench.partialShown) window.__bench.partialShown = performance.now();
+    return true;
+  }
+  return false;
+}"""
+
+
+def stroke_points(strokes: list, box: dict) -> list[list[tuple[float, float, float]]]:
+    """Each stroke's points on screen, with their own times (ms since the drawing's first point)."""
+    xs = [x for s in strokes for x in s[0]]
+    ys = [y for s in strokes for y in s[1]]
+    scale = 0.7 * box["width"] / max(max(xs) - min(xs), max(ys) - min(ys), 1)
+    t0 = min(s[2][0] for s in strokes if len(s) > 2 and s[2]) if all(len(s) > 2 for s in strokes) else 0
+    out = []
+    for stroke in strokes:
+        ts = stroke[2] if len(stroke) > 2 else [i * 16 for i in range(len(stroke[0]))]
+        out.append([(box["x"] + 0.15 * box["width"] + (x - min(xs)) * scale,
+                     box["y"] + 0.15 * box["height"] + (y - min(ys)) * scale, t - t0)
+                    for x, y, t in zip(stroke[0], stroke[1], ts)])
+    return out
+
+
+def pause_latencies(page, drawings_: list[list], box: dict, count: int) -> tuple[list[float], list[float]]:
+    """Halfway through a stroke the pen stops and stays down: seconds from its last move, and from the
+    canvas's send, until the results of the drawing so far are shown."""
+    from_pause, from_send = [], []
+    for strokes in drawings_:
+        if len(from_pause) >= count:
+            break
+        page.get_by_role("button", name="Clear").click()
+        page.wait_for_timeout(300)
+        for points in stroke_points(strokes, box):
+            if len(points) < 8 or len(from_pause) >= count:
+                continue
+            half = len(points) // 2
+            page.evaluate("() => { window.__bench.partialShown = 0; window.__bench.sentAt = 0; }")
+            page.mouse.move(*points[0][:2])
+            page.mouse.down()
+            for x, y, _ in points[1:half]:
+                page.mouse.move(x, y)
+            try:
+                page.wait_for_function(PARTIAL_SHOWN, timeout=RESULTS_TIMEOUT_MS)
+                b = page.evaluate("() => window.__bench")
+                from_pause.append((b["partialShown"] - b["lastMove"]) / 1000)
+                from_send.append((b["partialShown"] - b["sentAt"]) / 1000)
+            except Exception:  # noqa: BLE001 (Playwright's TimeoutError)
+                pass
+            for x, y, _ in points[half:]:
+                page.mouse.move(x, y)
+            page.mouse.up()
+            page.wait_for_function("() => { const p = window.SketchLVMPage; return p.answer && !p.answer.partial "
+                                   "&& p.answer.seq === p.seq; }", timeout=RESULTS_TIMEOUT_MS)
+    return from_pause, from_send
+
+
+def replay(page, strokes: list, box: dict) -> tuple[int, int]:
+    """Draw one real drawing at its own pace -> (requests the page sent, strokes)."""
+    page.get_by_role("button", name="Clear").click()
+    page.wait_for_function("() => { const p = window.SketchLVMPage; return p.answer && p.answer.seq === p.seq; }",
+                           timeout=RESULTS_TIMEOUT_MS)
+    before = page.evaluate("() => window.SketchLVMPage.seq")
+    started = time.perf_counter()
+    for points in stroke_points(strokes, box):
+        for i, (x, y, t) in enumerate(points):
+            wait = t / 1000 - (time.perf_counter() - started)
+            if wait > 0:
+                time.sleep(wait)
+            if i == 0:
+                page.mouse.move(x, y)
+                page.mouse.down()
+            else:
+                page.mouse.move(x, y)
+        page.mouse.up()
+    page.wait_for_function("() => { const p = window.SketchLVMPage; return p.answer && p.answer.seq === p.seq; }",
+                           timeout=RESULTS_TIMEOUT_MS)
+    return page.evaluate("() => window.SketchLVMPage.seq") - before, len(strokes)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=100, help="gallery photos (default: 100)")
     parser.add_argument("--side", type=int, default=3000, help="photo side in px (default: 3000)")
     parser.add_argument("--strokes", type=int, default=30, help="strokes to draw and time (default: 30)")
     parser.add_argument("--k", type=int, default=12, help="results per search (default: 12)")
+    parser.add_argument("--pauses", type=int, default=10, help="mid-stroke pauses to time (default: 10)")
+    parser.add_argument("--replays", type=int, default=4, help="drawings replayed at their own pace (default: 4)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Sketchy subset (photo/)")
     parser.add_argument("--server-timeout", type=float, default=600, help="seconds for app.py to index and start")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (gallery, screenshots)")
@@ -265,6 +364,13 @@ def main(argv: list[str] | None = None) -> int:
                 if drawn > args.strokes:
                     break
             page.screenshot(path=str(work / "bench-browser.png"), full_page=True)
+            pool = drawings(args.data.parent / "quickdraw", 200)
+            paused, paused_sent = pause_latencies(page, pool, box, args.pauses)
+            sent, drawn_strokes = 0, 0
+            for strokes in pool[: args.replays]:
+                requests, count = replay(page, strokes, box)
+                sent += requests
+                drawn_strokes += count
             browser.close()
 
         p50, p95 = pct(latencies, 50), pct(latencies, 95)
@@ -281,6 +387,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.k} result images: p50 {bytes_p50 / 1e3:.0f} kB, max {bytes_max / 1e3:.0f} kB "
               f"(the originals: ~{photo_bytes / args.photos * args.k / 1e6:.1f} MB); target <= "
               f"{TARGET_RESULT_BYTES / 1e3:.0f} kB")
+        floor_p50 = pct(floor, 50)
+        print(f"mid-stroke pause -> results for the drawing so far ({len(paused)} pauses): from the last move "
+              f"p50 {pct(paused, 50) * 1e3:.0f} ms = {pct(paused, 50) / floor_p50:.2f}x the floor, p95 "
+              f"{pct(paused, 95) * 1e3:.0f} ms = {pct(paused, 95) / floor_p50:.2f}x; from the canvas's send p50 "
+              f"{pct(paused_sent, 50) * 1e3:.0f} ms = {pct(paused_sent, 50) / floor_p50:.2f}x, p95 "
+              f"{pct(paused_sent, 95) * 1e3:.0f} ms = {pct(paused_sent, 95) / floor_p50:.2f}x; target <= 1.3x")
+        print(f"requests per drawing, {args.replays} drawings replayed at their own pace: live {sent} for "
+              f"{drawn_strokes} strokes = {sent / max(drawn_strokes, 1):.2f}x pen-up only; target <= 2x")
         print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         if args.keep:
             print(f"kept {work} (screenshot: bench-browser.png)")

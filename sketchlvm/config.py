@@ -399,6 +399,9 @@ class Settings:
     host: str = _setting("127.0.0.1", "address to listen on; `0.0.0.0` exposes the app to your network", "--host",
                          fallback="GRADIO_SERVER_NAME")
     port: str = _setting("7860", "port to listen on", "--port", fallback="GRADIO_SERVER_PORT")
+    live_strokes: bool = _setting(
+        True, "the canvas sends the drawing so far while the pen is down (after a 150 ms rest, at most once a "
+        "second); off (`0`): only at pen-up, one query per stroke, for a busy public Space ([app.md](app.md))")
     share: bool = _setting(False, "also open a temporary public `*.gradio.live` link", "--share")
     auth: str | None = _setting(None, "`USER:PASSWORD[,...]`: a login page in front of the page and the API "
                                 "([deploying-in-public.md](deploying-in-public.md))", "--auth", shown="no login")
@@ -449,12 +452,13 @@ def settings_table() -> str:
         if meta["shown"]:
             default = meta["shown"]
         elif spec.type == "bool":
-            default = "off"
+            default = "on" if spec.default else "off"
         else:
             default = f"`{spec.default}`"
         if meta["fallback"]:
             default = f"`{meta['fallback']}`, else {default}"
-        variable = f"`{env_var(spec.name)}{'=1' if spec.type == 'bool' else ''}`"
+        switch = ("=0" if spec.default else "=1") if spec.type == "bool" else ""  # what changes it
+        variable = f"`{env_var(spec.name)}{switch}`"
         flag = f"`{meta['flag']}`" if meta["flag"] else "–"
         rows.append(f"| {variable} | {flag} | {default} | {meta['meaning']} |")
     return "\n".join(rows) + "\n"

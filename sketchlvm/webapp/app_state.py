@@ -78,6 +78,7 @@ class AppState:
     access: Any = None
     public: Any = None
     watcher: Any = None  # the FolderWatcher keeping a local gallery's index current (sketchlvm.gallery.watch)
+    newest: Any = None  # the live search's newest request per session (sketchlvm.webapp.newest), made by the page
 
     def ensure_indexer(self):
         """The background indexer of the gallery, made on first use; None without a gallery."""

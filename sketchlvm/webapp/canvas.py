@@ -23,6 +23,19 @@ from sketchlvm.preprocess.drawing import CANVAS_UNITS  # the canvas is 512 x 512
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MIN_LINE_UNITS = 1.5  # thinnest line shown: a tiny drawing still shows up (the renderer draws >= 1 px)
+# Mid-stroke queries (static/canvas.js): the drawing so far is sent after a pause of PAUSE_MS with the pen
+# down, and at most every EVERY_MS while it keeps moving. Measured in bench/bench_browser.py (docs/app.md).
+PAUSE_MS = 150
+EVERY_MS = 1000
+
+
+def live_strokes() -> bool:
+    """Whether the canvas sends the drawing so far while the pen is down (on unless switched off: a busy
+    public Space may want one query per stroke; docs/app.md has the measurements)."""
+    from sketchlvm.config import settings
+
+    return settings().live_strokes
+
 
 TEMPLATE = """
 <div class="sketchlvm-canvas-frame sketchlvm-empty">
@@ -56,10 +69,11 @@ class StrokeCanvas(gr.HTML):
     """A drawing canvas whose value is the stroke list as JSON text ("" when nothing is drawn).
 
     Listen to ``.input``: it fires once per pen-up, undo, redo and clear, never for a value the server
-    sets (an example), so a handler that sets the value does not search twice.
+    sets (an example), so a handler that sets the value does not search twice. With ``live`` it also
+    fires while the pen is down, with ``{"drawing": [...], "partial": true}``: the drawing so far.
     """
 
-    def __init__(self, value: str = "", *, elem_id: str | None = None, **kwargs: Any):
+    def __init__(self, value: str = "", *, elem_id: str | None = None, live: bool = False, **kwargs: Any):
         super().__init__(
             value=value,
             html_template=TEMPLATE,  # no ${value}: a new value does not rebuild (wipe) the canvas
@@ -69,6 +83,9 @@ class StrokeCanvas(gr.HTML):
             units=CANVAS_UNITS,
             width_ratio=line_width_ratio(),
             min_width=MIN_LINE_UNITS,
+            live=bool(live),
+            pause_ms=PAUSE_MS,
+            every_ms=EVERY_MS,
             **kwargs,
         )
 

@@ -12,13 +12,21 @@ request), the query (kind and id) and the settings it was ranked with. ``static/
 answer as current only when it answers the latest request and its settings are those on screen; any
 other is dimmed and cannot be clicked. A stroke drawn after a query was set makes the drawing the query
 again (the canvas is compared with the canvas at the time the query was set).
+
+This is the app's one query path: the public API (``handlers.py``) builds the same ``Query`` and
+``Settings`` and calls the same :func:`run`, so a drawing, words, an uploaded sketch, a photo and "more
+like this" are refused, cached and bounded alike, with the same messages, from the page or the API.
+The page's live search also passes a ``wanted`` check (``newest.py``): a query that a newer one of its
+session has superseded is dropped before it is encoded.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +37,30 @@ from PIL import Image
 from sketchlvm.model.text import TextQueryError
 from sketchlvm.preprocess.strokes import EmptySketchError, StrokeFormatError
 from sketchlvm.preprocess.transforms import ImageLoadError
+from sketchlvm.runtime.zerogpu import take_note
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
-from sketchlvm.webapp.handlers import NOT_IN_INDEX, present, strokes_to_sketch
+from sketchlvm.webapp.app_state import (
+    DRAW_HINT,
+    MODE_HINTS,
+    MODE_LABELS,
+    AppState,
+    coverage_note,
+    gallery_problem,
+    no_gallery_help,
+)
 from sketchlvm.webapp.markdown import escape
-from sketchlvm.webapp.app_state import DRAW_HINT, AppState, gallery_problem, no_gallery_help
+from sketchlvm.webapp.query_inputs import (
+    EXAMPLES_DIR,
+    example_strokes,
+    is_partial,
+    read_photo,
+    read_sketch_upload,
+    strokes_to_sketch,
+)
+from sketchlvm.webapp.results import gallery_item
+
+log = logging.getLogger(__name__)
+NOT_IN_INDEX = "it was never indexed, or it changed or was removed since."  # a relpath the index lacks
 
 KIND_LABELS = {  # what the query panel and the tests call each kind
     "drawing": "your drawing",
@@ -115,24 +143,56 @@ class Answer:
     message: str
     shown: list[str]
     kind: str  # the kind actually searched ("words" for a blank canvas with words)
+    partial: bool = False  # a drawing in progress (sent mid-stroke)
 
     def tag(self, seq: Any, query: Query, settings: Settings) -> str:
         """What this answer answers, as the page's answer.js compares it with the screen."""
-        try:
-            seq = int(seq)
-        except (TypeError, ValueError):
-            seq = 0
         return json.dumps({
-            "seq": seq, "query": {"id": query.id, "kind": self.kind}, "mode": settings.mode, "k": settings.k,
-            "words": settings.words, "weight": settings.weight, "results": len(self.shown),
+            "seq": request_number(seq), "query": {"id": query.id, "kind": self.kind}, "mode": settings.mode,
+            "k": settings.k, "words": settings.words, "weight": settings.weight, "results": len(self.shown),
+            "partial": self.partial,
         })
 
 
-def run(state: AppState, query: Query, canvas: str, settings: Settings) -> Answer:
-    """Search ``query`` with ``settings``. Never raises for user mistakes: the message says what was wrong."""
+def request_number(seq: Any) -> int:
+    """The page's request number (static/request.js); 0 for none (an API call)."""
+    try:
+        return int(seq)
+    except (TypeError, ValueError):
+        return 0
+
+
+def present(state: AppState, results: list, mode: str, elapsed_ms: float, *,
+            extra: str | None = None) -> tuple[list, str, list[str]]:
+    """Search results -> (gallery value, message, relpaths shown); the message says how much of the
+    gallery was searched while it is still being indexed."""
+    shown = [(r, item) for r, item in ((r, gallery_item(state, r)) for r in results) if item is not None]
+    label = MODE_LABELS.get(mode, mode)
+    message = (
+        f"**{len(results)} best match{'es' if len(results) != 1 else ''}** · {label} mode "
+        f"({MODE_HINTS.get(mode, '')}) · {elapsed_ms:.0f} ms"
+    )
+    unshown = len(results) - len(shown)
+    if unshown:  # a thumbnail that could not be made (unreadable photo, full disk); the log says which
+        message += f"\n\n{unshown} of them could not be shown: the server could not read or write their pictures."
+    for line in (extra, take_note(), coverage_note(state)):  # take_note: answered on the CPU, not ZeroGPU
+        if line:
+            message += f"\n\n{line}"
+    return [item for _, item in shown], message, [r.relpath for r, _ in shown]
+
+
+def run(state: AppState, query: Query, canvas: str, settings: Settings, *, loud: bool = False,
+        wanted: Callable[[], bool] | None = None) -> Answer | None:
+    """Search ``query`` with ``settings``. Never raises for user mistakes: the message says what was wrong.
+
+    ``loud``: a search someone asked for by name (an API call) also pops up what went wrong; the page's
+    live searches say it in the message alone. ``wanted``: asked just before the encoder runs; when it
+    says no (a newer query of the session came in), nothing is encoded and None is returned.
+    """
     searcher = state.searcher
     words = settings.words if settings.words.strip() else None
     kind = query.kind
+    partial = query.kind == "drawing" and is_partial(canvas)
     started = time.perf_counter()
     try:
         if query.kind in ("drawing", "example"):
@@ -141,23 +201,37 @@ def run(state: AppState, query: Query, canvas: str, settings: Settings) -> Answe
             except EmptySketchError:
                 sketch = None
                 kind = "words" if words else "drawing"
-            if sketch is None and words is None:
-                return Answer([], DRAW_HINT, [], "drawing")
-            results = searcher.search(sketch, settings.mode, settings.k, text=words, text_weight=settings.weight)
-        elif query.kind == "sketch":
-            results = searcher.search(query.image, settings.mode, settings.k, text=words, text_weight=settings.weight)
-        elif query.kind == "gallery":
-            results = searcher.search_like(query.relpath, settings.mode, settings.k, text=words,
-                                           text_weight=settings.weight)
+        else:
+            sketch = query.image
+            if query.kind == "sketch" and sketch is None:
+                kind = "words" if words else "drawing"
+        if query.kind in ("drawing", "example", "sketch") and sketch is None and words is None:
+            if loud:
+                gr.Warning("Nothing to search for: draw something or type a few words.")
+            return Answer([], DRAW_HINT, [], "drawing")
+        if wanted is not None and not wanted():
+            return None
+        args = {"text": words, "text_weight": settings.weight}
+        if query.kind == "gallery":
+            results = searcher.search_like(query.relpath, settings.mode, settings.k, **args)
         elif query.kind == "photo":
-            results = searcher.search_photo(query.path, settings.mode, settings.k, text=words,
-                                            text_weight=settings.weight)
+            results = searcher.search_photo(query.path, settings.mode, settings.k, **args)
+        elif query.kind in ("drawing", "example", "sketch"):
+            results = searcher.search(sketch, settings.mode, settings.k, **args)
         else:
             raise ValueError(f"unknown query kind {query.kind!r}")
         note = searcher.text_query(words).note() if words is not None else None
     except StrokeFormatError as error:
+        if loud:
+            gr.Warning(f"Those strokes could not be used: {error}")
         return Answer([], f"**Those strokes could not be used:** {error}.", [], kind)
+    except EmptySketchError:  # an image with nothing on it
+        if loud:
+            gr.Warning("Nothing to search for: draw something or type a few words.")
+        return Answer([], DRAW_HINT, [], "drawing")
     except EmptyGalleryError:
+        if loud:
+            gr.Warning("There is no photo to search yet.")
         return Answer([], gallery_problem(state) or no_gallery_help(), [], kind)
     except TextQueryError as error:  # too long, or no text tower
         return Answer([], f"**Those words could not be used:** {error}", [], kind)
@@ -166,11 +240,15 @@ def run(state: AppState, query: Query, canvas: str, settings: Settings) -> Answe
     except ImageLoadError as error:
         return Answer([], f"**That photo can no longer be read:** {error}. Upload it again.", [], kind)
     except (ValueError, TypeError) as error:  # an unknown mode, a bad weight or k
+        log.info("search refused: %s", error)
         return Answer([], f"**That search could not be run:** {error}", [], kind)
     gallery, message, shown = present(state, results, settings.mode, (time.perf_counter() - started) * 1000,
                                       extra=note)
-    prefix = MESSAGE_PREFIX.get(kind, "").format(name=escape(query.name or ""))  # file names are not Markdown
-    return Answer(gallery, f"{prefix} · {message}" if prefix else message, shown, kind)
+    prefix = MESSAGE_PREFIX.get(kind, "")
+    if "{name}" in prefix and not query.name:
+        prefix = ""  # an image from the API: nothing to name
+    prefix = prefix.format(name=escape(query.name or ""))  # file names are not Markdown
+    return Answer(gallery, f"{prefix} · {message}" if prefix else message, shown, kind, partial)
 
 
 def view_update(query: Query) -> dict:
@@ -179,18 +257,6 @@ def view_update(query: Query) -> dict:
         title = f"Searching with: {KIND_LABELS[query.kind]} {query.name}".rstrip()
         return gr.update(value=query.view, visible=True, label=title)
     return gr.update(value=None, visible=False)
-
-
-def photo_view(path: str | Path, side: int = 320) -> Image.Image | None:
-    """A small copy of an uploaded photo for the query panel (the photo itself may be 10 MB)."""
-    from sketchlvm.preprocess.transforms import load_photo
-
-    try:
-        image = load_photo(path, draft_size=side)
-    except ImageLoadError:
-        return None
-    image.thumbnail((side, side))
-    return image
 
 
 def pending(query: Query) -> str:
@@ -202,8 +268,6 @@ def pending(query: Query) -> str:
 def set_sketch(state: AppState, path: str | None, canvas: str | None) -> tuple[Any, Any, Any]:
     """An uploaded sketch image becomes the query -> (query, message, answer marker). A file that is
     not a readable image, or a blank page, leaves the query as it was and says why."""
-    from sketchlvm.webapp.handlers import read_sketch_upload
-
     if not path:
         return gr.skip(), gr.skip(), gr.skip()
     fitted, refusal = read_sketch_upload(path, state.searcher.model.sketch_transform)
@@ -216,22 +280,12 @@ def set_sketch(state: AppState, path: str | None, canvas: str | None) -> tuple[A
 def set_photo(state: AppState, path: str | None, canvas: str | None) -> tuple[Any, Any, Any]:
     """An uploaded photo becomes the query -> (query, message, answer marker); an unreadable file is
     refused with the reason and leaves the query as it was."""
-    from sketchlvm.preprocess.transforms import load_photo
-    from sketchlvm.search import MAX_QUERY_PIXELS
-
     if not path:
         return gr.skip(), gr.skip(), gr.skip()
-    name = Path(path).name
-    model = state.searcher.model
-    try:
-        view = load_photo(path, model.preprocess.max_image_pixels, draft_size=model.image_size,
-                          max_decoded_pixels=MAX_QUERY_PIXELS)  # a small file must not decode to gigabytes
-    except ImageLoadError as error:
-        reason = str(error).replace(str(path), name)  # no server paths in the UI
-        gr.Warning(f"Photo refused: {reason}.")
-        return gr.skip(), f"**Photo refused:** {escape(reason)}.", gr.skip()
-    view.thumbnail((320, 320))
-    query = Query.new("photo", canvas, name=name, path=str(path), view=view)
+    view, refusal = read_photo(state, path)
+    if view is None:
+        return gr.skip(), refusal, gr.skip()
+    query = Query.new("photo", canvas, name=Path(path).name, path=str(path), view=view)
     return query, gr.skip(), pending(query)
 
 
@@ -250,8 +304,6 @@ def set_gallery(state: AppState, relpath: str | None, canvas: str | None) -> tup
 
 def set_example(state: AppState, index: int) -> tuple[Any, Any, Any]:
     """Example ``index`` goes into the canvas and becomes the query -> (canvas value, query, marker)."""
-    from sketchlvm.webapp.handlers import EXAMPLES_DIR, example_strokes
-
     if not 0 <= index < len(state.examples):
         return gr.skip(), gr.skip(), gr.skip()
     source = EXAMPLES_DIR / f"{state.examples[index].stem}.json"

@@ -50,7 +50,7 @@ def _example_on_canvas(drawing, config, tmp_path, monkeypatch) -> list:
 
     (tmp_path / "examples").mkdir()
     (tmp_path / "examples" / "giraffe.json").write_text(json.dumps({"word": "giraffe", "drawing": drawing.strokes}))
-    monkeypatch.setattr(handlers, "EXAMPLES_DIR", tmp_path / "examples")
+    monkeypatch.setattr(query, "EXAMPLES_DIR", tmp_path / "examples")
     model = SimpleNamespace(preprocess=config, sketch_transform=SketchTransform(224, config))
     state = SimpleNamespace(examples=[tmp_path / "giraffe.png"], searcher=SimpleNamespace(model=model))
     value, _, _ = query.set_example(state, 0)

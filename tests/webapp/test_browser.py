@@ -127,9 +127,12 @@ def captions(page) -> list[str]:
 
 
 def wait_for_new_results(page, previous: list[str]) -> list[str]:
-    """Wait until K captioned results that differ from ``previous`` are shown; return them."""
+    """Wait until K captioned results that differ from ``previous`` are shown, as the answer to the latest
+    request and not to a drawing in progress (a slow stroke also sends the drawing so far); return them."""
     page.wait_for_function(
         """([k, previous]) => {
+            const p = window.SketchLVMPage;
+            if (!p || !p.answer || p.answer.partial || p.answer.seq !== p.seq || !p.isCurrent(p.answer)) return false;
             const now = [...document.querySelectorAll('#sketchlvm-results .caption-label')].map(c => c.innerText.trim());
             return now.length >= k && JSON.stringify(now) !== JSON.stringify(previous);
         }""",
@@ -230,7 +233,8 @@ def test_an_example_loads_into_the_canvas_as_strokes(app_url, page):
 
 
 def test_drawing_with_a_finger_searches_and_does_not_scroll(app_url, browser):
-    """On a phone-sized touch screen the canvas fits the width, and a touch stroke draws instead of scrolling."""
+    """On a phone-sized touch screen the canvas fits the width, a touch stroke draws instead of scrolling,
+    and a finger that rests mid-stroke gets the results of the drawing so far, as the mouse does."""
     url, state = app_url
     context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
     try:
@@ -246,9 +250,12 @@ def test_drawing_with_a_finger_searches_and_does_not_scroll(app_url, browser):
         cdp = context.new_cdp_session(page)
         points = [(box["x"] + 30 + i * 10, box["y"] + 40 + i * 12) for i in range(20)]  # a diagonal swipe
         cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": points[0][0], "y": points[0][1]}]})
-        for x, y in points[1:]:
+        for i, (x, y) in enumerate(points[1:]):
             cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+            if i == 10:  # the finger rests mid-swipe: the drawing so far is searched, as with a mouse
+                page.wait_for_function("() => window.SketchLVMPage.answer && window.SketchLVMPage.answer.partial")
         cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        page.wait_for_function("() => window.SketchLVMPage.answer && !window.SketchLVMPage.answer.partial")
         page.locator("#sketchlvm-results img").nth(K - 1).wait_for(state="attached")
         assert "best matches" in wait_for_message(page, "best matches")
         assert page.evaluate("() => window.scrollY") == scrolled  # the swipe drew; the page did not move

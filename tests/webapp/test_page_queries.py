@@ -6,7 +6,8 @@ their weight. After each step the results on screen must be exactly the library'
 query the page says it searched, with the settings on screen, and the answer's tag (query kind and
 settings, sketchlvm/webapp/query.py) must match the controls. The race test adds random delays to
 every search on the server and random pauses between actions, over many trials, and counts answers
-that do not match the screen: there must be none.
+that do not match the screen: there must be none. Its steps include strokes that pause with the pen
+down (the canvas then sends the drawing so far) and words typed with no Enter (searched after a pause).
 """
 
 from __future__ import annotations
@@ -102,6 +103,29 @@ def stroke(page, i: int) -> None:
     for step in range(1, 8):
         page.mouse.move(x0 + step * box["width"] * 0.04, y0 + step * box["height"] * rng.uniform(-0.04, 0.06))
     page.mouse.up()
+
+
+def live_stroke(page, i: int, pause_ms: int = 250) -> None:
+    """A longer mouse stroke that rests twice with the pen down: the canvas sends the drawing so far."""
+    canvas = page.locator("#sketchlvm-canvas canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    rng = random.Random(1000 + i)
+    x0, y0 = box["x"] + box["width"] * rng.uniform(0.15, 0.4), box["y"] + box["height"] * rng.uniform(0.2, 0.5)
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for step in range(1, 13):
+        page.mouse.move(x0 + step * box["width"] * 0.04, y0 + step * box["height"] * rng.uniform(-0.03, 0.05))
+        if step in (4, 8):
+            page.wait_for_timeout(pause_ms)
+    page.mouse.up()
+
+
+def type_words(page, words: str) -> None:
+    """Type into the words box key by key, with no Enter: the words search after a pause in typing."""
+    box = page.locator("#sketchlvm-words textarea, #sketchlvm-words input").first
+    box.fill("")
+    box.press_sequentially(words, delay=40)
 
 
 def set_query(page, action) -> None:
@@ -315,6 +339,7 @@ WATCH = """() => {
     // results and the answer's tag in one update, answer.js reacts to the tag within it.
     window.__violations = [];
     window.__checks = 0;
+    window.__partials = 0;
     const check = () => {
         window.__checks += 1;
         const p = window.SketchLVMPage;
@@ -333,6 +358,7 @@ WATCH = """() => {
                     && !p.isCurrent(p.answer)) window.__violations.push(JSON.stringify({answer: p.answer, now}));
             }, 150);
         }
+        if (p.answer.partial) window.__partials += 1;
         const shown = document.querySelectorAll('#sketchlvm-results .caption-label').length;
         if (shown !== p.answer.results) window.__violations.push('shown ' + shown + ' vs ' + JSON.stringify(p.answer));
     };
@@ -357,11 +383,16 @@ def test_no_stale_answer_under_random_timing(running, page, slow_searches):
     query = {"kind": "drawing"}
     stale = []
     for trial in range(RACE_TRIALS):
-        steps = rng.sample(["stroke", "words", "mode", "k", "weight", "query"], k=rng.randint(2, 5))
+        steps = rng.sample(["stroke", "live", "words", "typed", "mode", "k", "weight", "query"], k=rng.randint(2, 5))
         for step in steps:
             if step == "stroke":
                 stroke(page, trial)
                 query = {"kind": "drawing"}
+            elif step == "live":  # the drawing so far is sent while the pen rests
+                live_stroke(page, trial, pause_ms=rng.choice([150, 300]))
+                query = {"kind": "drawing"}
+            elif step == "typed":  # words typed with no Enter
+                type_words(page, rng.choice(["", "red", "on a beach", "a striped one"]))
             elif step == "words":  # leaving the words box searches too: the issue's case
                 box = page.locator("#sketchlvm-words textarea, #sketchlvm-words input").first
                 box.fill(rng.choice(["", "red", "on a beach", "a striped one"]))
@@ -383,11 +414,64 @@ def test_no_stale_answer_under_random_timing(running, page, slow_searches):
                     query = {"kind": kind, "path": files[kind]}
             page.wait_for_timeout(rng.uniform(0, 300))
         try:
-            check_screen(page, state, query)
+            tag = check_screen(page, state, query) and settle(page)
+            assert tag["partial"] is False, tag  # after pen-up, the finished drawing's results
         except AssertionError as error:
             stale.append((trial, steps, str(error)[:400]))
     violations, checks = page.evaluate("() => [window.__violations, window.__checks]")
     print(f"{RACE_TRIALS} trials, {checks} painted states checked, {len(violations)} stale answers shown as current")
     assert checks > RACE_TRIALS
+    assert page.evaluate("() => window.__partials") > 0, "no answer to a drawing in progress was ever shown"
     assert not stale, f"{len(stale)} of {RACE_TRIALS} trials ended on a stale answer: {stale[:3]}"
     assert not violations, f"{len(violations)} stale answers shown as current: {violations[:3]}"
+
+
+# --------------------------------------------------------------------------------------------
+# Results that follow the pen, words as they are typed, and a page that says when it is behind
+
+
+def test_results_follow_the_pen_and_the_typed_words(running, page):
+    """While the pen rests mid-stroke, the results are those of the drawing so far, quietly marked; at
+    pen-up, the finished drawing's. Words typed with no Enter search after a pause."""
+    _, state, _ = running
+    canvas = page.locator("#sketchlvm-canvas canvas").first
+    box = canvas.bounding_box()
+    x0, y0 = box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.3
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for step in range(1, 9):
+        page.mouse.move(x0 + step * box["width"] * 0.06, y0 + step * box["height"] * 0.04)
+    # The pen rests: the drawing so far is searched and shown, marked as such, while the pen is down.
+    page.wait_for_function("""() => { const p = window.SketchLVMPage;
+        return p.answer && p.answer.partial && p.answer.seq === p.seq && p.isCurrent(p.answer); }""")
+    now = screen(page)
+    assert '"partial":true' in now["strokes"]
+    assert now["names"] and now["names"] == expected(state, {"kind": "drawing"}, now)
+    assert page.locator("#sketchlvm-caption").inner_text() == "Results for the drawing so far."
+    page.mouse.move(x0 + box["width"] * 0.6, y0 + box["height"] * 0.5)
+    page.mouse.up()
+    page.wait_for_function("() => !window.SketchLVMPage.answer.partial")
+    now = check_screen(page, state, {"kind": "drawing"})
+    assert '"partial"' not in now["strokes"] and page.locator("#sketchlvm-caption").inner_text() == ""
+
+    type_words(page, "a red mug")
+    now = check_screen(page, state, {"kind": "drawing"})
+    assert now["words"] == "a red mug"
+
+
+def test_the_caption_says_when_results_are_behind(running, page, monkeypatch):
+    """A search that takes over a second: the caption says the results are catching up, until they have."""
+    import time
+
+    searcher = running[1].searcher
+    real = searcher.search
+
+    def slow(*args, **kwargs):
+        time.sleep(1.6)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(searcher, "search", slow)
+    stroke(page, 5)
+    page.wait_for_function("() => document.querySelector('#sketchlvm-caption')?.innerText.startsWith('Catching up')")
+    settle(page)
+    page.wait_for_function("() => document.querySelector('#sketchlvm-caption').innerText === ''")

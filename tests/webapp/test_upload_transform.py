@@ -29,7 +29,8 @@ def test_an_uploaded_sketchy_png_is_the_evaluation_tensor(model, sketchy_root, f
     model = SimpleNamespace(preprocess=config, sketch_transform=SketchTransform(224, config))
     state = SimpleNamespace(searcher=SimpleNamespace(model=model))
     searched = []
-    monkeypatch.setattr(handlers, "run_search", lambda state, sketch, *a, **k: searched.append(sketch) or ([], "", []))
+    # the API's query as it reaches the one query path (query.run)
+    monkeypatch.setattr(handlers, "_search", lambda state, q, *a, **k: searched.append(q.image) or ([], "", []))
     for path in sorted((sketchy_root / "sketch" / "giraffe").glob("*.png"))[:3]:
         evaluated, _ = ImageListDataset([path], transform=model.sketch_transform)[0]
         page_query, _, _ = query.set_sketch(state, str(path), None)  # the page's upload button

@@ -1,4 +1,5 @@
-// SketchLVM answer guard: the body of gr.HTML's js_on_load for #sketchlvm-answer (gets element, props, watch).
+// SketchLVM answer guard: the body of gr.HTML's js_on_load for #sketchlvm-answer (gets element, props,
+// trigger, watch).
 //
 // Every search answer carries a tag: the request's sequence number (request.js numbers requests as
 // they leave), the query and the settings it was ranked with. The results and the message count as
@@ -9,9 +10,16 @@
 // not make the answer on screen out of date. Gradio already runs a page's searches one at a time (one
 // event, always_last), so this is the check that what is on screen is what was asked, not the
 // ordering itself.
+//
+// It also writes the results' caption (#sketchlvm-caption, under the message): "for the drawing so far"
+// while the answer on screen is to a drawing sent mid-stroke, and "catching up" while an answer has been
+// awaited for over LAG_MS. And it searches the words as they are typed: WORDS_PAUSE_MS after the last
+// keystroke it fires this element's `submit`, one of the page's search triggers.
 (() => {
   const page = (window.SketchLVMPage = window.SketchLVMPage || { seq: 0, floor: 0 });
   page.answer = null;
+  const LAG_MS = 1000;
+  const WORDS_PAUSE_MS = 450;
 
   // A slider's range and its number box each follow the other a moment late, and not always with an
   // event: a setting counts only when both show it.
@@ -37,11 +45,33 @@
       && now.k.every((k) => k === tag.k) && now.weight.every((w) => Math.abs(w - tag.weight) < 1e-6);
   };
 
+  function caption() {
+    // A line of our own under the message (the message is Gradio's, re-rendered with every answer).
+    let line = document.getElementById("sketchlvm-caption");
+    const message = document.getElementById("sketchlvm-message");
+    if (!line && message && message.parentElement) {
+      line = document.createElement("p");
+      line.id = "sketchlvm-caption";
+      line.setAttribute("role", "status");
+      line.setAttribute("aria-live", "polite");
+      message.insertAdjacentElement("afterend", line);
+    }
+    return line;
+  }
+
   page.check = () => {
     const fresh = page.answer === null || page.isCurrent(page.answer);
     document.body.classList.toggle("sketchlvm-stale", !fresh);
     element.dataset.fresh = fresh ? "1" : "0";
     element.dataset.tag = page.answer ? JSON.stringify(page.answer) : "";
+    const behind = page.waitingSince != null && performance.now() - page.waitingSince > LAG_MS;
+    const partial = fresh && page.answer !== null && page.answer.partial === true;
+    const text = behind ? "Catching up: these results are for an earlier drawing or words; newer ones are on the way."
+      : partial ? "Results for the drawing so far." : "";
+    document.body.classList.toggle("sketchlvm-behind", behind);
+    const line = caption();
+    if (line && line.textContent !== text) line.textContent = text;
+    element.dataset.behind = behind ? "1" : "0";
   };
 
   page.queryChanged = () => {
@@ -83,9 +113,29 @@
       page.queriesSet = (page.queriesSet || 0) + 1; // a new query, set on the server (tests wait for it)
       page.queryChanged();
     }
-    else if (value && value.seq !== undefined) page.answer = value;
+    else if (value && value.seq !== undefined) {
+      page.answer = value;
+      if (value.seq >= page.seq) page.waitingSince = null; // the latest request is answered
+    }
     recheck();
   });
+
+  // Words as they are typed: searched after a pause in typing (Enter still searches at once). The same
+  // event as every other search, so the newest request wins there too.
+  let typing = null;
+  document.addEventListener("input", (event) => {
+    const box = event.target;
+    if (!box || !box.closest || !box.closest("#sketchlvm-words")) return;
+    clearTimeout(typing);
+    typing = setTimeout(() => {
+      if (element.isConnected) trigger("submit");
+    }, WORDS_PAUSE_MS);
+  }, true);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && event.target && event.target.closest && event.target.closest("#sketchlvm-words")) {
+      clearTimeout(typing); // Enter searches now: no second search after the pause
+    }
+  }, true);
 
   page.check();
 })();

@@ -4,10 +4,19 @@
 // first point), draws it locally with no round trip, and sends the whole stroke list as JSON once per
 // change (pen-up, undo, redo, clear) with trigger('input'). A value set by the server (an example)
 // is drawn as it comes; the value this script sent itself is not redrawn.
+//
+// Live (props.live): while the pen is down it also sends the drawing so far, as
+// {"drawing": [...], "partial": true}, when the pen pauses (PAUSE_MS without a move) and at most every
+// EVERY_MS while it keeps moving, never while a search is in flight; pen-up sends the finished drawing
+// as before. Mouse, pen and finger
+// are all pointer events: each draws and sends alike.
 (() => {
   const UNITS = Number(props.units);           // the canvas is UNITS x UNITS canvas units
   const WIDTH_RATIO = Number(props.width_ratio); // stroke width / drawing extent, as the renderer draws
   const MIN_WIDTH = Number(props.min_width);
+  const LIVE = props.live === true || props.live === "true";
+  const PAUSE_MS = Number(props.pause_ms) || 150;
+  const EVERY_MS = Number(props.every_ms) || 1000;
   const canvas = element.querySelector("canvas");
   const ctx = canvas.getContext("2d");
   const frame = element.querySelector(".sketchlvm-canvas-frame");
@@ -23,6 +32,8 @@
   let pointer = null; // its pointerId
   let t0 = null;      // time of the drawing's first point
   let sent = props.value || "";
+  let pauseTimer = null; // fires when the pen rests
+  let lastPartial = 0;   // when the drawing so far was last sent (or the stroke began)
   // Shared with answer.js and request.js: the page's request numbers and what the canvas holds.
   const page = (window.SketchLVMPage = window.SketchLVMPage || { seq: 0, floor: 0 });
 
@@ -89,14 +100,45 @@
     frame.classList.toggle("sketchlvm-empty", strokes.length === 0 && !current);
   }
 
-  function send() {
-    sent = strokes.length ? JSON.stringify(strokes) : "";
+  function emit(value) {
+    sent = value;
     props.value = sent;
-    refreshButtons();
     // The drawing is the page's query now: results shown so far answer an older one (answer.js).
     page.strokes = sent;
     if (page.queryChanged) page.queryChanged();
     trigger("input");
+  }
+
+  function send() {
+    refreshButtons();
+    emit(strokes.length ? JSON.stringify(strokes) : "");
+  }
+
+  function sendPartial() {
+    // The drawing so far, the stroke in progress included (undo history untouched). Not while a search
+    // is still in flight: it would only wait behind it (and cost an encode nobody sees); the pen that
+    // still rests is tried again a moment later.
+    clearTimeout(pauseTimer);
+    pauseTimer = null;
+    if (!current || current[0].length < 2) return;
+    if (page.waitingSince != null) {
+      pauseTimer = setTimeout(sendPartial, PAUSE_MS);
+      return;
+    }
+    lastPartial = performance.now();
+    const value = JSON.stringify({ drawing: strokes.concat([current]), partial: true });
+    if (value !== sent) emit(value);
+  }
+
+  function pendown() {
+    lastPartial = performance.now();
+  }
+
+  function moved() {
+    if (!LIVE) return;
+    clearTimeout(pauseTimer);
+    if (performance.now() - lastPartial >= EVERY_MS) sendPartial();
+    else pauseTimer = setTimeout(sendPartial, PAUSE_MS);
   }
 
   function point(event) {
@@ -117,6 +159,7 @@
     current = [[x], [y], [t]];
     setup(lineWidth(current));
     drawStroke(current);
+    pendown();
   });
 
   canvas.addEventListener("pointermove", (event) => {
@@ -133,10 +176,13 @@
       ctx.lineTo(x, y);
     }
     ctx.stroke(); // one segment per move: the cost does not grow with the drawing
+    moved();
   });
 
   function penUp(event) {
     if (!current || event.pointerId !== pointer) return;
+    clearTimeout(pauseTimer);
+    pauseTimer = null;
     strokes.push(current);
     done.push({ add: current });
     undone = [];
