@@ -90,6 +90,21 @@ class _Entry:
         return (self.size, self.mtime_ns)
 
 
+def first_photos(root: Path, n: int, extensions: Sequence[str] = IndexConfig().extensions) -> list[Path]:
+    """Up to ``n`` image files of ``root``, in the order a scan finds them, without walking the whole folder
+    (the app checks its photo graph on a few of them at start)."""
+    wanted = {e.lower() for e in extensions}
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in wanted:
+                found.append(Path(dirpath, name))
+                if len(found) >= n:
+                    return found
+    return found
+
+
 def scan_gallery(
     root: Path, extensions: Sequence[str] = IndexConfig().extensions, exclude: Sequence[Path] = ()
 ) -> tuple[list[_Entry], list[tuple[str, str]]]:

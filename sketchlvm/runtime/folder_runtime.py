@@ -110,6 +110,10 @@ class ExportedRuntime:
     def photo_identity(self) -> dict[str, Any]:
         return dict(self._photo_identity)
 
+    def release_torch(self, photos: list | None = None) -> str | None:
+        """Nothing to free: there is no torch here (see ``Runtime.release_torch``)."""
+        return None
+
     def describe(self) -> str:
         text = f"onnx: {self._onnx.describe()}, fp32, exported graphs (no torch)"
         return text + (f"; text tower on {self.text_runtime()}" if self.text is not None else "")

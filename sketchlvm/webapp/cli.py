@@ -156,6 +156,24 @@ def _load_model(args: argparse.Namespace, device: str):
     )
 
 
+def free_torch(model: Any, gallery: Any, check_photos: int = 4) -> str | None:
+    """On the full install, free the torch towers once every encode runs on a checked ONNX graph, so the
+    app holds its weights once (issue 30); photo graphs are checked on a few of the gallery's photos first
+    (``Runtime.release_torch``). Returns why they stay, or None. Says nothing: the answers are the same."""
+    from sketchlvm.gallery.scan import first_photos
+    from sketchlvm.preprocess.transforms import load_photo
+
+    photos = []
+    for path in first_photos(gallery, 2 * check_photos):  # a few spare, for files that do not decode
+        try:
+            photos.append(load_photo(path))
+        except (OSError, ValueError):
+            continue
+        if len(photos) == check_photos:
+            break
+    return model.runtime.release_torch(photos)
+
+
 def choose_gallery(args: argparse.Namespace):
     """(gallery folder or None, credit line or None): ``--gallery``; else the demo gallery when asked for
     (``--demo``) or on a Space (its owner set none); else the gallery indexed most recently. A demo that
@@ -237,6 +255,7 @@ def prepare(args: argparse.Namespace):
         print("No gallery: the app starts empty. " + no_gallery_help().replace("**", "").replace("`", ""))
         return AppState(searcher, access=access)
     gallery = gallery.resolve()
+    free_torch(model, gallery)  # before indexing starts: nothing may encode with torch while the towers go
     indexer = BackgroundIndexer(gallery, model, on_index=searcher.set_index)
     state = AppState(searcher, gallery_dir=gallery, cache_dir=indexer.cache_dir, indexer=indexer, credit=credit, access=access)
     if on_zerogpu and model.runtime.name != "onnx-int8":
