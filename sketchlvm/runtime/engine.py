@@ -104,7 +104,8 @@ class _Onnx:
 
 
 class Runtime:
-    """Encodes (B, 3, S, S) tensors for a ``SketchLVM`` with torch or ONNX Runtime, per (mode, modality)."""
+    """Encodes (B, 3, S, S) tensors for a ``SketchLVM`` with torch or ONNX Runtime, per (mode, modality).
+    Implements ``runtime.interface.EncoderRuntime``."""
 
     def __init__(self, model: Any, requested: str = "auto", config: RuntimeConfig | None = None,
                  cache_dir: str | Path | None = None, check_images: list | None = None):

@@ -49,7 +49,7 @@ class ExportedRuntime:
     """Encodes for an ``ExportedSketchLVM``: ``graphs[(mode, modality)]`` image graphs, ``text`` the text graph.
 
     ``photo_identity`` is what the export recorded (the tolerances its graphs met against torch), so an
-    index built by either install is the same index to the other."""
+    index built by either install is the same index to the other. Implements ``runtime.interface.EncoderRuntime``."""
 
     def __init__(self, graphs: dict[tuple[str, str], Path], text: Path | None, photo_identity: dict[str, Any],
                  config: RuntimeConfig | None = None, requested: str | None = "auto"):
