@@ -16,7 +16,7 @@ Shard folder (written by the driver; ``shards.json`` last, so a folder without i
     shard-<i>.json         {"relpath": [...], "label": [...], "size": [...], "mtime_ns": [...]}
     shard-<i>-<key>.npy    (n, D) float32 unit vectors, row j = photo j of shard-<i>.json
 
-Workers build the model with the same ``create_sketchlvm`` as the driver and check that its identity
+Workers build the model with the same ``load_model`` as the driver and check that its identity
 (hence its embedding keys) is the driver's; the merge refuses shards made under another identity.
 Ray is imported only by ``embed``: merging needs no Ray.
 """
@@ -192,9 +192,9 @@ class _Encoder:
                  identities: dict[str, dict]):
         import socket
 
-        from sketchlvm.model.factory import create_sketchlvm
+        from sketchlvm.model.loader import load_model
 
-        self.model = create_sketchlvm(arch, pretrained, checkpoint, device)
+        self.model = load_model(arch, pretrained, checkpoint, device, exports=False)
         mine, mode_key = model_embeddings(self.model)
         if mine != identities:
             diff = "; ".join(f"{m}: {_identity_diff(identities.get(m), mine.get(m), 'driver', 'worker')}"
@@ -401,7 +401,7 @@ def embed_gallery_with_ray(
     ``shards.json`` as the index lists them. The driver loads the model once on CPU, for the identity
     the shards record; each worker checks that its own model has that identity.
     """
-    from sketchlvm.model.factory import create_sketchlvm
+    from sketchlvm.model.loader import load_model
 
     if batch_size < 1 or shard_rows < 1:
         raise ValueError(f"batch_size and shard_rows must be >= 1, got {batch_size} and {shard_rows}")
@@ -413,7 +413,7 @@ def embed_gallery_with_ray(
     for s in skipped:
         log.warning("skipping %s: %s", s["relpath"], s["reason"])
     pretrained, checkpoint = _absolute_if_local(pretrained), _absolute_if_local(checkpoint)
-    model = create_sketchlvm(arch, pretrained, checkpoint, "cpu")
+    model = load_model(arch, pretrained, checkpoint, "cpu", exports=False)
     identities, mode_key = model_embeddings(model)
     keys = list(dict.fromkeys(mode_key.values()))
     _prepare_out(out)

@@ -20,6 +20,7 @@ import sys
 import threading
 from typing import Any
 
+from sketchlvm.arguments import add_model_arguments
 from sketchlvm.arguments import device as _device
 from sketchlvm.arguments import port as _port
 from sketchlvm.arguments import positive_int as _positive_int
@@ -67,34 +68,10 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
         "dataset, fetched once into the Hugging Face cache; the page names their source and licence). A Space "
         "whose owner set no gallery shows it anyway [SKETCHLVM_DEMO=1]",
     )
-    parser.add_argument(
-        "--checkpoint", metavar="FILE", default=_env("SKETCHLVM_CHECKPOINT"),
-        help="trained prompts (a SketchLVM checkpoint); without it both modes are zero-shot CLIP "
-        "with no trained prompts [SKETCHLVM_CHECKPOINT]",
-    )
-    parser.add_argument(
-        "--model", metavar="ARCH|EXPORT_FOLDER|hf://USER/REPO", default=_env("SKETCHLVM_MODEL"),
-        help=f"open_clip architecture (default: the checkpoint's, else {model_defaults.arch}), or a folder written "
-        "by `sketchlvm export` (local or hf://USER/REPO[/SUBDIR]): its ONNX graphs serve the app, and the serving "
-        "install (requirements-serve.txt, no torch) needs one [SKETCHLVM_MODEL]",
-    )
-    parser.add_argument(
-        "--pretrained", metavar="TAG|FILE|FOLDER|none", default=_env("SKETCHLVM_PRETRAINED", model_defaults.pretrained),
-        help="CLIP weights: an open_clip tag (downloaded once into the Hugging Face cache), a weights "
-        "file, an open_clip folder (or local-dir:FOLDER), or 'none' for random weights (testing only). "
-        "If they cannot be loaded the app stops and says how to provide them. "
-        f"Default: {model_defaults.pretrained} [SKETCHLVM_PRETRAINED]",
-    )
-    parser.add_argument(
-        "--device", metavar="auto|cpu|cuda", default=_env("SKETCHLVM_DEVICE", "auto"),
-        help="where the model runs (cuda:N also accepted); auto, the default, picks CUDA when present "
-        "[SKETCHLVM_DEVICE]",
-    )
-    parser.add_argument(
-        "--runtime", metavar="auto|torch|onnx|onnx-int8", default=_env("SKETCHLVM_RUNTIME", "auto"),
-        help="what runs the encoder: auto (the default) = ONNX Runtime fp32 on CPU when installed, torch on CUDA; "
-        "onnx-int8 = int8 sketches, only if their rankings agree with fp32 on the gallery [SKETCHLVM_RUNTIME]",
-    )
+    add_model_arguments(parser, exports=True, with_runtime=True, check=False, variables=True, defaults={
+        "model": _env("SKETCHLVM_MODEL"), "pretrained": _env("SKETCHLVM_PRETRAINED", model_defaults.pretrained),
+        "checkpoint": _env("SKETCHLVM_CHECKPOINT"), "device": _env("SKETCHLVM_DEVICE", "auto"),
+        "runtime": _env("SKETCHLVM_RUNTIME", "auto")})
     parser.add_argument(
         "--top-k", metavar="N", type=_positive_int, default=_env("SKETCHLVM_TOP_K", str(DEFAULT_TOP_K)),
         help=f"results shown at first; the slider in the page changes it (default: {DEFAULT_TOP_K}) [SKETCHLVM_TOP_K]",
@@ -136,24 +113,11 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
 
 
 def _load_model(args: argparse.Namespace, device: str):
-    """An export folder (``--model FOLDER|hf://...``: ONNX Runtime only, no torch), else the torch model."""
-    from sketchlvm.model.folder_model import is_export, load_export
+    """An export folder (``--model FOLDER|hf://...``: ONNX Runtime only, no torch), else the torch model
+    with CLIP's text tower (sketch + words and words-only search): ``model/loader.py``."""
+    from sketchlvm.model.loader import model_from_args
 
-    if is_export(args.model):
-        return load_export(args.model, runtime=args.runtime, checkpoint=args.checkpoint)
-    try:
-        from sketchlvm.model.factory import create_sketchlvm
-    except ImportError as error:  # the serving install: no torch, no open_clip
-        from sketchlvm.runtime.folder_runtime import ExportUnavailableError
-
-        raise ExportUnavailableError(
-            f"this install has no {error.name or 'torch'} (the serving install), so it serves export folders only: "
-            "pass --model FOLDER or --model hf://USER/REPO (written by `sketchlvm export` on the full install), "
-            "or install everything with pip install -r requirements.txt") from error
-    return create_sketchlvm(
-        arch=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, device=device,
-        runtime=args.runtime, text=True,  # the text tower: sketch + words and words-only search
-    )
+    return model_from_args(args, device=device, text=True)
 
 
 def free_torch(model: Any, gallery: Any, check_photos: int = 4) -> str | None:
