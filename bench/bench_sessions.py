@@ -4,6 +4,8 @@
 
 Layouts, each in a fresh process (RSS is per process):
 
+The heap is trimmed once the sessions are built, as the app does (``onnx_sessions.trim_heap``).
+
 - ``two``: a query session and an index session, both pre-packing (what the app did before issue 30);
 - ``unpacked``: the query session pre-packs, the index session has pre-packing off;
 - ``one``: one pre-packing session runs both queries and index slices.
@@ -24,6 +26,9 @@ import time
 from pathlib import Path
 
 LAYOUTS = ("two", "unpacked", "one")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from sketchlvm.runtime.onnx_sessions import trim_heap  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -56,6 +61,7 @@ def measure(layout: str, graph: str, repeats: int) -> dict:
     rng = np.random.default_rng(0)
     one = rng.standard_normal((1, 3, 224, 224), dtype=np.float32)
     eight = rng.standard_normal((8, 3, 224, 224), dtype=np.float32)
+    trim_heap()  # as OnnxSessions does once a session is built
     query.run(None, {name: one})
     index.run(None, {name: eight})
     rss = rss_mb() - base

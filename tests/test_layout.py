@@ -208,3 +208,17 @@ def test_modules_marked_torch_free_import_without_torch():
     done = subprocess.run([sys.executable, "-c", script], cwd=PACKAGE.parent, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_no_private_name_is_imported_across_areas():
+    """A package offers what another needs under a public name (``gallery`` gives ``cluster`` its writers):
+    ``from sketchlvm.<area>... import _name`` only within the same area."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        area = _area(_module_name(path))
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("sketchlvm."):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                if private and _area(node.module) != area:
+                    found.append(f"{_module_name(path)}: from {node.module} import {', '.join(private)}")
+    assert found == []

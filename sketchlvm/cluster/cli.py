@@ -24,7 +24,7 @@ from sketchlvm.arguments import non_negative_int as _non_negative_int
 from sketchlvm.arguments import positive_int as _positive_int
 from sketchlvm.config import IndexConfig
 from sketchlvm.gallery import default_cache_dir
-from sketchlvm.gallery.cli import _print_skipped, run_command
+from sketchlvm.gallery.cli import print_skipped, run_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,7 +75,7 @@ def _embed(args: argparse.Namespace) -> int:
     ray = m["ray"]
     print(f"embedded {m['count']} photos of {m['source']} in {m['seconds']:.1f} s into {len(m['shards'])} shard(s) "
           f"in {out} ({ray['workers']} worker(s), {ray['gpus_per_worker']:g} GPU each), {len(m['skipped'])} skipped")
-    _print_skipped([(s["relpath"], s["reason"]) for s in m["skipped"]], out / "shards.json")
+    print_skipped([(s["relpath"], s["reason"]) for s in m["skipped"]], out / "shards.json")
     print(f"next, where the gallery is served: python -m sketchlvm cluster merge DIR {out} [same model flags]")
     return 0
 
@@ -97,7 +97,7 @@ def _merge(args: argparse.Namespace) -> int:
     r = index.report
     print(f"indexed {len(index)} photos in {time.perf_counter() - t0:.1f} s: {r.added} added, {r.updated} updated, "
           f"{r.removed} removed, {r.unchanged} unchanged, {len(r.skipped)} skipped")
-    _print_skipped(r.skipped, index.cache_dir)
+    print_skipped(r.skipped, index.cache_dir)
     return 0
 
 

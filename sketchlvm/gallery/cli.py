@@ -76,7 +76,7 @@ def _build(args: argparse.Namespace) -> int:
     r = index.report
     print(f"indexed {len(index)} photos in {time.perf_counter() - t0:.1f} s: {r.added} added, {r.updated} updated, "
           f"{r.removed} removed, {r.unchanged} unchanged, {len(r.skipped)} skipped")
-    _print_skipped(r.skipped, index.cache_dir)
+    print_skipped(r.skipped, index.cache_dir)
     if not len(index):  # nothing to search: say why and what to do, as the app does
         found = "every file found was skipped (above)" if r.skipped else "no photos found"
         print(f"error: {gallery} has no usable photos ({found}): add .jpg, .png or .webp photos to it (one "
@@ -89,7 +89,7 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_skipped(skipped: list, cache: Path, limit: int = 20) -> None:
+def print_skipped(skipped: list, cache: Path, limit: int = 20) -> None:
     for relpath, reason in skipped[:limit]:
         print(f"  skipped {relpath}: {reason}")
     if len(skipped) > limit:
@@ -122,7 +122,7 @@ def _info(args: argparse.Namespace) -> int:
               f"{measured}")
     skipped = [(s["relpath"], s["reason"]) for s in m.get("skipped", [])]
     print(f"skipped: {len(skipped)}")
-    _print_skipped(skipped, cache)
+    print_skipped(skipped, cache)
     return 0
 
 

@@ -62,6 +62,7 @@ from sketchlvm.runtime.onnx_sessions import (  # noqa: F401  (re-exported: their
     requested_runtime,
     role_of,
     session_options,
+    trim_heap,
 )
 
 log = logging.getLogger(__name__)
@@ -416,16 +417,12 @@ class Runtime:
 
 
 def release_freed_memory() -> None:
-    """Collect, then hand the C heap's free pages back to the system (glibc's malloc_trim), so freed towers
-    leave the process's RSS instead of waiting in malloc's arenas for reuse."""
-    import ctypes
+    """Collect, then hand the C heap's free pages back to the system, so freed towers leave the process's RSS
+    instead of waiting in malloc's arenas for reuse."""
     import gc
 
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the pages are reused by later allocations instead
-        pass
+    trim_heap()
 
 
 def _numpy(batch: torch.Tensor | np.ndarray) -> np.ndarray:
