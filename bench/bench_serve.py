@@ -130,7 +130,11 @@ def app_run(python: str, args: list[str], env: dict, block: bool, port: int, log
         return {**found, **app_queries(port, proc.pid)}
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(120)  # a loaded machine can take a while to stop the indexer and Gradio
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 QUERY = """

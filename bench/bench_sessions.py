@@ -28,7 +28,7 @@ from pathlib import Path
 LAYOUTS = ("two", "unpacked", "one")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from sketchlvm.runtime.onnx_sessions import trim_heap  # noqa: E402
+from sketchlvm.runtime.onnx_sessions import trim_heap
 
 
 def rss_mb() -> float:
@@ -109,7 +109,8 @@ def main() -> None:
         return
     results = {}
     for layout in LAYOUTS:
-        done = subprocess.run([sys.executable, __file__, args.graph, "--repeats", str(args.repeats), "--layout", layout],
+        command = [sys.executable, __file__, args.graph, "--repeats", str(args.repeats), "--layout", layout]
+        done = subprocess.run(command,
                               capture_output=True, text=True, check=True)
         results[layout] = json.loads(done.stdout.split("RESULT", 1)[1])
         print(layout, results[layout], flush=True)
