@@ -39,6 +39,7 @@ import torch
 
 from sketchlvm.config import MODALITIES, PACKAGE_DIR, RuntimeConfig
 from sketchlvm.device import autocast
+from sketchlvm.runtime.interface import PHOTOS_NEEDED
 from sketchlvm.runtime.onnx_export import (
     Agreement,
     GraphRefusedError,
@@ -361,7 +362,7 @@ class Runtime:
                 pending.setdefault(graph.path, (mode, graph))
         if pending:
             if not photos:
-                return "no gallery photos to check the photo graphs on"
+                return PHOTOS_NEEDED
             batch = np.stack([self.model.photo_transform.array(p) for p in photos[:_PHOTO_RECHECK]])
             for mode, graph in pending.values():
                 graph.photo_rechecked = True

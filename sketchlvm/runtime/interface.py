@@ -14,6 +14,9 @@ import numpy as np
 
 from sketchlvm.config import RuntimeConfig
 
+# What ``release_torch`` answers when photo graphs still need checking on real photos: call it again with some.
+PHOTOS_NEEDED = "no gallery photos to check the photo graphs on"
+
 
 @runtime_checkable
 class EncoderRuntime(Protocol):
@@ -53,5 +56,6 @@ class EncoderRuntime(Protocol):
         ...
 
     def release_torch(self, photos: list | None = None) -> str | None:
-        """Free torch towers nothing needs any more (the app, once started); why they stay, or None."""
+        """Free torch towers nothing needs any more (the app, once started); why they stay, or None.
+        ``PHOTOS_NEEDED``: call again with a few gallery photos (RGB) to check the photo graphs on."""
         ...

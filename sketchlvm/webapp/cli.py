@@ -122,15 +122,21 @@ def _load_model(args: argparse.Namespace, device: str):
 
 def free_torch(model: Any, gallery: Any, check_photos: int = 4) -> str | None:
     """On the full install, free the torch towers once every encode runs on a checked ONNX graph, so the
-    app holds its weights once (issue 30); photo graphs are checked on a few of the gallery's photos first
-    (``Runtime.release_torch``). Returns why they stay, or None. Says nothing: the answers are the same."""
+    app holds its weights once (issue 30); photo graphs not yet checked on real photos are checked on a
+    few of the gallery's first (``Runtime.release_torch``). Returns why they stay, or None. Says nothing:
+    the answers are the same."""
+    from sketchlvm.runtime.interface import PHOTOS_NEEDED
+
+    reason = model.runtime.release_torch()
+    if reason != PHOTOS_NEEDED:
+        return reason
     from sketchlvm.gallery.scan import first_photos
     from sketchlvm.preprocess.transforms import load_photo
 
     photos = []
     for path in first_photos(gallery, 2 * check_photos):  # a few spare, for files that do not decode
         try:
-            photos.append(load_photo(path))
+            photos.append(load_photo(path, draft_size=model.image_size))
         except (OSError, ValueError):
             continue
         if len(photos) == check_photos:
