@@ -223,3 +223,17 @@ def test_tests_are_arranged_by_subpackage_and_every_folder_is_on_the_path():
     assert {f"tests/{f}" for f in folders} <= set(paths), sorted({f"tests/{f}" for f in folders} - set(paths))
     names = [p.name for p in tests.rglob("test_*.py")]
     assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
+
+
+def test_no_private_name_is_imported_across_areas():
+    """A package offers what another needs under a public name (``gallery`` gives ``cluster`` its writers):
+    ``from sketchlvm.<area>... import _name`` only within the same area."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        area = _area(_module_name(path))
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("sketchlvm."):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                if private and _area(node.module) != area:
+                    found.append(f"{_module_name(path)}: from {node.module} import {', '.join(private)}")
+    assert found == []

@@ -20,18 +20,11 @@ from pathlib import Path
 
 from sketchlvm.config import IndexConfig, env_var
 from sketchlvm.gallery import default_cache_dir
-from sketchlvm.arguments import device as _device
+from sketchlvm.arguments import add_model_arguments
 from sketchlvm.arguments import non_negative_float as _non_negative_float
 from sketchlvm.arguments import non_negative_int as _non_negative_int
 from sketchlvm.arguments import positive_int as _positive_int
-from sketchlvm.gallery.cli import _print_skipped, run_command
-
-
-def _model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="open_clip architecture (default: the checkpoint's, else ViT-B-32-quickgelu)")
-    parser.add_argument("--pretrained", help="open_clip tag, weights file, folder, or 'none' for random test weights "
-                                             "(default: openai)")
-    parser.add_argument("--checkpoint", type=Path, help="trained SketchLVM prompts (.safetensors)")
+from sketchlvm.gallery.cli import print_skipped, run_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="folder for the shards (on this machine)")
     embed.add_argument("--address", help="Ray cluster to join, e.g. auto or ray://head:10001 "
                                          "(default: a private Ray instance on this machine)")
-    _model_flags(embed)
+    add_model_arguments(embed, with_device=False)
     embed.add_argument("--batch-size", type=_positive_int, default=64, help="photos per encoder call (default: 64)")
     embed.add_argument("--concurrency", type=_positive_int,
                        help="encoder actors (default: one per GPU; on CPUs, half the cores)")
@@ -62,9 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("shards", type=Path, metavar="SHARDS", help="folder written by `embed`")
     merge.add_argument("--cache", type=Path, help="index folder (default: galleries/<name>-<hash>/ in the project, "
                                                   f"or under ${env_var('galleries_dir')})")
-    _model_flags(merge)
-    merge.add_argument("--device", type=_device, default="auto",
-                       help="for photos that still need embedding here: auto, cpu, cuda or cuda:N (default: auto)")
+    add_model_arguments(merge)  # --device: for photos that still need embedding here
     defaults = IndexConfig()
     merge.add_argument("--exact-max", type=_non_negative_int, default=defaults.exact_max,
                        help=f"above this many photos build an approximate HNSW index (default: {defaults.exact_max})")
@@ -84,20 +75,20 @@ def _embed(args: argparse.Namespace) -> int:
     ray = m["ray"]
     print(f"embedded {m['count']} photos of {m['source']} in {m['seconds']:.1f} s into {len(m['shards'])} shard(s) "
           f"in {out} ({ray['workers']} worker(s), {ray['gpus_per_worker']:g} GPU each), {len(m['skipped'])} skipped")
-    _print_skipped([(s["relpath"], s["reason"]) for s in m["skipped"]], out / "shards.json")
+    print_skipped([(s["relpath"], s["reason"]) for s in m["skipped"]], out / "shards.json")
     print(f"next, where the gallery is served: python -m sketchlvm cluster merge DIR {out} [same model flags]")
     return 0
 
 
 def _merge(args: argparse.Namespace) -> int:
     from sketchlvm.cluster.embed import import_ray_shards, load_shards
-    from sketchlvm.model.factory import create_sketchlvm
+    from sketchlvm.model.loader import model_from_args
 
     gallery = args.gallery.expanduser()
     if not gallery.is_dir():
         raise FileNotFoundError(f"gallery folder {str(gallery)!r} does not exist or is not a folder")
     load_shards(args.shards)  # a missing shard set fails before the model loads
-    model = create_sketchlvm(args.model, args.pretrained, args.checkpoint, args.device)
+    model = model_from_args(args, exports=False)
     cache = args.cache or default_cache_dir(gallery)
     print(f"{'index':>18}: {cache}")
     t0 = time.perf_counter()
@@ -106,7 +97,7 @@ def _merge(args: argparse.Namespace) -> int:
     r = index.report
     print(f"indexed {len(index)} photos in {time.perf_counter() - t0:.1f} s: {r.added} added, {r.updated} updated, "
           f"{r.removed} removed, {r.unchanged} unchanged, {len(r.skipped)} skipped")
-    _print_skipped(r.skipped, index.cache_dir)
+    print_skipped(r.skipped, index.cache_dir)
     return 0
 
 

@@ -16,7 +16,7 @@ Shard folder (written by the driver; ``shards.json`` last, so a folder without i
     shard-<i>.json         {"relpath": [...], "label": [...], "size": [...], "mtime_ns": [...]}
     shard-<i>-<key>.npy    (n, D) float32 unit vectors, row j = photo j of shard-<i>.json
 
-Workers build the model with the same ``create_sketchlvm`` as the driver and check that its identity
+Workers build the model with the same ``load_model`` as the driver and check that its identity
 (hence its embedding keys) is the driver's; the merge refuses shards made under another identity.
 Ray is imported only by ``embed``: merging needs no Ray.
 """
@@ -40,15 +40,15 @@ import numpy as np
 from sketchlvm.config import PACKAGE_DIR, IndexConfig, PreprocessConfig
 from sketchlvm.gallery import (
     GalleryIndex,
+    PhotoFile,
     StaleIndexError,
-    _atomic_save_npy,
-    _atomic_write_text,
-    _embedding_key,
-    _Entry,
-    _plain,
-    _shared_identity,
+    atomic_save_npy,
+    atomic_write_text,
     build_gallery_index,
+    embedding_key,
+    plain_identity,
     scan_gallery,
+    shared_identity,
 )
 from sketchlvm.preprocess.transforms import ImageLoadError, PhotoTransform, load_photo
 
@@ -78,8 +78,8 @@ class ShardIdentityError(StaleIndexError):
 
 def model_embeddings(model: SketchLVM) -> tuple[dict[str, dict], dict[str, str]]:
     """({mode: identity}, {mode: embedding key}), computed exactly as ``build_gallery_index`` does."""
-    identities = {m: _plain(model.identity(m)) for m in model.modes}
-    return identities, {m: _embedding_key(i) for m, i in identities.items()}
+    identities = {m: plain_identity(model.identity(m)) for m in model.modes}
+    return identities, {m: embedding_key(i) for m, i in identities.items()}
 
 
 def _identity_diff(have: dict | None, want: dict | None, have_name: str = "shards", want_name: str = "model") -> str:
@@ -105,7 +105,7 @@ class PhotoSource:
 
 def list_photos(
     source: str | Path, extensions: Sequence[str] = IndexConfig().extensions, exclude: Sequence[Path] = ()
-) -> tuple[PhotoSource, list[_Entry], list[tuple[str, str]]]:
+) -> tuple[PhotoSource, list[PhotoFile], list[tuple[str, str]]]:
     """(where the photos are, photos sorted by relpath, (relpath, reason) that could not be listed).
 
     A folder is scanned exactly as the index scans it; a URI (``s3://``, ``gs://``, ``file://``, anything
@@ -134,7 +134,7 @@ def list_photos(
         if (info.type != pafs.FileType.File or any(p.startswith(".") for p in parts)
                 or os.path.splitext(relpath)[1].lower() not in wanted):
             continue
-        entries.append(_Entry(relpath, parts[0] if len(parts) > 1 else None, int(info.size), int(info.mtime_ns or 0)))
+        entries.append(PhotoFile(relpath, parts[0] if len(parts) > 1 else None, int(info.size), int(info.mtime_ns or 0)))
     entries.sort(key=lambda e: e.relpath)
     return PhotoSource(source.rstrip("/"), filesystem, base), entries, []
 
@@ -192,9 +192,9 @@ class _Encoder:
                  identities: dict[str, dict]):
         import socket
 
-        from sketchlvm.model.factory import create_sketchlvm
+        from sketchlvm.model.loader import load_model
 
-        self.model = create_sketchlvm(arch, pretrained, checkpoint, device)
+        self.model = load_model(arch, pretrained, checkpoint, device, exports=False)
         mine, mode_key = model_embeddings(self.model)
         if mine != identities:
             diff = "; ".join(f"{m}: {_identity_diff(identities.get(m), mine.get(m), 'driver', 'worker')}"
@@ -329,12 +329,12 @@ class _ShardWriter:
 
     def __init__(self, out: Path, keys: list[str], rows: int):
         self.out, self.keys, self.rows = out, keys, rows
-        self.entries: list[_Entry] = []
+        self.entries: list[PhotoFile] = []
         self.vectors: list[np.ndarray] = []  # (n, K, D) pieces
         self.shards: list[dict] = []
         self.dim: int | None = None
 
-    def add(self, entries: list[_Entry], vectors: np.ndarray) -> None:
+    def add(self, entries: list[PhotoFile], vectors: np.ndarray) -> None:
         self.entries += entries
         self.vectors.append(vectors)
         self.dim = vectors.shape[2]
@@ -351,14 +351,14 @@ class _ShardWriter:
         self.vectors = [rest] if len(rest) else []
         name = f"shard-{len(self.shards):05d}"
         for j, key in enumerate(self.keys):
-            _atomic_save_npy(self.out / f"{name}-{key}.npy", vectors[:, j])
+            atomic_save_npy(self.out / f"{name}-{key}.npy", vectors[:, j])
         cols = {"relpath": [e.relpath for e in entries], "label": [e.label for e in entries],
                 "size": [e.size for e in entries], "mtime_ns": [e.mtime_ns for e in entries]}
-        _atomic_write_text(self.out / f"{name}.json", json.dumps(cols, separators=(",", ":")))
+        atomic_write_text(self.out / f"{name}.json", json.dumps(cols, separators=(",", ":")))
         self.shards.append({"name": name, "rows": len(entries)})
 
 
-def _pipeline(entries: list[_Entry], where: PhotoSource, model: SketchLVM, model_args: dict, batch_size: int,
+def _pipeline(entries: list[PhotoFile], where: PhotoSource, model: SketchLVM, model_args: dict, batch_size: int,
               workers: int, gpus: float) -> Any:
     """The Ray Data plan: (idx, relpath) blocks -> decode (CPU tasks) -> encode (actor pool) ->
     rows (idx, status, reason, vectors (K, D)). On CPUs Ray fuses both steps into the actors; with GPUs
@@ -401,7 +401,7 @@ def embed_gallery_with_ray(
     ``shards.json`` as the index lists them. The driver loads the model once on CPU, for the identity
     the shards record; each worker checks that its own model has that identity.
     """
-    from sketchlvm.model.factory import create_sketchlvm
+    from sketchlvm.model.loader import load_model
 
     if batch_size < 1 or shard_rows < 1:
         raise ValueError(f"batch_size and shard_rows must be >= 1, got {batch_size} and {shard_rows}")
@@ -413,7 +413,7 @@ def embed_gallery_with_ray(
     for s in skipped:
         log.warning("skipping %s: %s", s["relpath"], s["reason"])
     pretrained, checkpoint = _absolute_if_local(pretrained), _absolute_if_local(checkpoint)
-    model = create_sketchlvm(arch, pretrained, checkpoint, "cpu")
+    model = load_model(arch, pretrained, checkpoint, "cpu", exports=False)
     identities, mode_key = model_embeddings(model)
     keys = list(dict.fromkeys(mode_key.values()))
     _prepare_out(out)
@@ -458,14 +458,14 @@ def embed_gallery_with_ray(
         "count": sum(s["rows"] for s in writer.shards),
         "dim": dim,
         "modes": {m: {"identity": identities[m], "embedding": mode_key[m]} for m in model.modes},
-        "embeddings": {k: {"identity": _shared_identity(identities[encoded_by[k]]), "dim": dim} for k in keys},
+        "embeddings": {k: {"identity": shared_identity(identities[encoded_by[k]]), "dim": dim} for k in keys},
         "max_image_pixels": model.preprocess.max_image_pixels,
         "shards": writer.shards,
         "skipped": sorted(skipped, key=lambda s: s["relpath"]),
         "ray": {"workers": workers, "gpus_per_worker": gpus, "batch_size": batch_size},
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    _atomic_write_text(out / SHARDS_MANIFEST, json.dumps(manifest, indent=1))
+    atomic_write_text(out / SHARDS_MANIFEST, json.dumps(manifest, indent=1))
     log.info("embedded %d photos of %s into %d shard(s) in %s (%d skipped) in %.1f s", manifest["count"], where.root,
              len(writer.shards), out, len(skipped), manifest["seconds"])
     return out

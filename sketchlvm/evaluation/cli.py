@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sketchlvm.arguments import add_model_arguments
 from sketchlvm.config import SKETCH_FRAMINGS, configure_cli_logging
 from sketchlvm.datasets import FineGrainedPairs
 from sketchlvm.datasets.fine_grained import DEFAULT_FINE_GRAINED_GALLERY, FINE_GRAINED_GALLERIES
@@ -53,12 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="measure test classes the checkpoint was trained on (refused by default: not zero-shot); the "
                    "report counts them and makes no comparison with the paper")
     p.add_argument("--mode", choices=("category", "fine_grained"), help="encoder mode (default: from the dataset)")
-    p.add_argument("--checkpoint", help="trained SketchLVM checkpoint; omit for zero-shot CLIP")
+    add_model_arguments(p)
     p.add_argument("--allow-zero-shot", action="store_true",
                    help="score zero-shot CLIP in a mode the checkpoint has no prompts for (refused by default); the "
                    "summary's first line says so")
-    p.add_argument("--model", help="open_clip architecture (default: the checkpoint's, else ViT-B-32-quickgelu)")
-    p.add_argument("--pretrained", help="CLIP weights: tag (openai), file, folder, or none (random, tests only)")
     p.add_argument("--features", help=".npz with query_features, query_labels, gallery_features, gallery_labels "
                    "(+ optional query_ids, gallery_ids): score these instead of encoding")
     p.add_argument("--framing", choices=SKETCH_FRAMINGS,
@@ -72,7 +71,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-per-class", type=int, default=0, help="cap sketches and photos per class (0: all)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help="image decoding workers")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=("fp32", "amp"), default="fp32",
                    help="fp32 (default, as in the paper) or amp (fp16 autocast on CUDA: faster, slightly different numbers)")
     p.add_argument("--save-features", action="store_true", help="also write features.npz (the --features format)")
@@ -92,11 +90,11 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     else:
         if not (args.dataset and args.root):
             raise ValueError("give --dataset and --root (or --features FILE)")
-        from sketchlvm.model.factory import create_sketchlvm
+        from sketchlvm.model.loader import model_from_args
 
         mode = args.mode or ("category" if args.dataset in CATEGORY_DATASETS else "fine_grained")
         # Evaluation embeds with the torch encoders directly: no ONNX graph is built or checked.
-        model = create_sketchlvm(args.model, args.pretrained, args.checkpoint, args.device, runtime="torch")
+        model = model_from_args(args, runtime="torch", exports=False)
         check_trained_mode(model, mode, args.allow_zero_shot)
         framing, framing_source = resolve_framing(model, args.dataset, args.framing)
         apply_framing(model, framing)

@@ -32,32 +32,34 @@ from sketchlvm.gallery.index import (
 from sketchlvm.gallery.scan import (
     GALLERIES_ENV,
     Photo,
-    _Entry,  # noqa: F401 - for sketchlvm.cluster.embed
+    PhotoFile,
     default_cache_dir,
     galleries_home,
     latest_gallery,
     scan_gallery,
 )
 
-# sketchlvm.cluster.embed writes shards the way a build writes its files; the tests read faiss files directly.
-from sketchlvm.gallery.store import (  # noqa: F401
+# What writes an index's files the way a build does (sketchlvm.cluster.embed writes its shards with them, and
+# keys them as a build keys its vectors): atomic writes, identities as a manifest holds them, faiss files.
+from sketchlvm.gallery.store import (
     FORMAT,
     FORMAT_VERSION,
     LOCK,
     MANIFEST,
     SKIPPED,
-    _atomic_save_npy,
-    _atomic_write_text,
-    _embedding_key,
-    _plain,
-    _read_faiss,
-    _shared_identity,  # noqa: F401
+    atomic_save_npy,
+    atomic_write_text,
+    embedding_key,
     load_manifest,
+    plain_identity,
+    read_faiss,
+    shared_identity,
 )
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "GALLERIES_ENV", "LOCK", "MANIFEST", "RECALL_K", "SKIPPED",
-    "BuildReport", "GalleryIndex", "Photo", "Precomputed", "StaleIndexError",
-    "build_gallery_index", "build_search_index", "default_cache_dir", "galleries_home", "latest_gallery",
-    "load_manifest", "open_gallery_index", "scan_gallery",
+    "BuildReport", "GalleryIndex", "Photo", "PhotoFile", "Precomputed", "StaleIndexError",
+    "atomic_save_npy", "atomic_write_text", "build_gallery_index", "build_search_index", "default_cache_dir",
+    "embedding_key", "galleries_home", "latest_gallery", "load_manifest", "open_gallery_index", "plain_identity",
+    "read_faiss", "scan_gallery", "shared_identity",
 ]

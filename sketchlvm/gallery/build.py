@@ -23,9 +23,9 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sketchlvm.config import IndexConfig
-from sketchlvm.gallery.index import BuildReport, GalleryIndex
-from sketchlvm.gallery.scan import _Entry, default_cache_dir, scan_gallery
 from sketchlvm.gallery.build_state import BuildState
+from sketchlvm.gallery.index import BuildReport, GalleryIndex
+from sketchlvm.gallery.scan import PhotoFile, default_cache_dir, scan_gallery
 from sketchlvm.gallery.store import _GATHER_BLOCK, _build_lock, _remove_unreferenced, _store_vectors
 from sketchlvm.gallery.thumbnails import sync_thumbnails
 from sketchlvm.preprocess.transforms import ImageLoadError, load_photo
@@ -104,7 +104,7 @@ class _Build:
 
     # -- plan ------------------------------------------------------------------------------------
 
-    def _plan(self) -> list[tuple[_Entry, list[str]]]:
+    def _plan(self) -> list[tuple[PhotoFile, list[str]]]:
         """Scan the folder: drop deleted photos, list (photo, embedding keys it needs) for the rest."""
         state = self.state
         entries, problems = scan_gallery(self.root, self.config.extensions, exclude=[self.cache])
@@ -131,7 +131,7 @@ class _Build:
                 self.report.unchanged += 1
         return work
 
-    def _settled(self, entries: list[_Entry]) -> list[_Entry]:
+    def _settled(self, entries: list[PhotoFile]) -> list[PhotoFile]:
         """Leave out files written less than ``min_age_s`` ago: one being copied in is still growing, and
         would be embedded (or skipped as truncated) half-written. The report says when to look again."""
         if self.min_age_s <= 0:
@@ -151,7 +151,7 @@ class _Build:
 
     # -- embed -----------------------------------------------------------------------------------
 
-    def _decode(self, entry: _Entry) -> Any:
+    def _decode(self, entry: PhotoFile) -> Any:
         """Runs in a decoding thread: file -> upright RGB (JPEGs draft-decoded near the model's size) ->
         the padded S x S image the encoder's transform makes (so resizing is off the main thread too;
         the transform leaves an S x S image as it is). A failure is returned, not raised."""
@@ -190,7 +190,7 @@ class _Build:
         if self.monitor.should_stop():
             raise BuildStopped(f"the build of {self.root} was stopped; the next build resumes it")
 
-    def _embed(self, work: list[tuple[_Entry, list[str]]]) -> None:
+    def _embed(self, work: list[tuple[PhotoFile, list[str]]]) -> None:
         total, done, since_commit, last_commit = len(work), 0, 0, time.monotonic()
         bs = max(1, self.config.batch_size)
         show = self.show_progress_bar and total > 0
@@ -201,7 +201,7 @@ class _Build:
         with (logging_redirect_tqdm() if show else contextlib.nullcontext()), contextlib.closing(decoded), \
                 tqdm(total=total, unit="photo", desc=f"indexing {self.root.name}", mininterval=0.5,
                      dynamic_ncols=True, disable=not show) as bar:
-            batch: list[tuple[_Entry, list[str], Any]] = []
+            batch: list[tuple[PhotoFile, list[str], Any]] = []
             for i, ((entry, need), image) in enumerate(zip(work, decoded)):  # noqa: B905
                 if isinstance(image, ImageLoadError):
                     self.state.fail(entry, str(image))
@@ -223,7 +223,7 @@ class _Build:
                     if done < total:
                         self._check_stop()
 
-    def _encode(self, batch: list[tuple[_Entry, list[str], Any]]) -> None:
+    def _encode(self, batch: list[tuple[PhotoFile, list[str], Any]]) -> None:
         state, new = self.state, {}
         for key in state.keys:  # encode everything first: a failure leaves the state untouched
             images = [image for _, need, image in batch if key in need]
@@ -234,7 +234,7 @@ class _Build:
                 new[key] = vecs
         self._record([(entry, need) for entry, need, _ in batch], new)
 
-    def _record(self, batch: list[tuple[_Entry, list[str]]], new: dict[str, np.ndarray]) -> None:
+    def _record(self, batch: list[tuple[PhotoFile, list[str]]], new: dict[str, np.ndarray]) -> None:
         self.state.record(batch, new)
         for entry, _ in batch:
             if entry.relpath in self.prev_indexed:
@@ -242,13 +242,13 @@ class _Build:
             else:
                 self.report.added += 1
 
-    def _take_precomputed(self, work: list[tuple[_Entry, list[str]]]) -> list[tuple[_Entry, list[str]]]:
+    def _take_precomputed(self, work: list[tuple[PhotoFile, list[str]]]) -> list[tuple[PhotoFile, list[str]]]:
         """Record what ``self.precomputed`` has for the work (no decoding, no encoding); return the rest.
 
         A photo takes vectors only when every embedding key it needs is there for its current size and
         mtime; a reason marks it skipped, as a failed decode here would."""
-        rest: list[tuple[_Entry, list[str]]] = []
-        batch: list[tuple[_Entry, list[str]]] = []
+        rest: list[tuple[PhotoFile, list[str]]] = []
+        batch: list[tuple[PhotoFile, list[str]]] = []
         found: list[dict[str, np.ndarray]] = []
         since_commit = 0
 

@@ -19,23 +19,23 @@ import numpy as np
 
 from sketchlvm.config import IndexConfig
 from sketchlvm.gallery.index import _flat_info, build_search_index
-from sketchlvm.gallery.scan import _Entry
+from sketchlvm.gallery.scan import PhotoFile
 from sketchlvm.gallery.store import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
     SKIPPED,
-    _atomic_save_npy,
     _atomic_write_faiss,
-    _atomic_write_text,
-    _embedding_key,
     _gather,
     _open_stores,
-    _plain,
     _remove_unreferenced,
     _replace_synced,
-    _shared_identity,
+    atomic_save_npy,
+    atomic_write_text,
+    embedding_key,
     load_manifest,
+    plain_identity,
+    shared_identity,
 )
 
 if TYPE_CHECKING:
@@ -50,8 +50,8 @@ class BuildState:
     def __init__(self, root: Path, cache: Path, model: SketchLVM, config: IndexConfig):
         self.root, self.cache, self.model, self.config = root, cache, model, config
         # Embeddings of the current model: key -> identity without "mode", and which mode encodes it.
-        self.identities = {m: _plain(model.identity(m)) for m in model.modes}
-        self.mode_key = {m: _embedding_key(i) for m, i in self.identities.items()}
+        self.identities = {m: plain_identity(model.identity(m)) for m in model.modes}
+        self.mode_key = {m: embedding_key(i) for m, i in self.identities.items()}
         self.keys = list(dict.fromkeys(self.mode_key.values()))
         self.encode_mode = {k: next(m for m in model.modes if self.mode_key[m] == k) for k in self.keys}
         # Each embedding's committed files and their arrays, and the vectors embedded since.
@@ -87,7 +87,7 @@ class BuildState:
         reusable = []
         for key in self.keys:
             emb = prev["embeddings"].get(key)
-            if emb is None or emb["identity"] != _shared_identity(self.identities[self.encode_mode[key]]):
+            if emb is None or emb["identity"] != shared_identity(self.identities[self.encode_mode[key]]):
                 continue
             self.files[key], self.arrays[key], self.dim = list(emb["files"]), stores[key], emb["dim"] or None
             reusable.append((key, emb["rows"]))
@@ -106,7 +106,7 @@ class BuildState:
     def rows_total(self, key: str) -> int:
         return sum(len(a) for a in self.arrays[key]) + sum(len(a) for a in self.pending[key])
 
-    def record(self, batch: list[tuple[_Entry, list[str]]], new: dict[str, np.ndarray]) -> None:
+    def record(self, batch: list[tuple[PhotoFile, list[str]]], new: dict[str, np.ndarray]) -> None:
         """Give each photo of ``batch`` its rows in ``new`` (key -> (n, D), in batch order, for the photos
         that need that key)."""
         for vecs in new.values():
@@ -126,7 +126,7 @@ class BuildState:
             self.pending[key].append(vecs)
             self.dim = vecs.shape[1]
 
-    def fail(self, entry: _Entry, reason: str) -> None:
+    def fail(self, entry: PhotoFile, reason: str) -> None:
         log.warning("skipping %s: %s", entry.relpath, reason)
         self.skipped[entry.relpath] = {"relpath": entry.relpath, "reason": reason, "size": entry.size,
                                        "mtime_ns": entry.mtime_ns}
@@ -175,9 +175,9 @@ class BuildState:
             "config": asdict(self.config),
         }
         manifest["bytes_per_photo"] = self._bytes_per_photo(manifest)
-        _atomic_write_text(self.cache / SKIPPED, json.dumps([{"relpath": s["relpath"], "reason": s["reason"]}
+        atomic_write_text(self.cache / SKIPPED, json.dumps([{"relpath": s["relpath"], "reason": s["reason"]}
                                                              for s in skipped], indent=1))
-        _atomic_write_text(self.cache / MANIFEST, json.dumps(manifest, separators=(",", ":")))
+        atomic_write_text(self.cache / MANIFEST, json.dumps(manifest, separators=(",", ":")))
         self.generation = gen
         _remove_unreferenced(self.cache, manifest)
         log.debug("committed generation %d: %d photos%s", gen, len(order), "" if complete else " (partial)")
@@ -189,7 +189,7 @@ class BuildState:
             if self.pending[key]:
                 name = f"chunk-{key}-g{gen}.npy"
                 arr = np.concatenate(self.pending[key])
-                _atomic_save_npy(self.cache / name, arr)
+                atomic_save_npy(self.cache / name, arr)
                 self.files[key].append(name)
                 self.arrays[key].append(arr)
                 self.pending[key] = []
@@ -210,7 +210,7 @@ class BuildState:
                 self.records[r]["rows"][key] = i
             compact = True
         return {
-            "identity": _shared_identity(self.identities[self.encode_mode[key]]),
+            "identity": shared_identity(self.identities[self.encode_mode[key]]),
             "dim": dim,
             "files": list(self.files[key]),
             "rows": None if compact else rows.tolist(),  # None: row i is photo i
@@ -218,7 +218,7 @@ class BuildState:
 
     def _write_gathered(self, path: Path, sources: list[np.ndarray], rows: np.ndarray, dim: int) -> None:
         if len(rows) == 0:
-            _atomic_save_npy(path, np.zeros((0, dim), np.float32))
+            atomic_save_npy(path, np.zeros((0, dim), np.float32))
             return
         tmp = path.with_name(path.name + ".tmp")
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(rows), dim))

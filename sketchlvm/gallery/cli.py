@@ -18,10 +18,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from sketchlvm.arguments import device as _device
+from sketchlvm.arguments import add_model_arguments
 from sketchlvm.arguments import non_negative_int as _non_negative_int
 from sketchlvm.arguments import positive_int as _positive_int
-from sketchlvm.arguments import runtime as _runtime
 from sketchlvm.config import IndexConfig, env_var
 from sketchlvm.gallery import MANIFEST, build_gallery_index, default_cache_dir, load_manifest
 
@@ -43,15 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--classes", metavar="NAME[,...]", help="of a parquet dataset, only rows of these classes")
     build.add_argument("--cache", type=Path, help="index folder (default: galleries/<name>-<hash>/ in the project, "
                                                   f"or under ${env_var('galleries_dir')})")
-    build.add_argument("--model", help="open_clip architecture (default: the checkpoint's, else ViT-B-32-quickgelu)")
-    build.add_argument("--pretrained", help="open_clip tag, weights file, folder, or 'none' for random test weights "
-                                            "(default: openai)")
-    build.add_argument("--checkpoint", help="trained SketchLVM prompts (.safetensors, or hf://USER/REPO/FILE)")
-    build.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    build.add_argument("--runtime", type=_runtime, default=None,
-                       help="what encodes the photos: auto (ONNX Runtime fp32 on CPU when installed, torch on CUDA), "
-                            "torch, onnx, or onnx-int8 (also measures int8 sketch agreement on the built index) "
-                            f"[{env_var('runtime')}; default auto]")
+    add_model_arguments(build, exports=True, with_runtime=True)
     defaults = IndexConfig()
     build.add_argument("--exact-max", type=_non_negative_int, default=defaults.exact_max,
                        help=f"above this many photos build an approximate HNSW index (default: {defaults.exact_max})")
@@ -72,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 def _build(args: argparse.Namespace) -> int:
     from sketchlvm.gallery.parquet import parse_classes, photo_folder
     from sketchlvm.hub import resolve_folder
-    from sketchlvm.model.factory import create_sketchlvm  # torch and open_clip load here, not for `info`
+    from sketchlvm.model.loader import model_from_args  # torch and open_clip load here, not for `info`
 
     gallery = resolve_folder(args.gallery)  # a local folder as it is; hf:// -> the Hugging Face cache
     if not gallery.is_dir():
@@ -81,7 +72,7 @@ def _build(args: argparse.Namespace) -> int:
     gallery = photo_folder(gallery, args.split, parse_classes(args.classes))
     config = replace(IndexConfig(), exact_max=args.exact_max, batch_size=args.batch_size,
                      decode_workers=args.workers, commit_every=args.commit_every)
-    model = create_sketchlvm(args.model, args.pretrained, args.checkpoint, args.device, runtime=args.runtime)
+    model = model_from_args(args)
     for key, value in model.describe().items():
         print(f"{key:>18}: {value}")
     cache = args.cache or default_cache_dir(gallery)
@@ -91,7 +82,7 @@ def _build(args: argparse.Namespace) -> int:
     r = index.report
     print(f"indexed {len(index)} photos in {time.perf_counter() - t0:.1f} s: {r.added} added, {r.updated} updated, "
           f"{r.removed} removed, {r.unchanged} unchanged, {len(r.skipped)} skipped")
-    _print_skipped(r.skipped, index.cache_dir)
+    print_skipped(r.skipped, index.cache_dir)
     if not len(index):  # nothing to search: say why and what to do, as the app does
         found = "every file found was skipped (above)" if r.skipped else "no photos found"
         print(f"error: {gallery} has no usable photos ({found}): add .jpg, .png, .webp, .heic or .avif photos to it (one "
@@ -104,7 +95,7 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_skipped(skipped: list, cache: Path, limit: int = 20) -> None:
+def print_skipped(skipped: list, cache: Path, limit: int = 20) -> None:
     for relpath, reason in skipped[:limit]:
         print(f"  skipped {relpath}: {reason}")
     if len(skipped) > limit:
@@ -137,7 +128,7 @@ def _info(args: argparse.Namespace) -> int:
               f"{measured}")
     skipped = [(s["relpath"], s["reason"]) for s in m.get("skipped", [])]
     print(f"skipped: {len(skipped)}")
-    _print_skipped(skipped, cache)
+    print_skipped(skipped, cache)
     return 0
 
 

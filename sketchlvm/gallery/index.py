@@ -18,7 +18,14 @@ import numpy as np
 
 from sketchlvm.config import IndexConfig
 from sketchlvm.gallery.scan import Photo
-from sketchlvm.gallery.store import _GATHER_BLOCK, _open_stores, _plain, _read_faiss, _store_vectors, load_manifest
+from sketchlvm.gallery.store import (
+    _GATHER_BLOCK,
+    _open_stores,
+    _store_vectors,
+    load_manifest,
+    plain_identity,
+    read_faiss,
+)
 
 if TYPE_CHECKING:
     from sketchlvm.model.factory import SketchLVM
@@ -185,7 +192,7 @@ class GalleryIndex:
             if key not in self._indexes:
                 info = self.manifest["modes"][mode]["index"]
                 if info.get("file"):
-                    index = _read_faiss(self.cache_dir / info["file"])
+                    index = read_faiss(self.cache_dir / info["file"])
                     index.hnsw.efSearch = int(info["params"]["efSearch"])
                 else:
                     index = faiss.IndexFlatIP(self.vectors(mode).shape[1])
@@ -234,7 +241,7 @@ def _check_identity(manifest: dict, model: SketchLVM, cache: Path) -> None:
     for mode in model.modes:
         if mode not in manifest["modes"]:
             raise StaleIndexError(f"the gallery index in {cache} has no {mode!r} embeddings; {fix}")
-        want, have = _plain(model.identity(mode)), manifest["modes"][mode]["identity"]
+        want, have = plain_identity(model.identity(mode)), manifest["modes"][mode]["identity"]
         if want != have:
             diff = ", ".join(f"{k}: index {have.get(k)!r} vs model {want.get(k)!r}"
                              for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k))

@@ -80,7 +80,9 @@ def latest_gallery(galleries_dir: Path | None = None) -> Path | None:
 
 
 @dataclass
-class _Entry:
+class PhotoFile:
+    """A photo file as a scan finds it: its size and mtime tell a build whether it changed."""
+
     relpath: str
     label: str | None
     size: int
@@ -91,9 +93,24 @@ class _Entry:
         return (self.size, self.mtime_ns)
 
 
+def first_photos(root: Path, n: int, extensions: Sequence[str] = IndexConfig().extensions) -> list[Path]:
+    """Up to ``n`` image files of ``root``, in the order a scan finds them, without walking the whole folder
+    (the app checks its photo graph on a few of them at start)."""
+    wanted = {e.lower() for e in extensions}
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in wanted:
+                found.append(Path(dirpath, name))
+                if len(found) >= n:
+                    return found
+    return found
+
+
 def scan_gallery(
     root: Path, extensions: Sequence[str] = IndexConfig().extensions, exclude: Sequence[Path] = ()
-) -> tuple[list[_Entry], list[tuple[str, str]]]:
+) -> tuple[list[PhotoFile], list[tuple[str, str]]]:
     """Every image file under ``root`` sorted by relative path, plus (relpath, reason) it could not stat.
 
     Hidden files and folders (leading dot) and the folders in ``exclude`` are left out; folder
@@ -102,7 +119,7 @@ def scan_gallery(
     root = Path(root).resolve()
     excluded = {Path(p).resolve() for p in exclude}
     wanted = {e.lower() for e in extensions}
-    entries: list[_Entry] = []
+    entries: list[PhotoFile] = []
     problems: list[tuple[str, str]] = []
 
     def rel(path: str | Path) -> str:
@@ -129,7 +146,7 @@ def scan_gallery(
                 problems.append((relpath, "not a regular file"))
                 continue
             parts = relpath.split("/")
-            entries.append(_Entry(relpath, parts[0] if len(parts) > 1 else None, st.st_size, st.st_mtime_ns))
+            entries.append(PhotoFile(relpath, parts[0] if len(parts) > 1 else None, st.st_size, st.st_mtime_ns))
     entries.sort(key=lambda e: e.relpath)
     return entries, sorted(problems)
 

@@ -69,13 +69,15 @@ def _replace_synced(tmp: Path, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` so that a reader (or a crash) sees the old file or the new one, never half of it."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     _replace_synced(tmp, path)
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """``array`` as float32 .npy, replaced atomically as ``atomic_write_text`` does."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         np.save(f, np.ascontiguousarray(array, dtype=np.float32))
@@ -110,7 +112,7 @@ def _remove_unreferenced(cache: Path, manifest: dict | None) -> None:
                 log.debug("removed %s", path)
 
 
-def _read_faiss(path: Path) -> faiss.Index:
+def read_faiss(path: Path) -> faiss.Index:
     """Memory-mapped where this faiss can (IO_FLAG_MMAP_IFC maps flat codes zero-copy; IO_FLAG_MMAP
     alone still copies them in faiss 1.15), else read into memory."""
     for flag_name in ("IO_FLAG_MMAP_IFC", "IO_FLAG_MMAP"):
@@ -189,18 +191,19 @@ def _check_manifest(m: Any, path: Path) -> None:
         raise ValueError(f"{path}: {problem}; rebuild the index with: python -m sketchlvm index build {root}")
 
 
-def _plain(identity: dict) -> dict:
+def plain_identity(identity: dict) -> dict:
     """JSON round trip, so identities compare equal before and after a manifest (tuples -> lists)."""
     return json.loads(json.dumps(identity, sort_keys=True))
 
 
-def _shared_identity(identity: dict) -> dict:
+def shared_identity(identity: dict) -> dict:
     """A mode's identity without the mode: equal for modes whose photo embeddings are equal."""
     return {k: v for k, v in identity.items() if k != "mode"}
 
 
-def _embedding_key(identity: dict) -> str:
-    return hashlib.sha256(json.dumps(_shared_identity(identity), sort_keys=True).encode()).hexdigest()[:12]
+def embedding_key(identity: dict) -> str:
+    """The short key a mode's vectors are stored under: equal for modes whose photo embeddings are equal."""
+    return hashlib.sha256(json.dumps(shared_identity(identity), sort_keys=True).encode()).hexdigest()[:12]
 
 
 

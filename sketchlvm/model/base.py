@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from sketchlvm.model.text import NO_TEXT_TOWER, TextQueryError
+from sketchlvm.runtime.interface import EncoderRuntime
 
 
 class EncodingModel:
@@ -22,7 +23,7 @@ class EncodingModel:
     Subclasses set ``encoders`` (or ``modes``), ``runtime``, ``sketch_transform``, ``photo_transform``
     and ``text_tower``."""
 
-    runtime: Any
+    runtime: EncoderRuntime
     text_tower: Any = None
 
     @property

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from sketchlvm.arguments import add_model_arguments
 from sketchlvm.config import ModelConfig
 
 
@@ -49,11 +50,10 @@ def export_parser() -> argparse.ArgumentParser:
         "it with `hf upload USER/REPO FOLDER .` and serve it as --model hf://USER/REPO.",
     )
     parser.add_argument("--out", required=True, metavar="FOLDER", help="the export folder (replaced when it is one)")
-    parser.add_argument("--checkpoint", metavar="FILE", help="trained prompts to bake in (else zero-shot CLIP)")
-    parser.add_argument("--model", metavar="ARCH", help=f"open_clip architecture; default: the checkpoint's, else "
-                        f"{defaults.arch}")
-    parser.add_argument("--pretrained", metavar="TAG|FILE|FOLDER|none", default=defaults.pretrained,
-                        help=f"CLIP weights, as for the app (default: {defaults.pretrained})")
+    # No --device or --runtime: graphs are exported from the CPU model and checked on ONNX Runtime.
+    add_model_arguments(parser, with_device=False, defaults={"pretrained": defaults.pretrained},
+                        checkpoint_help="trained prompts to bake in (a SketchLVM checkpoint: .safetensors, or "
+                        "hf://USER/REPO/FILE)")
     return parser
 
 
@@ -61,14 +61,13 @@ def export_main(argv: list[str] | None = None) -> int:
     args = export_parser().parse_args(argv)
     from sketchlvm.config import configure_cli_logging
     from sketchlvm.hub import HubUnavailableError
-    from sketchlvm.model.factory import create_sketchlvm
     from sketchlvm.model.folder_export import ExportError, write_export
+    from sketchlvm.model.loader import model_from_args
     from sketchlvm.model.weights import WeightsUnavailableError
 
     configure_cli_logging()
     try:
-        model = create_sketchlvm(arch=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
-                                 device="cpu", text=True, runtime="onnx")
+        model = model_from_args(args, device="cpu", text=True, runtime="onnx", exports=False)
         manifest = write_export(model, args.out)
     except (ExportError, WeightsUnavailableError, HubUnavailableError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -73,6 +73,15 @@ class SketchLVM(EncodingModel):
             self.text_tower.use_runtime(self.runtime)
         return self
 
+    def release_torch(self) -> None:
+        """Drop the torch towers, keeping what identity and encoder keys read. Only the runtime calls this
+        (``Runtime.release_torch``), once every encode runs on a checked ONNX graph."""
+        towers: dict[int, _FreedTower] = {}  # modes that shared a tower share its stand-in (encoder_key)
+        self.encoders = {mode: _FreedEncoder(encoder, towers.setdefault(id(encoder.visual), _FreedTower(encoder)))
+                         for mode, encoder in self.encoders.items()}
+        if self.text_tower is not None:
+            self.text_tower.clip_model = None
+
     def trained_modes(self) -> list[str]:
         return self.checkpoint.modes if self.checkpoint else []
 
@@ -120,6 +129,26 @@ class SketchLVM(EncodingModel):
             # would disagree beyond them get another identity, so one index never mixes them.
             "photo_encoder": self.runtime.photo_identity(),
         }
+
+
+class _FreedTower:
+    """Stands for a freed image tower: its sizes, and an identity the modes that shared it share."""
+
+    def __init__(self, encoder: PromptedVisionEncoder):
+        self.image_size = encoder.image_size
+        self.output_dim = int(encoder.visual.output_dim)
+
+
+class _FreedEncoder:
+    """A mode's encoder once its tower is freed: the prompts (small; identity counts them) and the stand-in."""
+
+    def __init__(self, encoder: PromptedVisionEncoder, tower: _FreedTower):
+        self.prompts = encoder.prompts
+        self.visual = tower
+        self.image_size = tower.image_size
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        raise RuntimeError("this model's torch towers were freed (the app serves its ONNX graphs only)")
 
 
 def _checkpoint_preprocess(loaded: Checkpoint, requested: PreprocessConfig | None) -> PreprocessConfig | None:

@@ -39,6 +39,7 @@ import torch
 
 from sketchlvm.config import MODALITIES, PACKAGE_DIR, RuntimeConfig
 from sketchlvm.device import autocast
+from sketchlvm.runtime.interface import PHOTOS_NEEDED
 from sketchlvm.runtime.onnx_export import (
     Agreement,
     GraphRefusedError,
@@ -62,6 +63,7 @@ from sketchlvm.runtime.onnx_sessions import (  # noqa: F401  (re-exported: their
     requested_runtime,
     role_of,
     session_options,
+    trim_heap,
 )
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,8 @@ class _Onnx:
 
 
 class Runtime:
-    """Encodes (B, 3, S, S) tensors for a ``SketchLVM`` with torch or ONNX Runtime, per (mode, modality)."""
+    """Encodes (B, 3, S, S) tensors for a ``SketchLVM`` with torch or ONNX Runtime, per (mode, modality).
+    Implements ``runtime.interface.EncoderRuntime``."""
 
     def __init__(self, model: Any, requested: str = "auto", config: RuntimeConfig | None = None,
                  cache_dir: str | Path | None = None, check_images: list | None = None):
@@ -134,6 +137,7 @@ class Runtime:
         # On ZeroGPU, a runtime.zerogpu.ZeroGPU gate that sends encodes to @spaces.GPU calls first; what it
         # hands back (None: refused, busy, or not for the GPU) runs here as usual.
         self.offload = None
+        self.torch_released = False  # release_torch freed the towers: only the graphs run
 
     @property
     def name(self) -> str:
@@ -220,6 +224,7 @@ class Runtime:
         tokens = tower.tokenizer([tower.template.format(words) for words in TEXT_CHECK_WORDS])
         checked = self._verify(path, "tokens", tokens.numpy(), tower.encode_tokens_torch(tokens), "query",
                                spec.name, "prompts")
+        self._onnx.close(path)  # checked: its session opens again when words are first searched for
         return _Onnx(spec, path, checked=checked)
 
     def _tensors(self, images: list, modality: str) -> torch.Tensor:
@@ -260,6 +265,9 @@ class Runtime:
 
     @torch.no_grad()
     def _torch(self, batch: torch.Tensor | np.ndarray, modality: str, mode: str) -> np.ndarray:
+        if self.torch_released:
+            raise RuntimeError("the torch towers were freed after every graph was checked (release_torch); "
+                               "nothing should encode with torch any more")
         device = self.model.device
         with self._turn(_role(modality)), autocast(device):
             features = self.model.encoders[mode](torch.as_tensor(batch).to(device), modality)
@@ -329,6 +337,44 @@ class Runtime:
             return f"torch ({self.text_reason})"
         return "torch"
 
+    # -- freeing torch ------------------------------------------------------------------------------
+
+    def release_torch(self, photos: list | None = None) -> str | None:
+        """Free the model's torch towers when every encode runs on a checked graph: the app calls this once
+        it has started, so the full install serves at the size of its graphs (issue 30). Returns why the
+        towers stay, or None once they are freed.
+
+        They stay for ``--runtime torch``, CUDA, ZeroGPU (its GPU copy), any path that falls back to torch,
+        and a text tower on torch. A photo graph not yet checked on real photos (the first photos it
+        encodes are, see ``_recheck_on_photos``) is checked now on ``photos`` (a few of the gallery's, RGB),
+        so a check that would refuse it still can; without photos to check on, the towers stay."""
+        if self.torch_released:
+            return None
+        if self.name == "torch" or self.model.device.type != "cpu":
+            return "torch runs the encoder"
+        if self.offload is not None:
+            return "ZeroGPU runs the torch model"
+        if self.model.text_tower is not None and self._text is None:
+            return "torch runs the text tower"
+        pending = {}
+        for (mode, modality), graph in self._graphs.items():
+            if modality == "photo" and not graph.photo_rechecked:
+                pending.setdefault(graph.path, (mode, graph))
+        if pending:
+            if not photos:
+                return PHOTOS_NEEDED
+            batch = np.stack([self.model.photo_transform.array(p) for p in photos[:_PHOTO_RECHECK]])
+            for mode, graph in pending.values():
+                graph.photo_rechecked = True
+                self._recheck_on_photos(graph, batch, mode)
+        if self.fallbacks:
+            return "torch encodes " + ", ".join(f"{mode} {modality}" for mode, modality in sorted(self.fallbacks))
+        self.torch_released = True
+        self.model.release_torch()
+        release_freed_memory()
+        log.debug("torch towers freed: every encode runs on a checked ONNX graph")
+        return None
+
     # -- what runs ----------------------------------------------------------------------------------
 
     def uses_onnx(self, mode: str, modality: str) -> bool:
@@ -369,6 +415,15 @@ class Runtime:
         if self.model.text_tower is None:
             return ""
         return f"; text tower on {self.text_runtime()}"
+
+
+def release_freed_memory() -> None:
+    """Collect, then hand the C heap's free pages back to the system, so freed towers leave the process's RSS
+    instead of waiting in malloc's arenas for reuse."""
+    import gc
+
+    gc.collect()
+    trim_heap()
 
 
 def _numpy(batch: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -49,7 +49,7 @@ class ExportedRuntime:
     """Encodes for an ``ExportedSketchLVM``: ``graphs[(mode, modality)]`` image graphs, ``text`` the text graph.
 
     ``photo_identity`` is what the export recorded (the tolerances its graphs met against torch), so an
-    index built by either install is the same index to the other."""
+    index built by either install is the same index to the other. Implements ``runtime.interface.EncoderRuntime``."""
 
     def __init__(self, graphs: dict[tuple[str, str], Path], text: Path | None, photo_identity: dict[str, Any],
                  config: RuntimeConfig | None = None, requested: str | None = "auto"):
@@ -109,6 +109,10 @@ class ExportedRuntime:
 
     def photo_identity(self) -> dict[str, Any]:
         return dict(self._photo_identity)
+
+    def release_torch(self, photos: list | None = None) -> str | None:
+        """Nothing to free: there is no torch here (see ``Runtime.release_torch``)."""
+        return None
 
     def describe(self) -> str:
         text = f"onnx: {self._onnx.describe()}, fp32, exported graphs (no torch)"

@@ -20,11 +20,12 @@ import sys
 import threading
 from typing import Any
 
+from sketchlvm.arguments import add_model_arguments
 from sketchlvm.arguments import device as _device
 from sketchlvm.arguments import port as _port
 from sketchlvm.arguments import positive_int as _positive_int
 from sketchlvm.arguments import runtime as _runtime
-from sketchlvm.config import DEFAULT_TOP_K, ModelConfig, Settings, env_var, settings
+from sketchlvm.config import DEFAULT_TOP_K, Settings, env_var, settings
 
 # --------------------------------------------------------------------------------------------
 # Command line
@@ -37,7 +38,6 @@ def _variable(name: str) -> str:
 
 
 def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
-    model_defaults = ModelConfig()
     env = settings()  # read now, not at import: each flag's default is its variable, and the flag wins
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -82,34 +82,9 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
         "dataset, fetched once into the Hugging Face cache; the page names their source and licence). A Space "
         f"whose owner set no gallery shows it anyway {_variable('demo')}",
     )
-    parser.add_argument(
-        "--checkpoint", metavar="FILE", default=env.checkpoint,
-        help="trained prompts (a SketchLVM checkpoint); without it both modes are zero-shot CLIP "
-        f"with no trained prompts {_variable('checkpoint')}",
-    )
-    parser.add_argument(
-        "--model", metavar="ARCH|EXPORT_FOLDER|hf://USER/REPO", default=env.model,
-        help=f"open_clip architecture (default: the checkpoint's, else {model_defaults.arch}), or a folder written "
-        "by `sketchlvm export` (local or hf://USER/REPO[/SUBDIR]): its ONNX graphs serve the app, and the serving "
-        f"install (requirements-serve.txt, no torch) needs one {_variable('model')}",
-    )
-    parser.add_argument(
-        "--pretrained", metavar="TAG|FILE|FOLDER|none", default=env.pretrained,
-        help="CLIP weights: an open_clip tag (downloaded once into the Hugging Face cache), a weights "
-        "file, an open_clip folder (or local-dir:FOLDER), or 'none' for random weights (testing only). "
-        "If they cannot be loaded the app stops and says how to provide them. "
-        f"Default: {model_defaults.pretrained} {_variable('pretrained')}",
-    )
-    parser.add_argument(
-        "--device", metavar="auto|cpu|cuda", default=env.device,
-        help="where the model runs (cuda:N also accepted); auto, the default, picks CUDA when present "
-        f"{_variable('device')}",
-    )
-    parser.add_argument(
-        "--runtime", metavar="auto|torch|onnx|onnx-int8", default=env.runtime,
-        help="what runs the encoder: auto (the default) = ONNX Runtime fp32 on CPU when installed, torch on CUDA; "
-        f"onnx-int8 = int8 sketches, only if their rankings agree with fp32 on the gallery {_variable('runtime')}",
-    )
+    add_model_arguments(parser, exports=True, with_runtime=True, check=False, variables=True, defaults={
+        "model": env.model, "pretrained": env.pretrained, "checkpoint": env.checkpoint, "device": env.device,
+        "runtime": env.runtime})
     parser.add_argument(
         "--top-k", metavar="N", type=_positive_int, default=env.top_k,
         help=f"results shown at first; the slider in the page changes it (default: {DEFAULT_TOP_K}) "
@@ -152,24 +127,35 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
 
 
 def _load_model(args: argparse.Namespace, device: str):
-    """An export folder (``--model FOLDER|hf://...``: ONNX Runtime only, no torch), else the torch model."""
-    from sketchlvm.model.folder_model import is_export, load_export
+    """An export folder (``--model FOLDER|hf://...``: ONNX Runtime only, no torch), else the torch model
+    with CLIP's text tower (sketch + words and words-only search): ``model/loader.py``."""
+    from sketchlvm.model.loader import model_from_args
 
-    if is_export(args.model):
-        return load_export(args.model, runtime=args.runtime, checkpoint=args.checkpoint)
-    try:
-        from sketchlvm.model.factory import create_sketchlvm
-    except ImportError as error:  # the serving install: no torch, no open_clip
-        from sketchlvm.runtime.folder_runtime import ExportUnavailableError
+    return model_from_args(args, device=device, text=True)
 
-        raise ExportUnavailableError(
-            f"this install has no {error.name or 'torch'} (the serving install), so it serves export folders only: "
-            "pass --model FOLDER or --model hf://USER/REPO (written by `sketchlvm export` on the full install), "
-            "or install everything with pip install -r requirements.txt") from error
-    return create_sketchlvm(
-        arch=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, device=device,
-        runtime=args.runtime, text=True,  # the text tower: sketch + words and words-only search
-    )
+
+def free_torch(model: Any, gallery: Any, check_photos: int = 4) -> str | None:
+    """On the full install, free the torch towers once every encode runs on a checked ONNX graph, so the
+    app holds its weights once (issue 30); photo graphs not yet checked on real photos are checked on a
+    few of the gallery's first (``Runtime.release_torch``). Returns why they stay, or None. Says nothing:
+    the answers are the same."""
+    from sketchlvm.runtime.interface import PHOTOS_NEEDED
+
+    reason = model.runtime.release_torch()
+    if reason != PHOTOS_NEEDED:
+        return reason
+    from sketchlvm.gallery.scan import first_photos
+    from sketchlvm.preprocess.transforms import load_photo
+
+    photos = []
+    for path in first_photos(gallery, 2 * check_photos):  # a few spare, for files that do not decode
+        try:
+            photos.append(load_photo(path, draft_size=model.image_size))
+        except (OSError, ValueError):
+            continue
+        if len(photos) == check_photos:
+            break
+    return model.runtime.release_torch(photos)
 
 
 def choose_gallery(args: argparse.Namespace):
@@ -273,6 +259,7 @@ def prepare(args: argparse.Namespace):
         print("No gallery: the app starts empty. " + no_gallery_help().replace("**", "").replace("`", ""))
         return AppState(searcher, access=access)
     gallery = gallery.resolve()
+    free_torch(model, gallery)  # before indexing starts: nothing may encode with torch while the towers go
     indexer = BackgroundIndexer(gallery, model, on_index=searcher.set_index)
     state = AppState(searcher, gallery_dir=gallery, cache_dir=indexer.cache_dir, indexer=indexer, credit=credit, access=access)
     state.watcher = _watcher(args, gallery, credit, indexer)

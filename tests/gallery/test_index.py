@@ -27,11 +27,11 @@ from sketchlvm import create_sketchlvm
 from sketchlvm.config import TINY_ARCH, IndexConfig
 from sketchlvm.gallery import (
     StaleIndexError,
-    _read_faiss,
     build_gallery_index,
     default_cache_dir,
     latest_gallery,
     open_gallery_index,
+    read_faiss,
 )
 from sketchlvm.gallery.cli import main as cli_main
 from sketchlvm.preprocess.transforms import load_photo
@@ -295,17 +295,17 @@ def test_interrupted_build_keeps_previous_index_and_resumes(model, sketchy_root,
     # 1. The commit itself fails (disk full while writing the manifest): the previous index stays as it was.
     import sketchlvm.gallery.build_state as index_module  # a build commits through its own imports
 
-    real_write = index_module._atomic_write_text
+    real_write = index_module.atomic_write_text
 
     def failing_write(path, text):
         if path.name == "manifest.json":
             raise OSError(28, "No space left on device")
         real_write(path, text)
 
-    monkeypatch.setattr(index_module, "_atomic_write_text", failing_write)
+    monkeypatch.setattr(index_module, "atomic_write_text", failing_write)
     with pytest.raises(OSError, match="No space"):
         build_gallery_index(gallery, model, cache, config, show_progress_bar=False)
-    monkeypatch.setattr(index_module, "_atomic_write_text", real_write)
+    monkeypatch.setattr(index_module, "atomic_write_text", real_write)
     kept = open_gallery_index(cache, model)
     assert kept.complete and _by_path(kept, "category").keys() == before.keys()
     for relpath, vec in _by_path(kept, "category").items():
@@ -407,7 +407,7 @@ def test_approximate_index_above_exact_max_records_recall_and_memory_maps(model,
     assert index.manifest["bytes_per_photo"]["faiss"] > 0
     path = cache / info["file"]
     assert faiss.read_index(str(path), faiss.IO_FLAG_MMAP).ntotal == 24
-    assert _read_faiss(path).ntotal == 24
+    assert read_faiss(path).ntotal == 24
 
     reopened = open_gallery_index(cache, model)
     assert isinstance(reopened.vectors("category"), np.memmap)
@@ -421,7 +421,7 @@ def test_approximate_index_above_exact_max_records_recall_and_memory_maps(model,
     smaller = build_gallery_index(gallery, model, cache, config, show_progress_bar=False)
     new_info = smaller.manifest["modes"]["category"]["index"]
     assert new_info["file"] != info["file"] and not path.exists()  # HNSW cannot delete: rebuilt
-    assert _read_faiss(cache / new_info["file"]).ntotal == 23 and new_info["recall_at_10"] >= 0.99
+    assert read_faiss(cache / new_info["file"]).ntotal == 23 and new_info["recall_at_10"] >= 0.99
     _assert_search_matches_oracle(open_gallery_index(cache, model), queries, "category", k=10)
 
 

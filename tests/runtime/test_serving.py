@@ -194,3 +194,51 @@ def test_an_export_loads_back_from_the_hub_cache(export_folder, tmp_path, monkey
     sketch = np.full((1, 3, model.image_size, model.image_size), 0.5, np.float32)
     np.testing.assert_allclose(model.encode_tensors(sketch, "sketch", "category"),
                                local.encode_tensors(sketch, "sketch", "category"), atol=1e-6)
+
+
+def test_one_session_per_graph_words_when_first_used_and_concurrent_answers(export_folder, sketchy_root):
+    """Issue 30 on the serving install: queries and index slices share each graph's session (a config that
+    gives the roles different threads gets one per role: the same vectors, to 1e-6), the text graph opens
+    on the first words, and the app's threads running at once on the shared sessions answer correctly."""
+    import threading
+
+    from PIL import Image
+
+    from sketchlvm.config import RuntimeConfig
+
+    sketches = [Image.open(p).convert("RGB") for p in sorted((sketchy_root / "sketch" / "cat").glob("*.png"))[:3]]
+    photos = [Image.open(p).convert("RGB") for p in sorted((sketchy_root / "photo" / "cow").glob("*.jpg"))[:5]]
+    model = load_export(export_folder)
+    separate = load_export(export_folder, runtime_config=RuntimeConfig(index_threads=1))
+    image_graphs = len(set(model.runtime.graphs.values()))
+    jobs = {"sketch": lambda m: m.encode_sketches(sketches, "category"),
+            "photo": lambda m: m.encode_photos(photos, "category"),
+            "shared": lambda m: m.encode_photos(photos, "fine_grained"),
+            "shared sketch": lambda m: m.encode_sketches(sketches, "fine_grained"),  # one graph, both roles
+            "words": lambda m: m.runtime.encode_text(m.text_tower.tokenizer(["a cat", "a cow in a field"]))}
+    expected = {kind: job(model) for kind, job in jobs.items() if kind != "words"}
+    assert model.runtime._onnx.open_sessions() == image_graphs  # no text graph yet
+    expected["words"] = jobs["words"](model)
+    assert model.runtime._onnx.open_sessions() == image_graphs + 1
+    for kind, job in jobs.items():
+        np.testing.assert_allclose(job(separate), expected[kind], atol=1e-6, rtol=0, err_msg=kind)
+    assert separate.runtime._onnx.open_sessions() == image_graphs + 2  # fine_grained's graph once per role
+
+    found, errors = [], []
+
+    def work(kind: str) -> None:
+        try:
+            found.extend((kind, jobs[kind](model)) for _ in range(3))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(kind,)) for kind in ("sketch", "photo", "words", "shared", "shared sketch")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    assert len(found) == 15
+    for kind, out in found:
+        np.testing.assert_allclose(out, expected[kind], atol=1e-6, rtol=0, err_msg=kind)
+    assert model.runtime._onnx.open_sessions() == image_graphs + 1

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from sketchlvm.arguments import add_model_arguments
 from sketchlvm.config import SKETCH_FRAMINGS
 from sketchlvm.evaluation.partial.framing import SCHEDULES, UNITS, load_stroke_sketches
 from sketchlvm.evaluation.partial.run import PROTOCOLS, PartialResult, evaluate_partial
@@ -36,26 +37,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=PROTOCOLS, default="category",
                    help="target photo: the best-ranked photo of the sketch's class, or its own photo ('photo' in the stroke JSON)")
     p.add_argument("--mode", choices=("category", "fine_grained"), help="encoder mode (default: the protocol)")
-    p.add_argument("--checkpoint", help="trained SketchLVM checkpoint; omit for zero-shot CLIP")
-    p.add_argument("--model", help="open_clip architecture (default: the checkpoint's, else ViT-B-32-quickgelu)")
-    p.add_argument("--pretrained", help="CLIP weights: tag (openai), file, folder, or none (random, tests only)")
+    add_model_arguments(p)
     p.add_argument("--limit-per-class", type=int, default=0, help="sketches per class (0: all)")
     p.add_argument("--max-classes", type=int, default=0, help="use the first N shared classes (0: all)")
     p.add_argument("--max-photos-per-class", type=int, default=0, help="photos per class (0: all)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0, help="image decoding workers")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--out", required=True, help="output folder")
     return p
 
 
 def run(args: argparse.Namespace) -> PartialResult:
     from sketchlvm.evaluation.partial.partial_report import write_partial_report
-    from sketchlvm.model.factory import create_sketchlvm
+    from sketchlvm.model.loader import model_from_args
 
     sketches = load_stroke_sketches(args.strokes, args.limit_per_class)
     # Embedding runs on the torch encoders: no ONNX graph is built or checked for nothing.
-    model = create_sketchlvm(args.model, args.pretrained, args.checkpoint, args.device, runtime="torch")
+    model = model_from_args(args, runtime="torch", exports=False)
     framing, framing_source = resolve_framing(model, "partial", args.framing)
     apply_framing(model, framing)
     mode = args.mode or args.protocol
