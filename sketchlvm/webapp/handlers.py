@@ -7,7 +7,6 @@ import atexit
 import json
 import logging
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from sketchlvm.runtime.zerogpu import take_note
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
 from sketchlvm.webapp.canvas import CANVAS_UNITS, fit_strokes
 from sketchlvm.webapp.markdown import escape
+from sketchlvm.webapp.temp_sweep import make_folder
 from sketchlvm.webapp.results import gallery_item
 from sketchlvm.webapp.app_state import (
     DRAW_HINT,
@@ -219,7 +219,7 @@ def render_examples(out_dir: Path | None = None, size: int = 256) -> list[Path]:
     """Render the shipped stroke lists (``sketchlvm/examples/*.json``) to PNG tiles in a temp dir
     (removed when the process exits: every start used to leave one behind)."""
     if out_dir is None:
-        out_dir = Path(tempfile.mkdtemp(prefix="sketchlvm-examples-"))
+        out_dir = make_folder("examples")  # named after this process (sketchlvm.webapp.temp_sweep)
         atexit.register(shutil.rmtree, out_dir, ignore_errors=True)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

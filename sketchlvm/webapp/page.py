@@ -15,7 +15,9 @@ import gradio as gr
 
 from sketchlvm.model.text import MAX_TEXT_CHARS, TEXT_TEMPLATE
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, Searcher
+from sketchlvm.webapp import fair_use
 from sketchlvm.webapp import query as query_module
+from sketchlvm.webapp import uploads
 from sketchlvm.webapp.access import protect
 from sketchlvm.webapp.canvas import STATIC_DIR, StrokeCanvas
 from sketchlvm.webapp.handlers import (
@@ -27,6 +29,9 @@ from sketchlvm.webapp.handlers import (
 )
 from sketchlvm.webapp.limits import MAX_BODY_BYTES, UPLOAD_OVERHEAD_BYTES, BodyLimitMiddleware
 from sketchlvm.webapp.results import original, serve_thumbnails_in_place
+from sketchlvm.webapp.safe_text import display_name, from_page, to_page
+from sketchlvm.webapp.sign_in_throttle import SignInThrottleMiddleware
+from sketchlvm.webapp.uploads import UploadAreaMiddleware
 from sketchlvm.webapp.cache_scope import current_session
 from sketchlvm.webapp.app_state import (
     DRAW_HINT,
@@ -53,9 +58,15 @@ UPLOAD_CONCURRENCY = 2
 QUEUE_MAX_SIZE = 64
 MAX_UPLOAD_SIZE = "10mb"  # Gradio answers bigger uploads with HTTP 413 before any handler runs
 MAX_UPLOAD_BYTES = 10 * 2**20  # the same, for the body limit (sketchlvm.webapp.limits)
-# Uploads and returned files in Gradio's cache are deleted every hour once over an hour old: people's
-# uploaded photos do not pile up on the server (the files of the page itself are kept).
-DELETE_CACHE = (3600, 3600)
+# Uploads and returned files in Gradio's cache are deleted every 5 minutes once over 30 minutes old, the
+# last resort after the upload area's own limits (sketchlvm.webapp.uploads: a file goes as soon as its
+# query has run); the files of the page itself are kept.
+DELETE_CACHE = (300, 1800)
+# Sessions: Gradio keeps each page's state (above all the query being searched: at most an uploaded sketch,
+# ~0.8 MB, usually a few hundred bytes) until the tab closes, for SESSION_TTL_S after its last change, and
+# for SESSION_CAPACITY sessions at most, the least recently used dropped first (Gradio's default: 10,000).
+SESSION_TTL_S = 3600
+SESSION_CAPACITY = 1000
 ANALYTICS_SUMMARY_EVERY = 100  # events between two of Gradio's queue-analytics summaries (see launch)
 
 
@@ -87,16 +98,22 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
     def uploaded(path, mode, k, text, text_weight):
         """Search the gallery with a sketch image (PNG/JPEG, dark lines on white), a mode, how many
         results and optional words with their weight. Returns (the sketch as searched, results, message)."""
-        return load_upload(state, path, mode, k, text, text_weight)
+        try:
+            return load_upload(state, path, mode, k, text, text_weight)
+        finally:
+            uploads.discard(path)  # its query has run (sketchlvm.webapp.uploads)
 
     def like(relpath, mode, k):
         """More like this: a gallery photo (its path in the gallery, as in the captions' folder/file) as the
         query, from its stored vector; the photo itself comes first. Returns (results, message)."""
-        return search_like(state, relpath, mode, k)
+        return search_like(state, from_page(relpath), mode, k)
 
     def photo_query(path, mode, k):
         """Search the gallery with a photo (JPEG/PNG/WebP), a mode and how many results."""
-        return search_with_photo(state, path, mode, k)
+        try:
+            return search_with_photo(state, path, mode, k)
+        finally:
+            uploads.discard(path)
 
     def answer(seq, stored, strokes, mode, k, text, weight, answered):
         # The page's one search: the current query (query.py) ranked with the controls on screen. When
@@ -106,13 +123,16 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         current = query_module.current(stored, strokes)
         settings = query_module.Settings.read(mode, k, text, weight)
         found = query_module.run(state, current, strokes, settings)
-        key = (current.id, strokes if current.kind in ("drawing", "example") else "", settings)
-        same = (key, repr(found.gallery)) == answered
+        # Digests, not the drawing (up to 1 MB) nor the results: all a session keeps (bounded sessions).
+        key = (current.id, query_module.fingerprint(strokes or "") if current.kind in ("drawing", "example") else "",
+               settings)
+        results_digest = query_module.fingerprint(repr(found.gallery))
+        same = (key, results_digest) == answered
         changed = answered is None or key != answered[0]
         gallery = gr.skip() if same else gr.update(value=found.gallery, selected_index=None) if changed else found.gallery
         return (gallery, found.message, found.shown, query_module.view_update(current),
                 found.tag(seq, current, settings), gr.update(visible=False) if changed else gr.skip(),
-                (key, repr(found.gallery)))
+                (key, results_digest))
 
     def result_selected(shown, evt: gr.SelectData):
         if not shown or not 0 <= evt.index < len(shown):
@@ -122,7 +142,8 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         if photo is None:
             return gr.skip(), gr.skip(), gr.skip()
         # The preview's label names the photo; the button stays short enough for a phone.
-        return gr.update(value=photo, label=f"{relpath} (original)"), relpath, gr.update(visible=True)
+        return (gr.update(value=photo, label=f"{display_name(relpath)} (original)"), to_page(relpath),
+                gr.update(visible=True))
 
     def rebuild():
         """Index what changed in the gallery folder, in the background (the page shows the progress)."""
@@ -155,9 +176,12 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         progress_line = gr.Markdown(progress_markdown(state), elem_id="sketchlvm-progress")
         # Polls the background build while it runs; its tick switches it off when the build is over.
         progress_timer = gr.Timer(PROGRESS_POLL_S, active=state.indexer is not None)
-        shown = gr.State([])  # relpaths of the results on screen, for the preview
-        query = gr.State(None)  # the page's current query besides the canvas (query.py); None: the drawing
-        answered = gr.State(None)  # ((query id, drawing, settings), results) of the page's last answer
+        # Per-session state: small, and dropped after SESSION_TTL_S without use (and with the oldest
+        # sessions past SESSION_CAPACITY: launch_kwargs).
+        shown = gr.State([], time_to_live=SESSION_TTL_S)  # relpaths of the results on screen, for the preview
+        query = gr.State(None, time_to_live=SESSION_TTL_S,  # the page's current query besides the canvas (query.py)
+                         delete_callback=discard_query_upload)
+        answered = gr.State(None, time_to_live=SESSION_TTL_S)  # digests of the page's last answer (query, results)
         seq = gr.Textbox(visible=False)  # the request's number, filled in by request.js as it leaves
         # Two columns side by side on a wide screen; on a narrow one page.css lays their parts out in
         # one column, canvas then results then controls (see the @media rule there).
@@ -254,11 +278,17 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
                    "concurrency_limit": SEARCH_CONCURRENCY, "concurrency_id": "set-query"}
         # Uploads decode in a group of their own (UPLOAD_CONCURRENCY), so they cannot crowd out searches.
         upload_setters = {**setters, "concurrency_limit": UPLOAD_CONCURRENCY, "concurrency_id": "upload"}
-        upload_button.upload(lambda path, strokes: query_module.set_sketch(state, path, strokes),
+        def set_sketch(path, strokes):
+            try:
+                return query_module.set_sketch(state, path, strokes)
+            finally:
+                uploads.discard(path)  # read into the query: the file is not needed again
+
+        upload_button.upload(set_sketch,
                              [upload_button, canvas], [query, message, answer_box], **upload_setters)
         photo_button.upload(lambda path, strokes: query_module.set_photo(state, path, strokes),
                             [photo_button, canvas], [query, message, answer_box], **upload_setters)
-        like_button.click(lambda relpath, strokes: query_module.set_gallery(state, relpath, strokes),
+        like_button.click(lambda relpath, strokes: query_module.set_gallery(state, from_page(relpath), strokes),
                           [selected, canvas], [query, message, answer_box], **setters)
 
         def example_selected(evt: gr.SelectData):
@@ -299,6 +329,13 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
     return demo
 
 
+def discard_query_upload(query: Any) -> None:
+    """A page's query state is gone (its session ended or expired): its uploaded photo goes too."""
+    path = getattr(query, "path", None)
+    if path:
+        uploads.discard(path)
+
+
 def launch(demo: gr.Blocks, **kwargs: Any):
     """Queue settings in one place: live search events per session collapse to the latest.
 
@@ -309,6 +346,7 @@ def launch(demo: gr.Blocks, **kwargs: Any):
     """
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(ANALYTICS_SUMMARY_EVERY))
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
+    fair_use.install(demo)  # a few queued requests per client, taking turns (sketchlvm.webapp.fair_use)
     return demo.launch(**kwargs)
 
 
@@ -322,6 +360,11 @@ def launch_kwargs(state: AppState, host: str, port: int, share: bool = False) ->
     serve_thumbnails_in_place(state)
     body_limit = Middleware(BodyLimitMiddleware, max_body=MAX_BODY_BYTES,
                             upload_limit=MAX_UPLOAD_BYTES + UPLOAD_OVERHEAD_BYTES)
+    trust = fair_use.Allowance.from_environment().trust_forwarded  # whose address a request has
+    middleware = [body_limit, Middleware(UploadAreaMiddleware, trust_forwarded=trust, max_upload=MAX_UPLOAD_BYTES)]
+    if state.access is not None and state.access.sign_in == "password":
+        middleware.append(Middleware(SignInThrottleMiddleware, trust_forwarded=trust))  # password guessing
+    uploads.start_sweeper()  # uploads cut short leave files behind
     return dict(
         server_name=host,
         server_port=port,
@@ -330,6 +373,7 @@ def launch_kwargs(state: AppState, host: str, port: int, share: bool = False) ->
         max_file_size=MAX_UPLOAD_SIZE,
         css=page_css(),
         show_error=False,
-        app_kwargs={"middleware": [body_limit]},
+        state_session_capacity=SESSION_CAPACITY,
+        app_kwargs={"middleware": middleware},
         **(state.access.launch_kwargs() if state.access is not None else {}),
     )

@@ -16,6 +16,7 @@ again (the canvas is compared with the canvas at the time the query was set).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import time
@@ -32,6 +33,7 @@ from sketchlvm.preprocess.transforms import ImageLoadError
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
 from sketchlvm.webapp.handlers import NOT_IN_INDEX, present, strokes_to_sketch
 from sketchlvm.webapp.markdown import escape
+from sketchlvm.webapp.safe_text import display_name
 from sketchlvm.webapp.app_state import DRAW_HINT, AppState, gallery_problem, no_gallery_help
 
 KIND_LABELS = {  # what the query panel and the tests call each kind
@@ -55,7 +57,7 @@ _ids = itertools.count(1)  # query ids, unique in this process
 
 @dataclass(frozen=True, eq=False)  # eq=False: hashed by identity, so Gradio sees each new query as a change
 class Query:
-    """What the page searches with. ``canvas``: the canvas value when the query was set (a later stroke
+    """What the page searches with. ``canvas``: the canvas value's fingerprint when the query was set (a later stroke
     makes the drawing the query again). ``image``: the fitted sketch (kind "sketch"); ``path``: the
     uploaded photo (kind "photo"); ``relpath``: the gallery photo (kind "gallery"); ``view``: what the
     page shows as the query (a small image or a path), ``name``: the file or example name."""
@@ -71,7 +73,13 @@ class Query:
 
     @classmethod
     def new(cls, kind: str, canvas: str | None, **fields: Any) -> Query:
-        return cls(kind, next(_ids), canvas or "", **fields)
+        return cls(kind, next(_ids), fingerprint(canvas or ""), **fields)
+
+
+def fingerprint(text: str) -> str:
+    """A short digest of a page value (a drawing's stroke JSON, up to 1 MB): what a session keeps to tell
+    whether it changed, instead of the value itself (sketchlvm.webapp.fair_use: bounded sessions)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest() if text else ""
 
 
 DRAWING = Query("drawing", 0)  # the page's query before anything else is set
@@ -79,8 +87,7 @@ DRAWING = Query("drawing", 0)  # the page's query before anything else is set
 
 def current(query: Query | None, canvas: str | None) -> Query:
     """The page's query now: the stored one, unless the canvas changed since it was set (then the drawing)."""
-    canvas = canvas or ""
-    if query is None or query.kind == "drawing" or canvas != query.canvas:
+    if query is None or query.kind == "drawing" or fingerprint(canvas or "") != query.canvas:
         return DRAWING
     return query
 
@@ -176,7 +183,7 @@ def run(state: AppState, query: Query, canvas: str, settings: Settings) -> Answe
 def view_update(query: Query) -> dict:
     """The query panel: shown for an uploaded sketch, a gallery photo or an uploaded photo."""
     if query.kind in ("sketch", "gallery", "photo") and query.view is not None:
-        title = f"Searching with: {KIND_LABELS[query.kind]} {query.name}".rstrip()
+        title = f"Searching with: {KIND_LABELS[query.kind]} {display_name(query.name)}".rstrip()
         return gr.update(value=query.view, visible=True, label=title)
     return gr.update(value=None, visible=False)
 
