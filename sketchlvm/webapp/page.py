@@ -15,7 +15,7 @@ import gradio as gr
 
 from sketchlvm.model.text import MAX_TEXT_CHARS, TEXT_TEMPLATE
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, Searcher
-from sketchlvm.webapp import fair_use
+from sketchlvm.webapp import api_checks, fair_use
 from sketchlvm.webapp import query as query_module
 from sketchlvm.webapp import uploads
 from sketchlvm.webapp.access import protect
@@ -347,6 +347,7 @@ def launch(demo: gr.Blocks, **kwargs: Any):
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(ANALYTICS_SUMMARY_EVERY))
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
     fair_use.install(demo)  # a few queued requests per client, taking turns (sketchlvm.webapp.fair_use)
+    api_checks.install(demo)  # malformed calls: one line, before they take a place (sketchlvm.webapp.api_checks)
     return demo.launch(**kwargs)
 
 
@@ -374,6 +375,6 @@ def launch_kwargs(state: AppState, host: str, port: int, share: bool = False) ->
         css=page_css(),
         show_error=False,
         state_session_capacity=SESSION_CAPACITY,
-        app_kwargs={"middleware": middleware},
+        app_kwargs={"middleware": middleware, "exception_handlers": api_checks.exception_handlers()},
         **(state.access.launch_kwargs() if state.access is not None else {}),
     )
