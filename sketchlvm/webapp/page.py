@@ -125,7 +125,7 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         found = query_module.run(state, current, strokes, settings)
         # Digests, not the drawing (up to 1 MB) nor the results: all a session keeps (bounded sessions).
         key = (current.id, query_module.fingerprint(strokes or "") if current.kind in ("drawing", "example") else "",
-               settings)
+               query_module.fingerprint(repr(settings)))  # the words may be a whole request body long
         results_digest = query_module.fingerprint(repr(found.gallery))
         same = (key, results_digest) == answered
         changed = answered is None or key != answered[0]

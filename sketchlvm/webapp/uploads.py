@@ -129,8 +129,24 @@ def start_sweeper(folder: Path | None = None, every_s: float = SWEEP_EVERY_S) ->
     return thread
 
 
+def _megabytes(text: str | None, default: int) -> int:
+    try:
+        value = float(text) if text not in (None, "") else 0.0
+    except ValueError:
+        log.warning("ignoring %r: a number of MiB was expected", text)
+        value = 0.0
+    return int(value * 2**20) if value > 0 else default
+
+
 class UploadArea:
     """The per-address buckets and the folder's size (see the module doc). Thread-safe."""
+
+    @classmethod
+    def from_environment(cls, folder: Path) -> UploadArea:
+        """The area's sizes from ``SKETCHLVM_UPLOAD_AREA_MB`` and ``SKETCHLVM_UPLOAD_RATE_MB`` (MiB a minute)."""
+        area = _megabytes(os.environ.get("SKETCHLVM_UPLOAD_AREA_MB"), AREA_BYTES)  # SETTINGS: SKETCHLVM_UPLOAD_AREA_MB
+        rate = _megabytes(os.environ.get("SKETCHLVM_UPLOAD_RATE_MB"), RATE_BYTES_PER_MIN)  # SETTINGS: SKETCHLVM_UPLOAD_RATE_MB
+        return cls(folder, area, rate)
 
     def __init__(self, folder: Path, area_bytes: int = AREA_BYTES, rate_per_min: int = RATE_BYTES_PER_MIN,
                  clock=time.monotonic):
@@ -176,7 +192,7 @@ class UploadAreaMiddleware:
     def __init__(self, app: ASGIApp, area: UploadArea | None = None, trust_forwarded: bool = False,
                  max_upload: int = MAX_UPLOAD_BYTES):
         self.app = app
-        self.area = area or UploadArea(upload_folder())
+        self.area = area or UploadArea.from_environment(upload_folder())
         self.trust_forwarded = trust_forwarded
         self.max_upload = max_upload
 
