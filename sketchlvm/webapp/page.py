@@ -29,6 +29,7 @@ from sketchlvm.webapp.handlers import (
 )
 from sketchlvm.webapp.limits import MAX_BODY_BYTES, UPLOAD_OVERHEAD_BYTES, BodyLimitMiddleware
 from sketchlvm.webapp.results import original, serve_thumbnails_in_place
+from sketchlvm.webapp.sessions import bound_sessions
 from sketchlvm.webapp.safe_text import display_name, from_page, to_page
 from sketchlvm.webapp.sign_in_throttle import SignInThrottleMiddleware
 from sketchlvm.webapp.uploads import UploadAreaMiddleware
@@ -324,6 +325,7 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
         demo.load(lambda: status_markdown(state), None, status, api_name="status", queue=False)
         demo.load(poll_progress, None, [progress_line, status, banner, progress_timer], api_visibility="private",
                   queue=False)
+    bound_sessions(demo)  # no raw input kept per session (sketchlvm.webapp.sessions)
     if state.access is not None:
         protect(demo, state.access)  # sign-in and owner-only events (sketchlvm.webapp.access)
     return demo

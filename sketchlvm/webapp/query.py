@@ -27,7 +27,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from sketchlvm.model.text import TextQueryError
+from sketchlvm.model.text import MAX_TEXT_CHARS, TextQueryError
 from sketchlvm.preprocess.strokes import EmptySketchError, StrokeFormatError
 from sketchlvm.preprocess.transforms import ImageLoadError
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT, EmptyGalleryError
@@ -111,7 +111,10 @@ class Settings:
             weight = float(weight)
         except (TypeError, ValueError):
             weight = DEFAULT_TEXT_WEIGHT
-        return cls(str(mode), k, words if isinstance(words, str) else "", weight)
+        # Words past the limit are refused by the searcher all the same; the answer's tag, which Gradio keeps
+        # per session, carries at most this much of them (bounded sessions).
+        words = words[:MAX_TEXT_CHARS + 1] if isinstance(words, str) else ""
+        return cls(str(mode), k, words, weight)
 
 
 @dataclass

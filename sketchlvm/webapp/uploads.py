@@ -83,7 +83,7 @@ def discard(path: str | os.PathLike | None, folder: Path | None = None) -> bool:
 
 
 def sweep_partial(folder: Path, age_s: float = PARTIAL_AGE_S, now: float | None = None) -> int:
-    """Remove files Gradio left at the top of ``folder`` (its temp files of uploads cut short or refused)
+    """Remove the temp files Gradio left at the top of ``folder`` (``tmp*``: uploads cut short or refused)
     and empty folders, once ``age_s`` old; returns how many were removed."""
     now = time.time() if now is None else now
     removed = 0
@@ -96,7 +96,7 @@ def sweep_partial(folder: Path, age_s: float = PARTIAL_AGE_S, now: float | None 
             info = entry.stat(follow_symlinks=False)
             if now - info.st_mtime < age_s:
                 continue
-            if entry.is_file(follow_symlinks=False):
+            if entry.is_file(follow_symlinks=False) and entry.name.startswith("tmp"):  # NamedTemporaryFile's
                 os.unlink(entry.path)
                 removed += 1
             elif entry.is_dir(follow_symlinks=False) and not any(os.scandir(entry.path)):
@@ -121,7 +121,7 @@ def start_sweeper(folder: Path | None = None, every_s: float = SWEEP_EVERY_S) ->
             time.sleep(every_s)
             count = sweep_partial(folder)
             if count:
-                log.info("removed %d partial upload(s)", count)
+                log.debug("removed %d partial upload(s)", count)
 
     thread = threading.Thread(target=run, name="sketchlvm-upload-sweeper", daemon=True)
     thread.start()
