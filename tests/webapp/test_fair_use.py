@@ -263,3 +263,48 @@ def test_an_upload_burst_is_held_to_the_rate_and_the_area(server):
     size = sum(f.stat().st_size for f in uploads_dir.rglob("*") if f.is_file())
     print(f"\nupload area after the burst: {size / 2**20:.0f} MiB (ceiling {UPLOAD_AREA_MB} MiB)")
     assert size <= UPLOAD_AREA_MB * 2**20
+
+
+# --------------------------------------------------------------------------------------------
+# 6. Password guessing with --auth
+
+
+@pytest.fixture(scope="module")
+def signed_in_server(tmp_path_factory, sketchy_root):
+    base = tmp_path_factory.mktemp("fair-use-auth")
+    gallery = base / "gallery"
+    (gallery / "cat").mkdir(parents=True)
+    shutil.copy(next((sketchy_root / "photo" / "cat").glob("*.jpg")), gallery / "cat")
+    server = Server(base, gallery, args=("--auth", "owner:right-password"))
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert server.process.poll() is None, server.output()[-3000:]
+            try:
+                if httpx.get(f"{server.url}/", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        yield server
+    finally:
+        server.stop()
+
+
+def sign_in(client: httpx.Client, url: str, password: str) -> httpx.Response:
+    return client.post(f"{url}/login", data={"username": "owner", "password": password})
+
+
+def test_password_guessing_is_slowed_down_and_the_owner_still_gets_in(signed_in_server):
+    url = signed_in_server.url
+    guesser = from_address("127.0.0.20")
+    statuses = [sign_in(guesser, url, f"guess-{i}").status_code for i in range(5)]
+    # Three failures are free; the fourth locks the address for 2 s, so the fifth is refused unchecked.
+    assert statuses == [400, 400, 400, 400, 429], statuses
+    refused = sign_in(guesser, url, "right-password")  # even the right password waits its turn
+    assert refused.status_code == 429 and "try again in" in refused.json()["detail"]
+    assert int(refused.headers["retry-after"]) >= 1
+    owner = from_address("127.0.0.21")
+    assert sign_in(owner, url, "right-password").status_code == 200  # from another address: at once
+    time.sleep(2.5)
+    assert sign_in(guesser, url, "right-password").status_code == 200  # after the wait
