@@ -53,7 +53,7 @@ class Allowance:
 
     requests: int = 4
     cost: int = 16
-    running: int = 2
+    running: int = 2  # requests // 2
     trust_forwarded: bool = False
 
     @classmethod
@@ -65,7 +65,7 @@ class Allowance:
         requests = _positive(env.get("SKETCHLVM_CLIENT_REQUESTS"), cls.requests)  # SETTINGS: SKETCHLVM_CLIENT_REQUESTS
         cost = _positive(env.get("SKETCHLVM_CLIENT_COST"), cls.cost)  # SETTINGS: SKETCHLVM_CLIENT_COST
         on_space = bool(env.get("SPACE_ID"))
-        return cls(requests, cost, min(cls.running, requests),
+        return cls(requests, cost, max(1, requests // 2),  # half the allowance may run at once
                    trust in ("1", "true", "yes", "on") or (on_space and trust not in ("0", "false", "no", "off")))
 
 
