@@ -62,7 +62,7 @@ class HostileClient:
                     event = sent.json()["event_id"]
                     with http.stream("GET", f"/call/search/{event}") as stream:
                         for line in stream.iter_lines():
-                            if line.startswith("event: complete") or line.startswith("event: error"):
+                            if line.startswith(("event: complete", "event: error")):
                                 break
                     self._count("answered")
                 except httpx.HTTPError:

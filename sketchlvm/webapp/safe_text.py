@@ -38,7 +38,7 @@ class SafeLogFormatter(logging.Formatter):
     """A formatter whose messages cannot start a new line: the message (with its arguments filled in) is
     escaped; a traceback, which the logging module adds after it, keeps its own line breaks."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = log_safe(record.message)
         return super().formatMessage(record)
 

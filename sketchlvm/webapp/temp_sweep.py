@@ -20,7 +20,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 KINDS = ("public", "examples")
-_OWNED = re.compile(r"^sketchlvm-(?:%s)-(\d+)-" % "|".join(KINDS))
+_OWNED = re.compile(rf"^sketchlvm-(?:{'|'.join(KINDS)})-(\d+)-")
 
 
 def make_folder(kind: str) -> Path:

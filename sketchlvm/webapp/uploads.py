@@ -31,7 +31,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from sketchlvm.webapp.fair_use import client_address
-from sketchlvm.webapp.limits import ASGIApp, Receive, Scope, Send, UPLOAD_SUFFIX
+from sketchlvm.webapp.limits import UPLOAD_SUFFIX, ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
-from tests.webapp.test_public import CAT_STROKES, Server  # noqa: E402
+from tests.webapp.test_public import CAT_STROKES, Server
 
 CLASSES = ("cat", "fish")
 PER_CLASS = 2
