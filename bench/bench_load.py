@@ -58,6 +58,7 @@ import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -154,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_server(url, server, timeout_s=args.server_timeout)
             # The page answers before the gallery is indexed: load the whole gallery only.
             wait_for_complete_index(work / "galleries", server, time.perf_counter() + args.server_timeout)
+            # From here on nobody reads the server's stderr: drain it, or a full pipe (64 kB of log lines,
+            # e.g. one per refused request) blocks the server's next write, and with it the server.
+            threading.Thread(target=lambda: [None for _ in server.stderr], name="server-stderr", daemon=True).start()
         print(f"{args.users} users x {len(scripts[0])} requests per script ({args.stages} drawing stages x "
               f"{len(MODES)} modes on /search + {len(MODES)} uploads); model {model.arch}; gallery {len(index)} photos, k={k}; "
               f"server {'in this process' if args.in_process else 'app.py in its own process'}, torch threads "

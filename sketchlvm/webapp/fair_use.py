@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,30 @@ def fair_order(events: list, running: Counter, address_of) -> list:
     return [event for *_, event in sorted(ranked, key=lambda item: item[:2])]
 
 
+class RefusalLog:
+    """One log line for an address's first refusal, then at most one a minute with the count since: a
+    flooder is refused hundreds of times a minute, and its refusals must not flood the log in turn."""
+
+    EVERY_S = 60.0
+    MAX_ADDRESSES = 1024
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()  # address -> (last logged, refused since)
+
+    def note(self, address: str, reason: str) -> None:
+        now = self.clock()
+        logged, since = self._seen.pop(address, (None, 0))
+        since += 1
+        if logged is None or now - logged >= self.EVERY_S:
+            more = f" ({since} refusals since the last line)" if logged is not None else ""
+            log.info("refused a request from %s%s: %s", address, more, reason)
+            logged, since = now, 0
+        self._seen[address] = (logged, since)
+        while len(self._seen) > self.MAX_ADDRESSES:
+            self._seen.popitem(last=False)
+
+
 class FairQueue:
     """Watches one Gradio queue (see the module doc). ``install`` it once the queue exists."""
 
@@ -168,6 +193,7 @@ class FairQueue:
         self.queue = queue
         self.allowance = allowance
         self.upload_root = upload_root
+        self.refusal_log = RefusalLog()
         self._push = queue.push
         self._get_events = queue.get_events
 
@@ -204,7 +230,7 @@ class FairQueue:
         try:
             check(self.held(address, getattr(body, "session_hash", None)), cost, self.allowance)
         except Refused as refusal:
-            log.info("refused a request from %s: %s", address, refusal)
+            self.refusal_log.note(address, str(refusal))
             raise HTTPException(status_code=429, detail=str(refusal), headers={"Retry-After": "1"}) from None
         success, event_id, state = await self._push(body=body, request=request, username=username)
         event = self.queue.event_ids_to_events.get(event_id) if success and isinstance(event_id, str) else None

@@ -202,3 +202,16 @@ def test_temp_folders_of_dead_processes_are_swept_and_others_kept(tmp_path):
     removed = sweep_dead(tmp_path)
     assert sorted(p.name for p in removed) == sorted([gone.name, f"sketchlvm-examples-{dead.pid}-def"])
     assert alive.exists() and legacy.exists() and other.exists() and not gone.exists()
+
+
+def test_a_flooders_refusals_are_one_log_line_a_minute(caplog):
+    clock = Clock()
+    refusals = fair_use.RefusalLog(clock=clock)
+    with caplog.at_level(logging.INFO, logger="sketchlvm.webapp.fair_use"):
+        for _ in range(300):
+            refusals.note("10.0.0.9", "too many")
+            clock.now += 0.1  # 300 refusals in 30 s
+        clock.now += 31
+        refusals.note("10.0.0.9", "too many")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and "300 refusals since the last line" in lines[1], lines
