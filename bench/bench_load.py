@@ -58,6 +58,7 @@ import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -67,6 +68,7 @@ if str(ROOT) not in sys.path:
 
 from bench.bench_query import DEFAULT_DATA, wait_for_complete_index, wait_for_server  # noqa: E402
 from bench.load import MODES  # noqa: E402
+from bench.load.hostile import HostileClient  # noqa: E402
 from bench.load.client import CLIENTS, Sample, free_port, interleaved, run_load, run_session  # noqa: E402
 from bench.load.report import by_kind, cpu_seconds, summarise  # noqa: E402
 from bench.load.workload import build_scripts, load_model, prepare, torch_threads  # noqa: E402
@@ -85,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=8, help="gallery classes (default: 8)")
     parser.add_argument("--per-class", type=int, default=3, help="gallery photos per class (default: 3)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Sketchy subset (photo/, sketch/)")
-    parser.add_argument("--pacing", choices=("both", "closed", "paced"), default="both",
+    parser.add_argument("--pacing", choices=("both", "closed", "paced", "hostile"), default="both",
                         help="load phases: closed = no pause between a user's requests; paced = sent at the real "
-                        "pen-up times of the user's drawing (its Quick, Draw! ts); both (default), one after the other")
+                        "pen-up times of the user's drawing (its Quick, Draw! ts); both (default), one after the other; "
+                        "hostile = paced, then paced again beside one hostile client (bench/load/hostile.py)")
     parser.add_argument("--client", choices=CLIENTS, default="http",
                         help="how the simulated users talk to the app: http = Gradio's HTTP API with httpx (light, "
                         "default); gradio_client = one gradio_client Client per user")
@@ -139,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                               quiet=True)
         else:
             env = {**os.environ, "SKETCHLVM_GALLERIES_DIR": str(work / "galleries")}
+            if args.client == "gradio_client":  # its users all come from 127.0.0.1: one client to the allowance
+                env["SKETCHLVM_CLIENT_REQUESTS"] = str(4 * args.users)
             if args.server_threads:
                 env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.server_threads)
             cmd = [sys.executable, str(ROOT / "app.py"), "--gallery", str(workload.gallery), "--model",
@@ -150,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_server(url, server, timeout_s=args.server_timeout)
             # The page answers before the gallery is indexed: load the whole gallery only.
             wait_for_complete_index(work / "galleries", server, time.perf_counter() + args.server_timeout)
+            # From here on nobody reads the server's stderr: drain it, or a full pipe (64 kB of log lines,
+            # e.g. one per refused request) blocks the server's next write, and with it the server.
+            threading.Thread(target=lambda: [None for _ in server.stderr], name="server-stderr", daemon=True).start()
         print(f"{args.users} users x {len(scripts[0])} requests per script ({args.stages} drawing stages x "
               f"{len(MODES)} modes on /search + {len(MODES)} uploads); model {model.arch}; gallery {len(index)} photos, k={k}; "
               f"server {'in this process' if args.in_process else 'app.py in its own process'}, torch threads "
@@ -164,21 +172,37 @@ def main(argv: list[str] | None = None) -> int:
         if one is not None:
             print(f"single user ({baseline_s:.0f} s, no pause): {one.line()}")
             print(f"  {by_kind(one)}")
-        phases = {"closed": ["closed"], "paced": ["paced"], "both": ["closed", "paced"]}[args.pacing]
+        phases = {"closed": ["closed"], "paced": ["paced"], "both": ["closed", "paced"],
+                  "hostile": ["paced", "hostile"]}[args.pacing]
+        paced_p50 = None
         loaded: list[Sample] = []
         for phase in phases:
             server_cpu, client_cpu = cpu_seconds(server.pid) if server else float("nan"), cpu_seconds()
-            samples, wall = run_load(url, scripts, args.seconds, paced=phase == "paced", client=args.client)
+            hostile = HostileClient(url).start() if phase == "hostile" else None
+            try:
+                samples, wall = run_load(url, scripts, args.seconds, paced=phase != "closed", client=args.client)
+            finally:
+                hostile_counts = hostile.stop() if hostile is not None else None
             server_cpu = (cpu_seconds(server.pid) if server else float("nan")) - server_cpu
             client_cpu = cpu_seconds() - client_cpu
             loaded += samples
             load = summarise(samples, wall)
-            label = ("closed loop: each user sends again as soon as it is answered" if phase == "closed" else
-                     "paced: each user sends at its drawing's real pen-up times (Quick, Draw! ts)")
+            label = {"closed": "closed loop: each user sends again as soon as it is answered",
+                     "paced": "paced: each user sends at its drawing's real pen-up times (Quick, Draw! ts)",
+                     "hostile": "paced, beside one hostile client (8 connections of the largest drawing, one address)",
+                     }[phase]
             print(f"{args.users} users, {label} ({args.seconds:.0f} s): {load.line()}")
             print(f"  requests per user: min {min(load.per_user.values(), default=0)}, "
                   f"max {max(load.per_user.values(), default=0)}; by kind: {load.kinds}")
             print(f"  {by_kind(load, one)}")
+            if phase == "paced":
+                paced_p50 = load.p50_ms
+            if hostile_counts is not None:
+                print(f"  hostile client: {hostile_counts['answered']} answered, {hostile_counts['refused']} refused "
+                      f"(429), {hostile_counts['failed']} failed")
+                if paced_p50:
+                    print(f"  [hostile] users' p50 beside the hostile client / without it: {load.p50_ms:.0f} / "
+                          f"{paced_p50:.0f} ms = {load.p50_ms / paced_p50:.2f}x")
             if one is not None:
                 print(f"  [{phase}] p50 under load / single-user p50: {load.p50_ms / one.p50_ms:.2f}x "
                       f"(p95: {load.p95_ms / one.p95_ms:.2f}x); throughput {load.per_s / one.per_s:.2f}x a single user's")

@@ -402,6 +402,17 @@ class Settings:
     live_strokes: bool = _setting(
         True, "the canvas sends the drawing so far while the pen is down (after a 150 ms rest, at most once a "
         "second); off (`0`): only at pen-up, one query per stroke, for a busy public Space ([app.md](app.md))")
+    client_requests: str = _setting(
+        "4", "requests one client (address) may have queued or running; half of them may run at once "
+        "([deploying-in-public.md](deploying-in-public.md))")
+    client_cost: str = _setting(
+        "16", "cost units one client may have queued: 1 a request plus 1 per 64 KiB of its input (a ~900 kB "
+        "drawing costs 14)")
+    trust_forwarded: str | None = _setting(
+        None, "`1`: believe the last `X-Forwarded-For` entry as the client's address (only behind a proxy that "
+        "sets it); `0`: never", shown="on a Space (`SPACE_ID` set), else off")
+    upload_area_mb: str = _setting("1024", "the upload area's total size, MiB (past it: HTTP 503)")
+    upload_rate_mb: str = _setting("40", "uploads one client (address) may send, MiB a minute (past it: HTTP 429)")
     share: bool = _setting(False, "also open a temporary public `*.gradio.live` link", "--share")
     auth: str | None = _setting(None, "`USER:PASSWORD[,...]`: a login page in front of the page and the API "
                                 "([deploying-in-public.md](deploying-in-public.md))", "--auth", shown="no login")

@@ -4,6 +4,7 @@ user's session running its script in a loop, paced by its drawing's real pauses,
 from __future__ import annotations
 
 import json
+import sys
 import socket
 import threading
 import time
@@ -41,14 +42,17 @@ class HttpUser:
     the server's cores.
     """
 
-    def __init__(self, url: str, timeout_s: float):
+    def __init__(self, url: str, timeout_s: float, address: str | None = None):
         import uuid
 
         import httpx
 
         self.timeout_s = timeout_s
         self.session_hash = uuid.uuid4().hex[:11]
-        self.http = httpx.Client(base_url=url.rstrip("/") + "/gradio_api", timeout=timeout_s)
+        # ``address``: a loopback address of its own (127.0.1.N), so that each user is its own client to the
+        # server's per-address allowance (sketchlvm.webapp.fair_use), as people on the internet are.
+        transport = httpx.HTTPTransport(local_address=address) if address else None
+        self.http = httpx.Client(base_url=url.rstrip("/") + "/gradio_api", timeout=timeout_s, transport=transport)
         self.http.get("/info").raise_for_status()  # connects, as Client(url) does: a refused one fails here
 
     def call(self, api_name: str, data: list) -> list:
@@ -116,10 +120,22 @@ class GradioClientUser:
         self.client.close()
 
 
-def connect(url: str, client: str, timeout_s: float):
+def connect(url: str, client: str, timeout_s: float, user: int = -1):
     if client not in CLIENTS:
         raise ValueError(f"unknown client {client!r}; choose one of {CLIENTS}")
-    return (HttpUser if client == "http" else GradioClientUser)(url, timeout_s)
+    if client == "http":
+        return HttpUser(url, timeout_s, address=user_address(url, user))
+    return GradioClientUser(url, timeout_s)
+
+
+def user_address(url: str, user: int) -> str | None:
+    """User ``user``'s own loopback address (127.0.1.1 for user -1, the single user, 127.0.1.2 on) when the
+    server is on 127.0.0.1; None elsewhere (the system picks)."""
+    from urllib.parse import urlsplit
+
+    if urlsplit(url).hostname != "127.0.0.1" or not sys.platform.startswith("linux"):
+        return None
+    return f"127.0.1.{user + 2}"
 
 
 def run_session(url: str, user: int, ops: list[Op], seconds: float, *, start: int = 0,
@@ -136,7 +152,7 @@ def run_session(url: str, user: int, ops: list[Op], seconds: float, *, start: in
     samples: list[Sample] = []
     user_client = None
     try:
-        user_client = connect(url, client, timeout_s)
+        user_client = connect(url, client, timeout_s, user)
     except Exception as error:  # counted, not raised: a refused connection is a failed request
         samples.append(Sample(user, "connect", "-", 0.0, error=f"{type(error).__name__}: {error}"))
     try:

@@ -152,9 +152,9 @@ def _guarded(fn, access: Access, owner_only: bool):
     def guarded(*args, **kwargs):
         user = current_user()
         if owner_only and not access.is_owner(user):
-            raise gr.Error(OWNER_NEEDED if user else SIGN_IN_NEEDED)
+            raise gr.Error(OWNER_NEEDED if user else SIGN_IN_NEEDED, print_exception=False)  # refused on purpose: no traceback
         if not access.may_search(user):
-            raise gr.Error(NOT_ALLOWED if user else SIGN_IN_NEEDED)
+            raise gr.Error(NOT_ALLOWED if user else SIGN_IN_NEEDED, print_exception=False)
         return fn(*args, **kwargs)
 
     return guarded

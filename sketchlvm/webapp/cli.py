@@ -304,6 +304,11 @@ def main(argv: list[str] | None = None, prog: str = "app.py") -> int:
     # Our own progress at INFO; other libraries (open_clip logs on the root logger, faiss, httpx) warnings only.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("sketchlvm").setLevel(logging.INFO)
+    from sketchlvm.webapp.safe_text import install_safe_logging
+    from sketchlvm.webapp.temp_sweep import sweep_dead
+
+    install_safe_logging()  # one record, one line: file names cannot forge log lines
+    sweep_dead()  # temp folders of app processes killed before they could remove them
     from sketchlvm.gallery import StaleIndexError
     from sketchlvm.hub import HubUnavailableError
     from sketchlvm.model.errors import WeightsUnavailableError

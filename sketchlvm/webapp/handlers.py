@@ -8,7 +8,6 @@ from __future__ import annotations
 import atexit
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from PIL import Image
 
 from sketchlvm.preprocess.strokes import parse_strokes, render_strokes
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT
+from sketchlvm.webapp.temp_sweep import make_folder
 from sketchlvm.webapp.app_state import DRAW_HINT, AppState
 from sketchlvm.webapp.query import NOT_IN_INDEX, Query, Settings, present, run  # noqa: F401 (public names)
 from sketchlvm.webapp.query_inputs import (  # noqa: F401 (re-exported: the API's documented names)
@@ -107,7 +107,7 @@ def render_examples(out_dir: Path | None = None, size: int = 256) -> list[Path]:
     """Render the shipped stroke lists (``sketchlvm/examples/*.json``) to PNG tiles in a temp dir
     (removed when the process exits: every start used to leave one behind)."""
     if out_dir is None:
-        out_dir = Path(tempfile.mkdtemp(prefix="sketchlvm-examples-"))
+        out_dir = make_folder("examples")  # named after this process (sketchlvm.webapp.temp_sweep)
         atexit.register(shutil.rmtree, out_dir, ignore_errors=True)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from sketchlvm.webapp.safe_text import display_name
+
 _SPECIAL = frozenset("\\`*_[]()<>~|!${}#@")
 _WWW = re.compile(r"(www)\.", re.IGNORECASE)
 
@@ -24,7 +26,7 @@ _WWW = re.compile(r"(www)\.", re.IGNORECASE)
 def escape(text: object) -> str:
     """``text`` as literal Markdown text inside a line (see the module doc)."""
     out = []
-    for c in str(text):
+    for c in display_name(str(text)):  # bytes that are not UTF-8 as U+FFFD (sketchlvm.webapp.safe_text)
         if c in _SPECIAL:
             out.append("\\" + c)
         elif unicodedata.category(c)[0] == "C" or c in "\u2028\u2029":

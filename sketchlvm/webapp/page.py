@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from sketchlvm.search import Searcher
+from sketchlvm.webapp import api_checks, fair_use, uploads
 from sketchlvm.webapp.access import protect
 from sketchlvm.webapp.app_state import AppState
 from sketchlvm.webapp.cache_scope import current_session
@@ -22,13 +23,22 @@ from sketchlvm.webapp.newest import Newest
 from sketchlvm.webapp.page_events import SEARCH_CONCURRENCY, UPLOAD_CONCURRENCY, wire  # noqa: F401 (named here too)
 from sketchlvm.webapp.page_layout import MAX_TOP_K, lay_out, page_theme, static_text  # noqa: F401 (MAX_TOP_K)
 from sketchlvm.webapp.results import serve_thumbnails_in_place
+from sketchlvm.webapp.sessions import bound_sessions
+from sketchlvm.webapp.sign_in_throttle import SignInThrottleMiddleware
+from sketchlvm.webapp.uploads import UploadAreaMiddleware
 
 QUEUE_MAX_SIZE = 64
 MAX_UPLOAD_SIZE = "10mb"  # Gradio answers bigger uploads with HTTP 413 before any handler runs
 MAX_UPLOAD_BYTES = 10 * 2**20  # the same, for the body limit (sketchlvm.webapp.limits)
-# Uploads and returned files in Gradio's cache are deleted every hour once over an hour old: people's
-# uploaded photos do not pile up on the server (the files of the page itself are kept).
-DELETE_CACHE = (3600, 3600)
+# Uploads and returned files in Gradio's cache are deleted every 5 minutes once over 30 minutes old, the
+# last resort after the upload area's own limits (sketchlvm.webapp.uploads: a file goes as soon as its
+# query has run); the files of the page itself are kept.
+DELETE_CACHE = (300, 1800)
+# Sessions: Gradio keeps each page's state (page_layout.py: digests and the query, at most an uploaded
+# sketch of ~0.8 MB, usually a few hundred bytes) until the tab closes, for SESSION_TTL_S after its last
+# change (page_layout.SESSION_TTL_S), and for SESSION_CAPACITY sessions at most, the least recently used
+# dropped first (Gradio's default: 10,000).
+SESSION_CAPACITY = 1000
 ANALYTICS_SUMMARY_EVERY = 100  # events between two of Gradio's queue-analytics summaries (see launch)
 
 
@@ -48,6 +58,7 @@ def build_demo(searcher_or_state: Searcher | AppState) -> gr.Blocks:
     with gr.Blocks(title="SketchLVM: search photos by sketch", delete_cache=DELETE_CACHE) as demo:
         ui = lay_out(state)
         wire(demo, state, ui)
+    bound_sessions(demo)  # no raw input kept per session (sketchlvm.webapp.sessions)
     if state.access is not None:
         protect(demo, state.access)  # sign-in and owner-only events (sketchlvm.webapp.access)
     return demo
@@ -63,6 +74,8 @@ def launch(demo: gr.Blocks, **kwargs: Any):
     """
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(ANALYTICS_SUMMARY_EVERY))
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
+    fair_use.install(demo)  # a few queued requests per client, taking turns (sketchlvm.webapp.fair_use)
+    api_checks.install(demo)  # malformed calls: one line, before they take a place (sketchlvm.webapp.api_checks)
     return demo.launch(**kwargs)
 
 
@@ -76,6 +89,11 @@ def launch_kwargs(state: AppState, host: str, port: int, share: bool = False) ->
     serve_thumbnails_in_place(state)
     body_limit = Middleware(BodyLimitMiddleware, max_body=MAX_BODY_BYTES,
                             upload_limit=MAX_UPLOAD_BYTES + UPLOAD_OVERHEAD_BYTES)
+    trust = fair_use.Allowance.from_environment().trust_forwarded  # whose address a request has
+    middleware = [body_limit, Middleware(UploadAreaMiddleware, trust_forwarded=trust, max_upload=MAX_UPLOAD_BYTES)]
+    if state.access is not None and state.access.sign_in == "password":
+        middleware.append(Middleware(SignInThrottleMiddleware, trust_forwarded=trust))  # password guessing
+    uploads.start_sweeper()  # uploads cut short leave files behind
     return dict(
         server_name=host,
         server_port=port,
@@ -85,6 +103,7 @@ def launch_kwargs(state: AppState, host: str, port: int, share: bool = False) ->
         css=page_css(),
         theme=page_theme(),
         show_error=False,
-        app_kwargs={"middleware": [body_limit]},
+        state_session_capacity=SESSION_CAPACITY,
+        app_kwargs={"middleware": middleware, "exception_handlers": api_checks.exception_handlers()},
         **(state.access.launch_kwargs() if state.access is not None else {}),
     )

@@ -14,10 +14,12 @@ import gradio as gr
 
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT
 from sketchlvm.webapp import query as query_module
+from sketchlvm.webapp import uploads
 from sketchlvm.webapp.app_state import AppState, banner_markdown, no_gallery_help, progress_markdown, status_markdown
 from sketchlvm.webapp.handlers import load_upload, search_like, search_strokes, search_with_photo
 from sketchlvm.webapp.page_layout import static_text
 from sketchlvm.webapp.results import original
+from sketchlvm.webapp.safe_text import display_name, from_page, to_page
 
 # Searches let in at once. The encoder itself runs one query at a time (RuntimeConfig.serial_queries),
 # so more slots do not oversubscribe the cores: they let a re-rank (mode toggle, slider: ~20 ms) or a
@@ -43,16 +45,22 @@ def wire(demo: gr.Blocks, state: AppState, ui: SimpleNamespace) -> None:
     def uploaded(path, mode, k, text, text_weight):
         """Search the gallery with a sketch image (PNG/JPEG, dark lines on white), a mode, how many
         results and optional words with their weight. Returns (the sketch as searched, results, message)."""
-        return load_upload(state, path, mode, k, text, text_weight)
+        try:
+            return load_upload(state, path, mode, k, text, text_weight)
+        finally:
+            uploads.discard(path)  # its query has run (sketchlvm.webapp.uploads)
 
     def like(relpath, mode, k):
         """More like this: a gallery photo (its path in the gallery, as in the captions' folder/file) as the
         query, from its stored vector; the photo itself comes first. Returns (results, message)."""
-        return search_like(state, relpath, mode, k)
+        return search_like(state, from_page(relpath), mode, k)
 
     def photo_query(path, mode, k):
         """Search the gallery with a photo (JPEG/PNG/WebP), a mode and how many results."""
-        return search_with_photo(state, path, mode, k)
+        try:
+            return search_with_photo(state, path, mode, k)
+        finally:
+            uploads.discard(path)
 
     def answer(seq, stored, strokes, mode, k, text, weight, answered, request: gr.Request = None):
         # The page's one search: the current query (query.py) ranked with the controls on screen. When
@@ -71,13 +79,16 @@ def wire(demo: gr.Blocks, state: AppState, ui: SimpleNamespace) -> None:
                                  wanted=lambda: state.newest.is_newest(session, number))
         if found is None or not state.newest.is_newest(session, number):
             return (gr.skip(),) * 7
-        key = (current.id, strokes if current.kind in ("drawing", "example") else "", settings)
-        same = (key, repr(found.gallery)) == answered
+        # Digests, not the drawing (up to 1 MB) nor the results: all a session keeps (bounded sessions).
+        key = (current.id, query_module.fingerprint(strokes or "") if current.kind in ("drawing", "example") else "",
+               query_module.fingerprint(repr(settings)))  # the words may be a whole request body long
+        results_digest = query_module.fingerprint(repr(found.gallery))
+        same = (key, results_digest) == answered
         changed = answered is None or key != answered[0]
         gallery = gr.skip() if same else gr.update(value=found.gallery, selected_index=None) if changed else found.gallery
         return (gallery, found.message, found.shown, query_module.view_update(current),
                 found.tag(seq, current, settings), gr.update(visible=False) if changed else gr.skip(),
-                (key, repr(found.gallery)))
+                (key, results_digest))
 
     def result_selected(shown, evt: gr.SelectData):
         if not shown or not 0 <= evt.index < len(shown):
@@ -87,7 +98,8 @@ def wire(demo: gr.Blocks, state: AppState, ui: SimpleNamespace) -> None:
         if photo is None:
             return gr.skip(), gr.skip(), gr.skip()
         # The preview's label names the photo; the button stays short enough for a phone.
-        return gr.update(value=photo, label=f"{relpath} (original)"), relpath, gr.update(visible=True)
+        return (gr.update(value=photo, label=f"{display_name(relpath)} (original)"), to_page(relpath),
+                gr.update(visible=True))
 
     def rebuild():
         """Index what changed in the gallery folder, in the background (the page shows the progress)."""
@@ -127,11 +139,17 @@ def wire(demo: gr.Blocks, state: AppState, ui: SimpleNamespace) -> None:
                "concurrency_limit": SEARCH_CONCURRENCY, "concurrency_id": "set-query"}
     # Uploads decode in a group of their own (UPLOAD_CONCURRENCY), so they cannot crowd out searches.
     upload_setters = {**setters, "concurrency_limit": UPLOAD_CONCURRENCY, "concurrency_id": "upload"}
-    ui.upload_button.upload(lambda path, strokes: query_module.set_sketch(state, path, strokes),
+    def set_sketch(path, strokes):
+        try:
+            return query_module.set_sketch(state, path, strokes)
+        finally:
+            uploads.discard(path)  # read into the query: the file is not needed again
+
+    ui.upload_button.upload(set_sketch,
                             [ui.upload_button, ui.canvas], [ui.query, ui.message, ui.answer_box], **upload_setters)
     ui.photo_button.upload(lambda path, strokes: query_module.set_photo(state, path, strokes),
                            [ui.photo_button, ui.canvas], [ui.query, ui.message, ui.answer_box], **upload_setters)
-    ui.like_button.click(lambda relpath, strokes: query_module.set_gallery(state, relpath, strokes),
+    ui.like_button.click(lambda relpath, strokes: query_module.set_gallery(state, from_page(relpath), strokes),
                          [ui.selected, ui.canvas], [ui.query, ui.message, ui.answer_box], **setters)
 
     def example_selected(evt: gr.SelectData):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 from types import SimpleNamespace
+from typing import Any
 
 import gradio as gr
 
@@ -21,15 +22,24 @@ from sketchlvm.webapp.app_state import (
     progress_markdown,
     status_markdown,
 )
+from sketchlvm.webapp import uploads
 from sketchlvm.webapp.canvas import STATIC_DIR, StrokeCanvas, live_strokes
 
 MAX_TOP_K = 60
 PROGRESS_POLL_S = 1.0  # how often an open page asks how far indexing is, while it runs
+SESSION_TTL_S = 3600  # a page's state is dropped after an hour without use (bounded sessions)
 
 
 @cache
 def static_text(name: str) -> str:
     return (STATIC_DIR / name).read_text(encoding="utf-8")
+
+
+def discard_query_upload(query: Any) -> None:
+    """A page's query state is gone (its session ended or expired): its uploaded photo goes too."""
+    path = getattr(query, "path", None)
+    if path:
+        uploads.discard(path)
 
 
 def page_theme() -> gr.themes.Base:
@@ -54,9 +64,12 @@ def lay_out(state: AppState) -> SimpleNamespace:
     progress_line = gr.Markdown(progress_markdown(state), elem_id="sketchlvm-progress")
     # Polls the background build while it runs; its tick switches it off when the build is over.
     progress_timer = gr.Timer(PROGRESS_POLL_S, active=state.indexer is not None)
-    shown = gr.State([])  # relpaths of the results on screen, for the preview
-    query = gr.State(None)  # the page's current query besides the canvas (query.py); None: the drawing
-    answered = gr.State(None)  # ((query id, drawing, settings), results) of the page's last answer
+    # Per-session state: small, and dropped after SESSION_TTL_S without use (and with the oldest
+    # sessions past page.SESSION_CAPACITY: launch_kwargs).
+    shown = gr.State([], time_to_live=SESSION_TTL_S)  # relpaths of the results on screen, for the preview
+    query = gr.State(None, time_to_live=SESSION_TTL_S,  # the page's current query besides the canvas (query.py)
+                     delete_callback=discard_query_upload)
+    answered = gr.State(None, time_to_live=SESSION_TTL_S)  # digests of the page's last answer (query, results)
     seq = gr.Textbox(visible=False)  # the request's number, filled in by request.js as it leaves
     # Two columns side by side on a wide screen; on a narrow one page.css lays their parts out in
     # one column, canvas then results then controls (see the @media rule there).

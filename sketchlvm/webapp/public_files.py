@@ -6,9 +6,9 @@ Gradio serves any file under its ``allowed_paths`` to anyone who asks for its ab
 result URLs gave the server's folders away. So nothing of the gallery is allowed any more; instead each
 app gets one private folder in the temp directory, served as a Gradio static path:
 
-    sketchlvm-public-XXXX/thumbnails -> <gallery cache>/thumbnails   (a symlink: no copies)
-    sketchlvm-public-XXXX/originals/<digest>/<file name>              (copies of photos someone opened)
-    sketchlvm-public-XXXX/pixels/<digest>.webp                        (a result with no thumbnail)
+    sketchlvm-public-PID-XXXX/thumbnails -> <gallery cache>/thumbnails   (a symlink: no copies)
+    sketchlvm-public-PID-XXXX/originals/<digest>/<file name>              (copies of photos someone opened)
+    sketchlvm-public-PID-XXXX/pixels/<digest>.webp                        (a result with no thumbnail)
 
 An original is looked up by its relpath in the index's manifest (what the index holds, not whatever
 the path names), never a dotfile, and copied only when its real path lies in the gallery's serving
@@ -25,7 +25,6 @@ import hashlib
 import logging
 import re
 import shutil
-import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -33,6 +32,8 @@ from pathlib import Path
 from PIL import Image
 
 from sketchlvm.hub import serving_root
+from sketchlvm.webapp.safe_text import display_name
+from sketchlvm.webapp.temp_sweep import make_folder
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class PublicFiles:
 
     def __init__(self, gallery_dir: Path | None, cache_dir: Path | None, thumbnail_dir: str = "thumbnails"):
         self.gallery_dir = None if gallery_dir is None else Path(gallery_dir).absolute()
-        self.root = Path(tempfile.mkdtemp(prefix="sketchlvm-public-"))
+        self.root = make_folder("public")  # named after this process: swept at the next start if it is killed
         atexit.register(shutil.rmtree, self.root, ignore_errors=True)
         self.thumbnails: Path | None = None
         self.originals = self.root / "originals"
@@ -89,7 +90,7 @@ class PublicFiles:
         if not real.is_relative_to(serving_root(self.gallery_dir).resolve()) or not real.is_file():
             return None
         digest = _digest(relpath, *version)
-        out = self.originals / digest / source.name
+        out = self.originals / digest / display_name(source.name)  # its URL must be valid UTF-8
         with self._lock:
             if out.is_file():
                 self._keep(self.originals, out)

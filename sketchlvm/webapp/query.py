@@ -22,6 +22,7 @@ session has superseded is dropped before it is encoded.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -34,7 +35,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from sketchlvm.model.text import TextQueryError
+from sketchlvm.model.text import MAX_TEXT_CHARS, TextQueryError
 from sketchlvm.preprocess.strokes import EmptySketchError, StrokeFormatError
 from sketchlvm.preprocess.transforms import ImageLoadError
 from sketchlvm.runtime.zerogpu import take_note
@@ -58,6 +59,7 @@ from sketchlvm.webapp.query_inputs import (
     strokes_to_sketch,
 )
 from sketchlvm.webapp.results import gallery_item
+from sketchlvm.webapp.safe_text import display_name
 
 log = logging.getLogger(__name__)
 NOT_IN_INDEX = "it was never indexed, or it changed or was removed since."  # a relpath the index lacks
@@ -83,7 +85,7 @@ _ids = itertools.count(1)  # query ids, unique in this process
 
 @dataclass(frozen=True, eq=False)  # eq=False: hashed by identity, so Gradio sees each new query as a change
 class Query:
-    """What the page searches with. ``canvas``: the canvas value when the query was set (a later stroke
+    """What the page searches with. ``canvas``: the canvas value's fingerprint when the query was set (a later stroke
     makes the drawing the query again). ``image``: the fitted sketch (kind "sketch"); ``path``: the
     uploaded photo (kind "photo"); ``relpath``: the gallery photo (kind "gallery"); ``view``: what the
     page shows as the query (a small image or a path), ``name``: the file or example name."""
@@ -99,7 +101,13 @@ class Query:
 
     @classmethod
     def new(cls, kind: str, canvas: str | None, **fields: Any) -> Query:
-        return cls(kind, next(_ids), canvas or "", **fields)
+        return cls(kind, next(_ids), fingerprint(canvas or ""), **fields)
+
+
+def fingerprint(text: str) -> str:
+    """A short digest of a page value (a drawing's stroke JSON, up to 1 MB): what a session keeps to tell
+    whether it changed, instead of the value itself (sketchlvm.webapp.fair_use: bounded sessions)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest() if text else ""
 
 
 DRAWING = Query("drawing", 0)  # the page's query before anything else is set
@@ -107,8 +115,7 @@ DRAWING = Query("drawing", 0)  # the page's query before anything else is set
 
 def current(query: Query | None, canvas: str | None) -> Query:
     """The page's query now: the stored one, unless the canvas changed since it was set (then the drawing)."""
-    canvas = canvas or ""
-    if query is None or query.kind == "drawing" or canvas != query.canvas:
+    if query is None or query.kind == "drawing" or fingerprint(canvas or "") != query.canvas:
         return DRAWING
     return query
 
@@ -132,7 +139,10 @@ class Settings:
             weight = float(weight)
         except (TypeError, ValueError):
             weight = DEFAULT_TEXT_WEIGHT
-        return cls(str(mode), k, words if isinstance(words, str) else "", weight)
+        # Words past the limit are refused by the searcher all the same; the answer's tag, which Gradio keeps
+        # per session, carries at most this much of them (bounded sessions).
+        words = words[:MAX_TEXT_CHARS + 1] if isinstance(words, str) else ""
+        return cls(str(mode), k, words, weight)
 
 
 @dataclass
@@ -254,7 +264,7 @@ def run(state: AppState, query: Query, canvas: str, settings: Settings, *, loud:
 def view_update(query: Query) -> dict:
     """The query panel: shown for an uploaded sketch, a gallery photo or an uploaded photo."""
     if query.kind in ("sketch", "gallery", "photo") and query.view is not None:
-        title = f"Searching with: {KIND_LABELS[query.kind]} {query.name}".rstrip()
+        title = f"Searching with: {KIND_LABELS[query.kind]} {display_name(query.name)}".rstrip()
         return gr.update(value=query.view, visible=True, label=title)
     return gr.update(value=None, visible=False)
 

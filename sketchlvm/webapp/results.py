@@ -20,6 +20,7 @@ from sketchlvm.gallery.thumbnails import THUMBNAIL_DIR, THUMBNAIL_SIDE, ensure_t
 from sketchlvm.preprocess.transforms import ImageLoadError, load_photo
 from sketchlvm.search import SearchResult
 from sketchlvm.webapp.public_files import PublicFiles, is_plain_relpath
+from sketchlvm.webapp.safe_text import display_name
 from sketchlvm.webapp.app_state import AppState
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ def caption(result: SearchResult) -> str:
     """Category, similarity and file name, as shown under each result."""
     category = result.label or "no category"
     # Category and score first: a thumbnail caption is cut short at the tile's width.
-    return f"{category} · {result.score:.3f} · {Path(result.relpath).name}"
+    # display_name: a name that is not valid UTF-8 shows with U+FFFD (JSON cannot carry it as it is).
+    return f"{display_name(category)} · {result.score:.3f} · {display_name(Path(result.relpath).name)}"
 
 
 def public_files(state: AppState) -> PublicFiles:

@@ -61,7 +61,12 @@ def served(workload):
     state = app_module.AppState(searcher, gallery_dir=workload.gallery, cache_dir=index.cache_dir)
     demo = app_module.build_demo(state)
     kwargs = app_module.launch_kwargs(state, "127.0.0.1", free_port())
-    _, url, _ = app_module.launch(demo, **kwargs, prevent_thread_lock=True, quiet=True)
+    # The 16 gradio_client users all come from 127.0.0.1, one address to the per-client allowance
+    # (sketchlvm.webapp.fair_use): allow them as many requests as 16 people would have.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SKETCHLVM_CLIENT_REQUESTS", str(4 * USERS))
+        patch.setenv("SKETCHLVM_CLIENT_COST", str(16 * USERS))
+        _, url, _ = app_module.launch(demo, **kwargs, prevent_thread_lock=True, quiet=True)
     yield url, state, scripts
     demo.close()
 

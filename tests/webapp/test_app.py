@@ -89,7 +89,11 @@ def running(model, gallery, index):
     state = app_module.AppState(Searcher(model, index, default_k=K), gallery_dir=gallery, cache_dir=index.cache_dir)
     demo = app_module.build_demo(state)
     kwargs = app_module.launch_kwargs(state, "127.0.0.1", free_port())
-    _, url, _ = app_module.launch(demo, **kwargs, prevent_thread_lock=True, quiet=True)
+    # The tests' clients stand for several people but all come from 127.0.0.1, one address to the
+    # per-client allowance (sketchlvm.webapp.fair_use, tested in tests/webapp/test_fair_use.py).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SKETCHLVM_CLIENT_REQUESTS", "32")
+        _, url, _ = app_module.launch(demo, **kwargs, prevent_thread_lock=True, quiet=True)
     yield url.rstrip("/"), state
     demo.close()
 

@@ -54,7 +54,7 @@ def free_port() -> int:
 class Server:
     """``python app.py`` in a subprocess, with its own temp folder (to see what it leaves behind)."""
 
-    def __init__(self, base: Path, gallery: Path):
+    def __init__(self, base: Path, gallery: Path, args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None):
         self.base, self.gallery = base, gallery
         self.tmp = base / "tmp"
         self.tmp.mkdir()
@@ -64,10 +64,11 @@ class Server:
                    SKETCHLVM_GALLERIES_DIR=str(base / "galleries"), HF_HUB_OFFLINE="1",
                    GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
         env.pop("SKETCHLVM_RUNTIME", None)
+        env.update(extra_env or {})
         self.log = open(base / "server.log", "w")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "app.py", "--gallery", str(gallery), "--model", "SketchLVM-Tiny", "--pretrained", "none",
-             "--device", "cpu", "--runtime", "torch", "--host", "127.0.0.1", "--port", str(self.port)],
+             "--device", "cpu", "--runtime", "torch", "--host", "127.0.0.1", "--port", str(self.port), *args],
             cwd=PROJECT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         self.pid = self.process.pid
