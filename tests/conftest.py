@@ -118,3 +118,47 @@ def write_image_parquet(path: Path, rows: list[tuple[Path, object]], names: list
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, row_group_size=row_group_size)
     return path
+
+
+def run_at_once(jobs: list[tuple[str, object]], repeat: int, timeout_s: float = 120) -> list[tuple[str, object]]:
+    """Each (label, job) in a thread of its own, all started together, each job called ``repeat`` times:
+    (label, result) for every call, as the app's threads run queries and index slices side by side. The
+    first error a thread met is raised here."""
+    import threading
+
+    found, errors, lock = [], [], threading.Lock()
+
+    def work(label: str, job) -> None:
+        try:
+            for _ in range(repeat):
+                out = job()
+                with lock:
+                    found.append((label, out))
+        except BaseException as error:  # noqa: BLE001 - raised below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=pair) for pair in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout_s)
+    if errors:
+        raise errors[0]
+    assert len(found) == len(jobs) * repeat, f"{len(found)} of {len(jobs) * repeat} calls finished"
+    return found
+
+
+def serve_in_process(state) -> tuple[object, str]:
+    """The page for ``state`` launched in this process on a free 127.0.0.1 port, as app.py launches it:
+    (the Blocks, to close; its URL)."""
+    import socket
+
+    from sketchlvm.webapp import page
+
+    demo = page.build_demo(state)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _, url, _ = page.launch(demo, **page.launch_kwargs(state, "127.0.0.1", port), prevent_thread_lock=True,
+                            quiet=True)
+    return demo, url

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_at_once
 from serving_export import export_folder_fixture
 
 from sketchlvm.model.folder_model import MANIFEST, load_export
@@ -200,7 +201,6 @@ def test_one_session_per_graph_words_when_first_used_and_concurrent_answers(expo
     """Issue 30 on the serving install: queries and index slices share each graph's session (a config that
     gives the roles different threads gets one per role: the same vectors, to 1e-6), the text graph opens
     on the first words, and the app's threads running at once on the shared sessions answer correctly."""
-    import threading
 
     from PIL import Image
 
@@ -224,21 +224,8 @@ def test_one_session_per_graph_words_when_first_used_and_concurrent_answers(expo
         np.testing.assert_allclose(job(separate), expected[kind], atol=1e-6, rtol=0, err_msg=kind)
     assert separate.runtime._onnx.open_sessions() == image_graphs + 2  # fine_grained's graph once per role
 
-    found, errors = [], []
-
-    def work(kind: str) -> None:
-        try:
-            found.extend((kind, jobs[kind](model)) for _ in range(3))
-        except BaseException as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=work, args=(kind,)) for kind in ("sketch", "photo", "words", "shared", "shared sketch")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not errors, errors
-    assert len(found) == 15
+    kinds = ("sketch", "photo", "words", "shared", "shared sketch")
+    found = run_at_once([(kind, lambda kind=kind: jobs[kind](model)) for kind in kinds], repeat=3)
     for kind, out in found:
         np.testing.assert_allclose(out, expected[kind], atol=1e-6, rtol=0, err_msg=kind)
     assert model.runtime._onnx.open_sessions() == image_graphs + 1

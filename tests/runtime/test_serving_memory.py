@@ -9,13 +9,12 @@ vector as before, to 1e-6, also when queries and index slices run at once on the
 from __future__ import annotations
 
 import gc
-import threading
 import weakref
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_class_photos
+from conftest import copy_class_photos, run_at_once
 from PIL import Image
 
 pytest.importorskip("onnxruntime")
@@ -92,31 +91,10 @@ def test_concurrent_queries_and_indexing_on_the_shared_session_answer_correctly(
     model = tiny(check_images=sketches)
     expected = {"sketch": model.encode_sketches(sketches, "category"), "photo": model.encode_photos(photos, "category"),
                 "words": model.runtime.encode_text(model.text_tower.tokenizer(list(WORDS)))}
-    found: list[tuple[str, np.ndarray]] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def work(kind: str) -> None:
-        try:
-            for _ in range(4):
-                if kind == "sketch":
-                    out = model.encode_sketches(sketches, "category")
-                elif kind == "photo":
-                    out = model.encode_photos(photos, "category")
-                else:
-                    out = model.runtime.encode_text(model.text_tower.tokenizer(list(WORDS)))
-                with lock:
-                    found.append((kind, out))
-        except BaseException as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=work, args=(kind,)) for kind in ("sketch", "photo", "photo", "words", "sketch")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not errors, errors
-    assert len(found) == 20
+    jobs = {"sketch": lambda: model.encode_sketches(sketches, "category"),
+            "photo": lambda: model.encode_photos(photos, "category"),
+            "words": lambda: model.runtime.encode_text(model.text_tower.tokenizer(list(WORDS)))}
+    found = run_at_once([(kind, jobs[kind]) for kind in ("sketch", "photo", "photo", "words", "sketch")], repeat=4)
     for kind, out in found:
         np.testing.assert_allclose(out, expected[kind], atol=1e-6, rtol=0, err_msg=kind)
     assert model.runtime._onnx.open_sessions() == 2

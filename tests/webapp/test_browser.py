@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from conftest import serve_in_process
 
 pytestmark = [
     pytest.mark.browser,
@@ -64,13 +65,7 @@ def app_url(tmp_path_factory, sketchy_root, sync_playwright):
     model = create_sketchlvm(arch="SketchLVM-Tiny", pretrained="none", device="cpu")
     index = build_gallery_index(root, model, cache_dir=root.parent / "cache", show_progress_bar=False)
     state = app_module.AppState(Searcher(model, index, default_k=K), gallery_dir=root, cache_dir=index.cache_dir)
-    demo = app_module.build_demo(state)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    _, url, _ = app_module.launch(
-        demo, **app_module.launch_kwargs(state, "127.0.0.1", port), prevent_thread_lock=True, quiet=True
-    )
+    demo, url = serve_in_process(state)  # as app.py serves it, on a free 127.0.0.1 port
     yield url, state
     demo.close()
 

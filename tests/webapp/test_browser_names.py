@@ -8,9 +8,9 @@ opens, and "Search with this photo" finds it by its real name.
 from __future__ import annotations
 
 import shutil
-import socket
 
 import pytest
+from conftest import serve_in_process
 
 from tests.webapp.test_browser import CHROMIUM, CHROMIUM_ARGS, browser, sync_playwright  # noqa: F401 - fixtures
 
@@ -41,12 +41,7 @@ def app_url(tmp_path_factory, sketchy_root, sync_playwright):  # noqa: F811
     index = build_gallery_index(root, model, cache_dir=root.parent / "cache", show_progress_bar=False)
     assert len(index) == 3
     state = app_module.AppState(Searcher(model, index, default_k=3), gallery_dir=root, cache_dir=index.cache_dir)
-    demo = app_module.build_demo(state)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    _, url, _ = app_module.launch(demo, **app_module.launch_kwargs(state, "127.0.0.1", port),
-                                  prevent_thread_lock=True, quiet=True)
+    demo, url = serve_in_process(state)  # as app.py serves it, on a free 127.0.0.1 port
     yield url
     demo.close()
 

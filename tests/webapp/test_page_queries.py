@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
+from conftest import serve_in_process
 from test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [
@@ -49,12 +49,7 @@ def running(tmp_path_factory, sketchy_root):
     model = create_sketchlvm(arch="SketchLVM-Tiny", pretrained="none", device="cpu", text=True)
     index = build_gallery_index(gallery, model, cache_dir=root / "cache", show_progress_bar=False)
     state = app_module.AppState(Searcher(model, index, default_k=K), gallery_dir=gallery, cache_dir=index.cache_dir)
-    demo = app_module.build_demo(state)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    _, url, _ = app_module.launch(demo, **app_module.launch_kwargs(state, "127.0.0.1", port),
-                                  prevent_thread_lock=True, quiet=True)
+    demo, url = serve_in_process(state)  # as app.py serves it, on a free 127.0.0.1 port
     files = root / "files"
     files.mkdir()
     sketch = files / "my-sketch.png"

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import write_image_parquet
+from conftest import serve_in_process, write_image_parquet
 from test_browser import CHROMIUM, CHROMIUM_ARGS, sync_playwright  # noqa: F401  (a fixture)
 from test_hub import _cache_repo, hf_cache  # noqa: F401  (a fixture)
 
@@ -28,14 +27,7 @@ VIEWPORTS = {"phone": (390, 844), "desktop": (1366, 900)}
 
 
 def _launch(state):
-    from sketchlvm.webapp.page import build_demo, launch_kwargs
-
-    demo = build_demo(state)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    _, url, _ = app_main.launch(demo, **launch_kwargs(state, "127.0.0.1", port), prevent_thread_lock=True, quiet=True)
-    return demo, url
+    return serve_in_process(state)
 
 
 def _visit(sync_playwright, url: str, shots: Path, name: str) -> list[str]:  # noqa: F811
