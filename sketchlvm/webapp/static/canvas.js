@@ -157,6 +157,7 @@
     pointer = event.pointerId;
     const [x, y, t] = point(event);
     current = [[x], [y], [t]];
+    frame.classList.remove("sketchlvm-empty"); // the hint goes as the first stroke starts, not at pen-up
     setup(lineWidth(current));
     drawStroke(current);
     pendown();
