@@ -91,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=CLIENTS, default="http",
                         help="how the simulated users talk to the app: http = Gradio's HTTP API with httpx (light, "
                         "default); gradio_client = one gradio_client Client per user")
+    parser.add_argument("--live", action="store_true",
+                        help="also a live-results phase: each user an open page drawing its drawing at its own pace, "
+                        "sending what the canvas sends mid-stroke and at pen-up through the page's search event "
+                        "(bench/load/live.py), against one such page alone")
+    parser.add_argument("--live-only", action="store_true", help="only the live-results phase")
     parser.add_argument("--in-process", action="store_true", help="run the server in this process (shared GIL)")
     parser.add_argument("--server-threads", type=int, default=None,
                         help="torch threads in the server (OMP_NUM_THREADS); default: torch's own, as app.py runs")
@@ -155,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
               f"server {'in this process' if args.in_process else 'app.py in its own process'}, torch threads "
               f"{args.server_threads or 'default'}; clients: {args.client}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
 
+        if args.live or args.live_only:
+            live_phase(url, workload.sketches, args.users, args.seconds, baseline_s, searcher, k, server)
+        if args.live_only:
+            return 0
         single, single_wall = [], 0.0
         if baseline_s > 0:
             began = time.perf_counter()
@@ -203,6 +212,32 @@ def main(argv: list[str] | None = None) -> int:
                 server.kill()
                 server.wait(timeout=20)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def live_phase(url: str, sketches: list[Path], users: int, seconds: float, baseline_s: float, searcher, k: int,
+               server) -> None:
+    """One page alone, then ``users`` pages at once, each drawing at its own pace with live results."""
+    import json
+
+    from bench.load.live import check_answers, run_live
+    from bench.load.report import live_line
+
+    drawings = [json.loads(p.read_text())["drawing"] for p in sketches]
+    mode = MODES[0]
+    one, one_wall = run_live(url, drawings, 1, max(baseline_s, 20.0), mode, k)
+    server_cpu = cpu_seconds(server.pid) if server else float("nan")
+    many, many_wall = run_live(url, drawings, users, seconds, mode, k)
+    server_cpu = (cpu_seconds(server.pid) if server else float("nan")) - server_cpu
+    with torch_threads(1):
+        check_answers(one.samples + many.samples, searcher, mode, k)
+    alone = live_line(one, one_wall)
+    print(f"live results, one page alone ({one_wall:.0f} s): {alone.text}")
+    loaded = live_line(many, many_wall)
+    print(f"live results, {users} pages at once, each drawing at its own pace ({many_wall:.0f} s): {loaded.text}")
+    print(f"  [live] p50 under load / one page's p50: {loaded.p50_ms / alone.p50_ms:.2f}x (p95: "
+          f"{loaded.p95_ms / alone.p95_ms:.2f}x); server CPU {server_cpu:.1f} s; load average {os.getloadavg()[0]:.1f}")
+    for sample in [s for s in one.samples + many.samples if s.error or s.wrong or s.stale][:10]:
+        print(f"  user {sample.user}: {sample.error or sample.wrong or sample.stale}")
 
 
 if __name__ == "__main__":
