@@ -154,8 +154,9 @@ def _ink(stroke: list, upto: int | None = None) -> float:
     return sum(math.hypot(xs[i] - xs[i - 1], ys[i] - ys[i - 1]) for i in range(1, len(xs)))
 
 
-def draw(user: PageUser, strokes: list, deadline: float) -> int:
-    """Draw ``strokes`` at their own pace, sending what canvas.js sends; the strokes drawn."""
+def draw(user: PageUser, strokes: list, deadline: float, live: bool = True) -> int:
+    """Draw ``strokes`` at their own pace, sending what canvas.js sends (``live=False``: only at pen-up, as
+    with SKETCHLVM_LIVE_STROKES=0); the strokes drawn."""
     t0 = strokes[0][2][0]
     start = time.monotonic()
     done: list = []
@@ -172,6 +173,8 @@ def draw(user: PageUser, strokes: list, deadline: float) -> int:
 
     def partial(stroke: list, n: int) -> bool:
         nonlocal sent_ink
+        if not live:
+            return True
         with user.lock:
             if user.in_flight or user.pending is not None:
                 return False
@@ -212,7 +215,7 @@ def draw(user: PageUser, strokes: list, deadline: float) -> int:
 
 
 def run_user(url: str, user: int, drawings: list[list], seconds: float, mode: str, k: int,
-             barrier: threading.Barrier | None = None) -> LiveRun:
+             barrier: threading.Barrier | None = None, live: bool = True) -> LiveRun:
     """One page: its drawings one after another (each after the last one's answer) until ``seconds`` pass."""
     run = LiveRun()
     page = PageUser(url, mode, k)
@@ -225,7 +228,7 @@ def run_user(url: str, user: int, drawings: list[list], seconds: float, mode: st
             strokes = drawings[i % len(drawings)]
             i += 1
             first = len(page.samples)
-            drawn = draw(page, strokes, deadline)
+            drawn = draw(page, strokes, deadline, live)
             page.wait_idle(REQUEST_TIMEOUT_S * 2)
             if not drawn:
                 break
@@ -253,13 +256,15 @@ def run_user(url: str, user: int, drawings: list[list], seconds: float, mode: st
     return run
 
 
-def run_live(url: str, drawings: list[list], users: int, seconds: float, mode: str, k: int) -> tuple[LiveRun, float]:
-    """``users`` pages at once, started together; (all their samples, wall seconds)."""
+def run_live(url: str, drawings: list[list], users: int, seconds: float, mode: str, k: int,
+             live: bool = True) -> tuple[LiveRun, float]:
+    """``users`` pages at once, started together; (all their samples, wall seconds). ``live=False``: pages
+    that search at pen-up only (the same drawings, the control)."""
     barrier = threading.Barrier(users + 1)
     runs: list[LiveRun] = [LiveRun() for _ in range(users)]
 
     def one(i: int) -> None:
-        runs[i] = run_user(url, i, drawings, seconds, mode, k, barrier)
+        runs[i] = run_user(url, i, drawings, seconds, mode, k, barrier, live)
 
     threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(users)]
     for thread in threads:
