@@ -401,7 +401,7 @@ class Settings:
     port: str = _setting("7860", "port to listen on", "--port", fallback="GRADIO_SERVER_PORT")
     live_strokes: bool = _setting(
         True, "the canvas sends the drawing so far while the pen is down (after a 150 ms rest, at most once a "
-        "second); off (`0`): only at pen-up, one query per stroke, for a busy public Space ([app.md](app.md))")
+        "second, once it has grown by 30%); off (`0`): only at pen-up, one query per stroke, for a busy public Space ([app.md](app.md))")
     share: bool = _setting(False, "also open a temporary public `*.gradio.live` link", "--share")
     auth: str | None = _setting(None, "`USER:PASSWORD[,...]`: a login page in front of the page and the API "
                                 "([deploying-in-public.md](deploying-in-public.md))", "--auth", shown="no login")
