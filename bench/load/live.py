@@ -200,7 +200,7 @@ def draw(user: PageUser, strokes: list, deadline: float, live: bool = True) -> i
                     last_partial = ts[i - 1] + PAUSE_MS
                 else:  # in flight: sent the moment its answer comes, if the pen still rests
                     with user.lock:
-                        user.lock.wait_for(lambda: user.answered > answered,
+                        user.lock.wait_for(lambda answered=answered: user.answered > answered,
                                            timeout=max(0.0, start + (ts[i] - t0) / 1000 - time.monotonic()))
                     still = time.monotonic() < start + (ts[i] - t0) / 1000
                     if user.answered > answered and still and partial(stroke, i):
