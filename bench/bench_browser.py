@@ -186,6 +186,16 @@ PARTIAL_SHOWN = """() => {
 }"""
 
 
+# The same, or "skipped" when the canvas let this pause go by (the drawing grew too little since its last
+# search): it has skipped since the pen's last move and sent nothing since.
+PARTIAL_OR_SKIPPED = """() => {
+  const b = window.__bench, p = window.SketchLVMPage;
+  if ((%s)()) return "shown";
+  if (p.skippedAt > b.lastMove && b.sentAt < b.lastMove && p.waitingSince == null) return "skipped";
+  return false;
+}""" % PARTIAL_SHOWN
+
+
 def stroke_points(strokes: list, box: dict) -> list[list[tuple[float, float, float]]]:
     """Each stroke's points on screen, with their own times (ms since the drawing's first point)."""
     xs = [x for s in strokes for x in s[0]]
@@ -201,10 +211,12 @@ def stroke_points(strokes: list, box: dict) -> list[list[tuple[float, float, flo
     return out
 
 
-def pause_latencies(page, drawings_: list[list], box: dict, count: int) -> tuple[list[float], list[float]]:
+def pause_latencies(page, drawings_: list[list], box: dict, count: int) -> tuple[list[float], list[float], int, int]:
     """Halfway through a stroke the pen stops and stays down: seconds from its last move, and from the
-    canvas's send, until the results of the drawing so far are shown."""
-    from_pause, from_send = [], []
+    canvas's send, until the results of the drawing so far are shown; and the pauses where the canvas sent
+    nothing since the drawing had grown too little since its last search (its results stand), and the
+    pauses that got no results in time."""
+    from_pause, from_send, skipped, missed = [], [], 0, 0
     for strokes in drawings_:
         if len(from_pause) >= count:
             break
@@ -220,18 +232,21 @@ def pause_latencies(page, drawings_: list[list], box: dict, count: int) -> tuple
             for x, y, _ in points[1:half]:
                 page.mouse.move(x, y)
             try:
-                page.wait_for_function(PARTIAL_SHOWN, timeout=RESULTS_TIMEOUT_MS)
+                outcome = page.wait_for_function(PARTIAL_OR_SKIPPED, timeout=RESULTS_TIMEOUT_MS).json_value()
                 b = page.evaluate("() => window.__bench")
-                from_pause.append((b["partialShown"] - b["lastMove"]) / 1000)
-                from_send.append((b["partialShown"] - b["sentAt"]) / 1000)
+                if outcome == "skipped":
+                    skipped += 1
+                else:
+                    from_pause.append((b["partialShown"] - b["lastMove"]) / 1000)
+                    from_send.append((b["partialShown"] - b["sentAt"]) / 1000)
             except Exception:  # noqa: BLE001 (Playwright's TimeoutError)
-                pass
+                missed += 1
             for x, y, _ in points[half:]:
                 page.mouse.move(x, y)
             page.mouse.up()
             page.wait_for_function("() => { const p = window.SketchLVMPage; return p.answer && !p.answer.partial "
                                    "&& p.answer.seq === p.seq; }", timeout=RESULTS_TIMEOUT_MS)
-    return from_pause, from_send
+    return from_pause, from_send, skipped, missed
 
 
 def replay(page, strokes: list, box: dict) -> tuple[int, int]:
@@ -365,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                     break
             page.screenshot(path=str(work / "bench-browser.png"), full_page=True)
             pool = drawings(args.data.parent / "quickdraw", 200)
-            paused, paused_sent = pause_latencies(page, pool, box, args.pauses)
+            paused, paused_sent, paused_skipped, paused_missed = pause_latencies(page, pool, box, args.pauses)
             sent, drawn_strokes = 0, 0
             for strokes in pool[: args.replays]:
                 requests, count = replay(page, strokes, box)
@@ -388,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(the originals: ~{photo_bytes / args.photos * args.k / 1e6:.1f} MB); target <= "
               f"{TARGET_RESULT_BYTES / 1e3:.0f} kB")
         floor_p50 = pct(floor, 50)
+        print(f"mid-stroke pauses: {len(paused)} searched, {paused_skipped} let go by (the drawing grew less than "
+              f"the canvas's GROWTH since its last search), {paused_missed} with no results in time")
         print(f"mid-stroke pause -> results for the drawing so far ({len(paused)} pauses): from the last move "
               f"p50 {pct(paused, 50) * 1e3:.0f} ms = {pct(paused, 50) / floor_p50:.2f}x the floor, p95 "
               f"{pct(paused, 95) * 1e3:.0f} ms = {pct(paused, 95) / floor_p50:.2f}x; from the canvas's send p50 "

@@ -36,6 +36,12 @@ of the p50 under load to the p50 of a single user measured in the same run again
 (that single user walks through all the users' scripts in turn, so its cache-hit rate matches the load
 phase's: ~every request runs the encoder, as new strokes would).
 
+``--live`` (or ``--live-only``) adds the live-results phase (``bench/load/live.py``): one open page
+alone, then ``--users`` pages at once, then the same pages at pen-up only (the control), each drawing
+its drawing at its recorded pace and sending what the canvas sends, mid-stroke and at pen-up, through
+the page's own search event; printed: p50 / p95, requests per stroke, dropped, failed, stale and wrong
+answers, and the ratios to the single page and to pen-up only.
+
 The server is the real CLI (``python app.py --gallery ... --checkpoint ...``) in its own process, so
 client threads and server do not share a GIL; ``--in-process`` runs it in this process instead (as
 tests/bench/test_load.py does).
@@ -43,6 +49,7 @@ tests/bench/test_load.py does).
     python -m bench.bench_load --users 16 --seconds 60
     python -m bench.bench_load --users 16 --seconds 60 --model ViT-B-32   # the issue's target model
     python -m bench.bench_load --users 4 --seconds 10 --baseline-seconds 5     # quick check
+    python -m bench.bench_load --users 16 --seconds 30 --model ViT-B-32 --live-only  # live results
 """
 
 from __future__ import annotations
@@ -94,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=CLIENTS, default="http",
                         help="how the simulated users talk to the app: http = Gradio's HTTP API with httpx (light, "
                         "default); gradio_client = one gradio_client Client per user")
+    parser.add_argument("--live", action="store_true",
+                        help="also a live-results phase: each user an open page drawing its drawing at its own pace, "
+                        "sending what the canvas sends mid-stroke and at pen-up through the page's search event "
+                        "(bench/load/live.py), against one such page alone")
+    parser.add_argument("--live-only", action="store_true", help="only the live-results phase")
     parser.add_argument("--in-process", action="store_true", help="run the server in this process (shared GIL)")
     parser.add_argument("--server-threads", type=int, default=None,
                         help="torch threads in the server (OMP_NUM_THREADS); default: torch's own, as app.py runs")
@@ -125,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         index = build_gallery_index(workload.gallery, model, cache_dir=workload.cache, show_progress_bar=False)
         k = len(index)  # the whole gallery, ranked: the strictest check
         searcher = Searcher(model, index, default_k=k)
-        with torch_threads(1):
-            scripts = build_scripts(searcher, workload.sketches, work / "users", args.stages, k)
+        with torch_threads(1):  # the live phase checks its answers afterwards, and needs no script
+            scripts = [] if args.live_only else build_scripts(searcher, workload.sketches, work / "users", args.stages, k)
         searcher.clear_cache()
         if args.server_threads and args.in_process:
             import torch
@@ -142,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
                               quiet=True)
         else:
             env = {**os.environ, "SKETCHLVM_GALLERIES_DIR": str(work / "galleries")}
-            if args.client == "gradio_client":  # its users all come from 127.0.0.1: one client to the allowance
+            if args.client == "gradio_client" or args.live or args.live_only:
+                # these users all come from 127.0.0.1: one client to the fair queue's allowance
                 env["SKETCHLVM_CLIENT_REQUESTS"] = str(4 * args.users)
+                env["SKETCHLVM_CLIENT_COST"] = str(64 * args.users)
             if args.server_threads:
                 env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.server_threads)
             cmd = [sys.executable, str(ROOT / "app.py"), "--gallery", str(workload.gallery), "--model",
@@ -158,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
             # From here on nobody reads the server's stderr: drain it, or a full pipe (64 kB of log lines,
             # e.g. one per refused request) blocks the server's next write, and with it the server.
             threading.Thread(target=lambda: [None for _ in server.stderr], name="server-stderr", daemon=True).start()
+        if args.live or args.live_only:
+            print(f"model {model.arch}; gallery {len(index)} photos, k={k}; {os.cpu_count()} CPUs, load average "
+                  f"{os.getloadavg()[0]:.1f}")
+            live_phase(url, workload.sketches, args.users, args.seconds, baseline_s, searcher, k, server)
+        if args.live_only:
+            return 0
         print(f"{args.users} users x {len(scripts[0])} requests per script ({args.stages} drawing stages x "
               f"{len(MODES)} modes on /search + {len(MODES)} uploads); model {model.arch}; gallery {len(index)} photos, k={k}; "
               f"server {'in this process' if args.in_process else 'app.py in its own process'}, torch threads "
@@ -227,6 +247,39 @@ def main(argv: list[str] | None = None) -> int:
                 server.kill()
                 server.wait(timeout=20)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def live_phase(url: str, sketches: list[Path], users: int, seconds: float, baseline_s: float, searcher, k: int,
+               server) -> None:
+    """One page alone, then ``users`` pages at once, each drawing at its own pace with live results."""
+    import json
+
+    from bench.load.live import check_answers, run_live
+    from bench.load.report import live_line
+
+    drawings = [json.loads(p.read_text())["drawing"] for p in sketches]
+    mode = MODES[0]
+    one, one_wall = run_live(url, drawings, 1, max(baseline_s, 20.0), mode, k)
+    server_cpu = cpu_seconds(server.pid) if server else float("nan")
+    many, many_wall = run_live(url, drawings, users, seconds, mode, k)
+    server_cpu = (cpu_seconds(server.pid) if server else float("nan")) - server_cpu
+    # The control: the same pages searching at pen-up only (SKETCHLVM_LIVE_STROKES=0), same server.
+    penup, penup_wall = run_live(url, drawings, users, seconds, mode, k, live=False)
+    everything = one.samples + many.samples + penup.samples
+    with torch_threads(1):
+        check_answers(everything, searcher, mode, k)
+    alone = live_line(one, one_wall)
+    print(f"live results, one page alone ({one_wall:.0f} s): {alone.text}")
+    loaded = live_line(many, many_wall)
+    print(f"live results, {users} pages at once, each drawing at its own pace ({many_wall:.0f} s): {loaded.text}")
+    print(f"  [live] p50 under load / one page's p50: {loaded.p50_ms / alone.p50_ms:.2f}x (p95: "
+          f"{loaded.p95_ms / alone.p95_ms:.2f}x); server CPU {server_cpu:.1f} s; load average {os.getloadavg()[0]:.1f}")
+    control = live_line(penup, penup_wall)
+    print(f"pen-up only, {users} pages at once ({penup_wall:.0f} s): {control.text}")
+    print(f"  [pen-up only] p50 under load / one live page's p50: {control.p50_ms / alone.p50_ms:.2f}x; "
+          f"live / pen-up only p50 under load: {loaded.p50_ms / control.p50_ms:.2f}x")
+    for sample in [s for s in everything if s.error or s.wrong or s.stale][:10]:
+        print(f"  user {sample.user}: {sample.error or sample.wrong or sample.stale}")
 
 
 if __name__ == "__main__":

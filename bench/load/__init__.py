@@ -1,5 +1,6 @@
-"""bench_load's parts: workload.py (what users do), client.py (how they send it, paced), report.py (what
-was measured). bench/bench_load.py runs them against a server; tests/bench/test_load.py reuses the first two."""
+"""bench_load's parts: workload.py (what users do), client.py (how they send it, paced), live.py (open
+pages with live results: what the canvas sends, through the page's own search event), report.py (what
+was measured). bench/bench_load.py runs them against a server; tests/bench/test_load.py reuses all but report.py."""
 
 from __future__ import annotations
 

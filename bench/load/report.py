@@ -69,3 +69,25 @@ def cpu_seconds(pid: int | None = None) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return float("nan")
+
+
+@dataclass
+class LiveSummary:
+    p50_ms: float
+    p95_ms: float
+    text: str
+
+
+def live_line(run, wall_s: float) -> LiveSummary:
+    """A live phase (bench/load/live.py): latency of the answered requests, what was dropped, stale, wrong."""
+    answered = [s for s in run.samples if s.captions is not None and s.error is None]
+    ms = np.asarray([s.latency_s for s in answered] or [np.nan]) * 1000
+    p50, p95 = float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
+    partial = sum(s.partial for s in run.samples)
+    text = (f"{len(run.samples)} requests ({partial} mid-stroke) for {run.strokes} strokes of {run.drawings} drawings "
+            f"= {len(run.samples) / max(run.strokes, 1):.2f} per stroke, {len(run.samples) / wall_s:.1f} req/s; "
+            f"answered p50 {p50:.0f} ms, p95 {p95:.0f} ms; dropped as overtaken "
+            f"{sum(s.captions is None and s.error is None for s in run.samples)}; failed "
+            f"{sum(s.error is not None for s in run.samples)}, stale {sum(s.stale is not None for s in run.samples)}, "
+            f"wrong {sum(s.wrong is not None for s in run.samples)}")
+    return LiveSummary(p50, p95, text)

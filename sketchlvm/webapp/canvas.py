@@ -24,9 +24,11 @@ from sketchlvm.preprocess.drawing import CANVAS_UNITS  # the canvas is 512 x 512
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MIN_LINE_UNITS = 1.5  # thinnest line shown: a tiny drawing still shows up (the renderer draws >= 1 px)
 # Mid-stroke queries (static/canvas.js): the drawing so far is sent after a pause of PAUSE_MS with the pen
-# down, and at most every EVERY_MS while it keeps moving. Measured in bench/bench_browser.py (docs/app.md).
+# down, and at most every EVERY_MS while it keeps moving, each only when the drawing's ink has grown by
+# GROWTH of the ink last sent. Measured in bench/bench_browser.py (docs/app.md).
 PAUSE_MS = 150
 EVERY_MS = 1000
+GROWTH = 0.3
 
 
 def live_strokes() -> bool:
@@ -86,6 +88,7 @@ class StrokeCanvas(gr.HTML):
             live=bool(live),
             pause_ms=PAUSE_MS,
             every_ms=EVERY_MS,
+            growth=GROWTH,
             **kwargs,
         )
 

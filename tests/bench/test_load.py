@@ -106,3 +106,24 @@ def test_sixteen_users_drawing_and_searching_get_their_own_answers(served, capsy
     assert {kind.split("/")[1] for kind in summary.kinds} == set(MODES)
     assert state.searcher.encode_calls > encodes_before  # the encoder ran under load, not only the cache
     assert wall < SECONDS + REQUEST_TIMEOUT_S + 5
+
+
+def test_pages_with_live_results_see_only_their_newest_drawing(workload, served):
+    """Pages drawing at their own pace with live results (bench/load/live.py: what canvas.js sends,
+    mid-stroke and at pen-up, through the page's own search event): every answer is the ranking of the
+    drawing its request sent, none is shown after a newer one's, and each drawing ends on its own."""
+    import json
+
+    from bench.load.live import check_answers, run_live
+
+    url, state, _ = served
+    drawings = [json.loads(p.read_text())["drawing"] for p in workload.sketches]
+    run, _ = run_live(url, drawings, 4, min(SECONDS, 20.0), MODES[0], CLASSES * PER_CLASS)
+    with torch_threads(1):
+        check_answers(run.samples, state.searcher, MODES[0], CLASSES * PER_CLASS)
+    answered = [s for s in run.samples if s.captions is not None]
+    assert run.drawings >= 4 and answered
+    assert any(s.partial for s in answered), "some answers were to a drawing in progress"
+    assert not [s.error for s in run.samples if s.error]
+    assert not [s.wrong for s in run.samples if s.wrong]
+    assert not [s.stale for s in run.samples if s.stale]

@@ -115,7 +115,10 @@
     }
     else if (value && value.seq !== undefined) {
       page.answer = value;
-      if (value.seq >= page.seq) page.waitingSince = null; // the latest request is answered
+      if (value.seq >= page.seq) {
+        page.waitingSince = null; // the latest request is answered
+        if (page.answered) page.answered(); // the canvas sends a rest that came meanwhile
+      }
     }
     recheck();
   });

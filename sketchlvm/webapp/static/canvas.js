@@ -7,9 +7,11 @@
 //
 // Live (props.live): while the pen is down it also sends the drawing so far, as
 // {"drawing": [...], "partial": true}, when the pen pauses (PAUSE_MS without a move) and at most every
-// EVERY_MS while it keeps moving, never while a search is in flight; pen-up sends the finished drawing
-// as before. Mouse, pen and finger
-// are all pointer events: each draws and sends alike.
+// EVERY_MS while it keeps moving, never while a search is in flight (a rest that comes then is sent the
+// moment the answer arrives), and only when the drawing has grown by GROWTH of the ink last sent: a
+// stroke that adds little since the last search costs no encode (real Quick, Draw! drawings pause often
+// mid-stroke; docs/app.md has the counts). Pen-up sends the finished drawing as before. Mouse, pen and
+// finger are all pointer events: each draws and sends alike.
 (() => {
   const UNITS = Number(props.units);           // the canvas is UNITS x UNITS canvas units
   const WIDTH_RATIO = Number(props.width_ratio); // stroke width / drawing extent, as the renderer draws
@@ -17,6 +19,7 @@
   const LIVE = props.live === true || props.live === "true";
   const PAUSE_MS = Number(props.pause_ms) || 150;
   const EVERY_MS = Number(props.every_ms) || 1000;
+  const GROWTH = Number(props.growth) || 0;
   const canvas = element.querySelector("canvas");
   const ctx = canvas.getContext("2d");
   const frame = element.querySelector(".sketchlvm-canvas-frame");
@@ -34,6 +37,10 @@
   let sent = props.value || "";
   let pauseTimer = null; // fires when the pen rests
   let lastPartial = 0;   // when the drawing so far was last sent (or the stroke began)
+  let sentInk = 0;       // ink (total line length, canvas units) of the drawing last sent
+  let strokesInk = 0;    // ink of the finished strokes
+  let currentInk = 0;    // ink of the stroke being drawn
+  let waiting = false;   // a rest came while a search was in flight: send when its answer arrives
   // Shared with answer.js and request.js: the page's request numbers and what the canvas holds.
   const page = (window.SketchLVMPage = window.SketchLVMPage || { seq: 0, floor: 0 });
 
@@ -100,8 +107,19 @@
     frame.classList.toggle("sketchlvm-empty", strokes.length === 0 && !current);
   }
 
-  function emit(value) {
+  function inkOf(s) {
+    let ink = 0;
+    for (let i = 1; i < s[0].length; i++) ink += Math.hypot(s[0][i] - s[0][i - 1], s[1][i] - s[1][i - 1]);
+    return ink;
+  }
+
+  function recount() {
+    strokesInk = strokes.reduce((sum, s) => sum + inkOf(s), 0);
+  }
+
+  function emit(value, ink) {
     sent = value;
+    sentInk = ink;
     props.value = sent;
     // The drawing is the page's query now: results shown so far answer an older one (answer.js).
     page.strokes = sent;
@@ -111,27 +129,42 @@
 
   function send() {
     refreshButtons();
-    emit(strokes.length ? JSON.stringify(strokes) : "");
+    recount();
+    emit(strokes.length ? JSON.stringify(strokes) : "", strokesInk);
   }
 
   function sendPartial() {
     // The drawing so far, the stroke in progress included (undo history untouched). Not while a search
     // is still in flight: it would only wait behind it (and cost an encode nobody sees); the pen that
-    // still rests is tried again a moment later.
+    // still rests is sent the moment that answer arrives (page.answered, called by answer.js). Not when
+    // the drawing has grown by less than GROWTH of the ink last sent: its results would barely change.
     clearTimeout(pauseTimer);
     pauseTimer = null;
+    waiting = false;
     if (!current || current[0].length < 2) return;
     if (page.waitingSince != null) {
-      pauseTimer = setTimeout(sendPartial, PAUSE_MS);
+      waiting = true;
+      return;
+    }
+    const ink = strokesInk + currentInk;
+    if (ink - sentInk < GROWTH * sentInk) {
+      page.partialSkipped = (page.partialSkipped || 0) + 1; // benchmarks count these
+      page.skippedAt = performance.now();
       return;
     }
     lastPartial = performance.now();
     const value = JSON.stringify({ drawing: strokes.concat([current]), partial: true });
-    if (value !== sent) emit(value);
+    if (value !== sent) emit(value, ink);
   }
+
+  page.answered = () => {
+    if (waiting && current) sendPartial();
+  };
 
   function pendown() {
     lastPartial = performance.now();
+    currentInk = 0;
+    waiting = false;
   }
 
   function moved() {
@@ -173,6 +206,7 @@
     for (const move of moves.length ? moves : [event]) {
       const [x, y, t] = point(move);
       if (x === xs[xs.length - 1] && y === ys[ys.length - 1]) continue;
+      currentInk += Math.hypot(x - xs[xs.length - 1], y - ys[ys.length - 1]);
       xs.push(x); ys.push(y); ts.push(t);
       ctx.lineTo(x, y);
     }
@@ -184,6 +218,7 @@
     if (!current || event.pointerId !== pointer) return;
     clearTimeout(pauseTimer);
     pauseTimer = null;
+    waiting = false;
     strokes.push(current);
     done.push({ add: current });
     undone = [];
@@ -257,6 +292,8 @@
     t0 = null;
     sent = value || "";
     page.strokes = sent;
+    recount();
+    sentInk = strokesInk;
     redraw();
     refreshButtons();
   }
