@@ -183,4 +183,10 @@ def load_model(checkpoint: Path):
     from sketchlvm.config import TINY_ARCH
     from sketchlvm.model.factory import create_sketchlvm
 
-    return create_sketchlvm(arch=TINY_ARCH, pretrained="none", checkpoint=checkpoint, device="cpu")
+    import torch
+
+    # The random backbone the checkpoint was made on (seed 0), not whatever the global RNG holds after other
+    # work: otherwise the rankings, and whether two users' answers can be told apart, depend on what ran first.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return create_sketchlvm(arch=TINY_ARCH, pretrained="none", checkpoint=checkpoint, device="cpu")

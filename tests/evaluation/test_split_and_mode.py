@@ -18,7 +18,7 @@ def _checkpoint(sketchy_root: Path, path: Path, split: str, modes=("category",))
     """A checkpoint as `train --split SPLIT` on every seen class of the real data records it (learned state: a
     stand-in perturbation of the tiny tower's trainable set)."""
     from sketchlvm.model.checkpoint import save_checkpoint
-    from tests.model.test_checkpoint import _metadata, _trained_states
+    from tiny_checkpoint import _metadata, _trained_states
 
     seen, _ = split_classes(list_class_folders(sketchy_root), split)
     meta = {**_metadata(), "training": {"dataset": "sketchy", "split": split, "classes": seen},

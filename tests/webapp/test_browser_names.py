@@ -12,7 +12,7 @@ import shutil
 import pytest
 from conftest import serve_in_process
 
-from tests.webapp.test_browser import CHROMIUM, CHROMIUM_ARGS, browser, sync_playwright  # noqa: F401 - fixtures
+from test_browser import CHROMIUM, CHROMIUM_ARGS, browser, sync_playwright  # noqa: F401 - fixtures
 
 pytestmark = [
     pytest.mark.browser,

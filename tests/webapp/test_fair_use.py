@@ -21,7 +21,8 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
-from tests.webapp.test_public import CAT_STROKES, Server
+from conftest import copy_class_photos  # noqa: E402
+from test_public import CAT_STROKES, Server  # noqa: E402
 
 CLASSES = ("cat", "fish")
 PER_CLASS = 2
@@ -45,11 +46,7 @@ def from_address(address: str, timeout: float = 30) -> httpx.Client:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, sketchy_root):
     base = tmp_path_factory.mktemp("fair-use")
-    gallery = base / "gallery"
-    for name in CLASSES:
-        (gallery / name).mkdir(parents=True)
-        for photo in sorted((sketchy_root / "photo" / name).glob("*.jpg"))[:PER_CLASS]:
-            shutil.copy(photo, gallery / name / photo.name)
+    gallery = copy_class_photos(sketchy_root, base / "gallery", CLASSES, PER_CLASS)
     odd = next((sketchy_root / "photo" / "cat").glob("*.jpg"))
     with open(bytes(gallery / "cat") + b"/" + NOT_UTF8_NAME, "wb") as out:
         out.write(odd.read_bytes())
