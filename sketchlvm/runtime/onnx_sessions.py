@@ -8,7 +8,8 @@ query or an index slice costs the same on either, with the same threads and the 
 Threads: query sessions (sketch and text graphs, batch 1) and index sessions (photo graphs, slices of
 ``RuntimeConfig.index_run_batch``) use every core without busy-waiting by default, so the app's other
 searches, Gradio's threads or the index build's decoding threads get the CPU while an operator waits.
-Query encodes take turns (``RuntimeConfig.serial_queries``); index runs never wait for them.
+Query encodes take turns (``RuntimeConfig.serial_queries``), and those that queued behind a run go through
+the next one together (``runtime/query_batches.py``); index runs never wait for them.
 
 Memory: each graph file has one session, whatever roles run it, and the heap is trimmed once a session is
 built (``trim_heap``): building one reads the file and pre-packs its MatMul weights, and glibc kept what
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from sketchlvm.config import RuntimeConfig, env_var, settings
+from sketchlvm.runtime.query_batches import QueryBatches
 
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 RUNTIME_ENV = env_var("runtime")
@@ -111,6 +113,8 @@ class OnnxSessions:
         self._sessions: dict[tuple[Path, tuple[int, bool]], Any] = {}
         self._lock = threading.Lock()
         self._query_turn = threading.RLock()  # one query encode at a time (RuntimeConfig.serial_queries)
+        # Queries that queue behind a running one go through together (runtime/query_batches.py).
+        self.query_batches = QueryBatches(max_batch=config.query_batch)
 
     def session(self, path: Path, role: str) -> Any:
         key = (Path(path), role_settings(role, self.config))
@@ -140,10 +144,16 @@ class OnnxSessions:
         return contextlib.nullcontext()
 
     def run(self, path: Path, role: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """The graph's first output."""
+        """The graph's first output. Queries taking turns are batched with those queued beside them."""
         session = self.session(path, role)
-        with self.turn(role):
-            return session.run(None, inputs)[0]
+
+        def encode(batch: dict[str, np.ndarray]) -> np.ndarray:
+            with self.turn(role):
+                return session.run(None, batch)[0]
+
+        if role == "query" and self.config.serial_queries:
+            return self.query_batches.run(Path(path), inputs, encode)
+        return encode(inputs)
 
     def describe(self) -> str:
         threads = self.config.query_threads or cpu_threads()
