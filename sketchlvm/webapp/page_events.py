@@ -83,23 +83,34 @@ def wire(demo: gr.Blocks, state: AppState, ui: SimpleNamespace) -> None:
         key = (current.id, query_module.fingerprint(strokes or "") if current.kind in ("drawing", "example") else "",
                query_module.fingerprint(repr(settings)))  # the words may be a whole request body long
         results_digest = query_module.fingerprint(repr(found.gallery))
-        same = (key, results_digest) == answered
-        changed = answered is None or key != answered[0]
-        gallery = gr.skip() if same else gr.update(value=found.gallery, selected_index=None) if changed else found.gallery
-        return (gallery, found.message, found.shown, query_module.view_update(current),
-                found.tag(seq, current, settings), gr.update(visible=False) if changed else gr.skip(),
-                (key, results_digest))
+        last_key, last_digest, opened = answered or (None, None, True)
+        same = (key, results_digest) == (last_key, last_digest)
+        changed = answered is None or key != last_key
+        # What may be open on the page: a result's preview (opened, set by result_selected) or the query's
+        # panel (an uploaded sketch or photo). Only then does a new query close them: each such update
+        # rebuilds the component's config on the server (~10 ms a search), which a drawing growing
+        # mid-stroke, with nothing open, does not need.
+        viewed = query_module.has_view(current)
+        closes = changed and (opened or viewed)
+        gallery = (gr.skip() if same else gr.update(value=found.gallery, selected_index=None) if closes
+                   else found.gallery)
+        view = query_module.view_update(current) if opened or viewed else gr.skip()
+        return (gallery, found.message, found.shown, view, found.tag(seq, current, settings),
+                gr.update(visible=False) if closes else gr.skip(),
+                (key, results_digest, viewed or (opened and not closes)))
 
-    def result_selected(shown, evt: gr.SelectData):
+    def result_selected(shown, answered, evt: gr.SelectData):
         if not shown or not 0 <= evt.index < len(shown):
-            return gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         relpath = shown[evt.index]
         photo = original(state, relpath)
         if photo is None:
-            return gr.skip(), gr.skip(), gr.skip()
-        # The preview's label names the photo; the button stays short enough for a phone.
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        # The preview's label names the photo; the button stays short enough for a phone. The next query
+        # closes it (answer, above: opened).
+        opened = (answered[0], answered[1], True) if answered else None
         return (gr.update(value=photo, label=f"{display_name(relpath)} (original)"), to_page(relpath),
-                gr.update(visible=True))
+                gr.update(visible=True), opened)
 
     def rebuild():
         """Index what changed in the gallery folder, in the background (the page shows the progress)."""
@@ -156,7 +167,7 @@ def wire(demo: gr.Blocks, state: AppState, ui: SimpleNamespace) -> None:
         return query_module.set_example(state, evt.index)
 
     ui.examples.select(example_selected, None, [ui.canvas, ui.query, ui.answer_box], **setters)
-    ui.results.select(result_selected, ui.shown, [ui.preview, ui.selected, ui.preview_panel],
+    ui.results.select(result_selected, [ui.shown, ui.answered], [ui.preview, ui.selected, ui.preview_panel, ui.answered],
                       api_visibility="private", show_progress="hidden", queue=False)
     ui.close_button.click(lambda: gr.update(visible=False), None, ui.preview_panel, api_visibility="private",
                           queue=False)

@@ -69,7 +69,9 @@ def lay_out(state: AppState) -> SimpleNamespace:
     shown = gr.State([], time_to_live=SESSION_TTL_S)  # relpaths of the results on screen, for the preview
     query = gr.State(None, time_to_live=SESSION_TTL_S,  # the page's current query besides the canvas (query.py)
                      delete_callback=discard_query_upload)
-    answered = gr.State(None, time_to_live=SESSION_TTL_S)  # digests of the page's last answer (query, results)
+    # Digests of the page's last answer (query, results), and whether a result's preview or the query panel
+    # may be open (page_events.answer closes them on a new query).
+    answered = gr.State(None, time_to_live=SESSION_TTL_S)
     seq = gr.Textbox(visible=False)  # the request's number, filled in by request.js as it leaves
     # Two columns side by side on a wide screen; on a narrow one page.css lays their parts out in
     # one column, canvas then results then controls (see the @media rule there).

@@ -261,9 +261,14 @@ def run(state: AppState, query: Query, canvas: str, settings: Settings, *, loud:
     return Answer(gallery, f"{prefix} · {message}" if prefix else message, shown, kind, partial)
 
 
+def has_view(query: Query) -> bool:
+    """Whether the query panel shows this query: an uploaded sketch, a gallery photo or an uploaded photo."""
+    return query.kind in ("sketch", "gallery", "photo") and query.view is not None
+
+
 def view_update(query: Query) -> dict:
     """The query panel: shown for an uploaded sketch, a gallery photo or an uploaded photo."""
-    if query.kind in ("sketch", "gallery", "photo") and query.view is not None:
+    if has_view(query):
         title = f"Searching with: {KIND_LABELS[query.kind]} {display_name(query.name)}".rstrip()
         return gr.update(value=query.view, visible=True, label=title)
     return gr.update(value=None, visible=False)
