@@ -26,7 +26,7 @@ MIN_LINE_UNITS = 1.5  # thinnest line shown: a tiny drawing still shows up (the 
 # Mid-stroke queries (static/canvas.js): the drawing so far is sent after a pause of PAUSE_MS with the pen
 # down, and at most every EVERY_MS while it keeps moving, each only when the drawing's ink has grown by
 # GROWTH of the ink last sent. Measured in bench/bench_browser.py (docs/app.md).
-PAUSE_MS = 150
+PAUSE_MS = 100
 EVERY_MS = 1000
 GROWTH = 0.3
 

@@ -17,7 +17,7 @@
   const WIDTH_RATIO = Number(props.width_ratio); // stroke width / drawing extent, as the renderer draws
   const MIN_WIDTH = Number(props.min_width);
   const LIVE = props.live === true || props.live === "true";
-  const PAUSE_MS = Number(props.pause_ms) || 150;
+  const PAUSE_MS = Number(props.pause_ms) || 100;
   const EVERY_MS = Number(props.every_ms) || 1000;
   const GROWTH = Number(props.growth) || 0;
   const canvas = element.querySelector("canvas");
