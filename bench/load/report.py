@@ -90,4 +90,12 @@ def live_line(run, wall_s: float) -> LiveSummary:
             f"{sum(s.captions is None and s.error is None for s in run.samples)}; failed "
             f"{sum(s.error is not None for s in run.samples)}, stale {sum(s.stale is not None for s in run.samples)}, "
             f"wrong {sum(s.wrong is not None for s in run.samples)}")
+    # Where the time goes: mid-stroke against pen-up requests, and the phase's first half against its second.
+    def p50_of(samples) -> str:
+        return f"{np.percentile([s.latency_s for s in samples], 50) * 1000:.0f} ms" if samples else "-"
+
+    middle = np.median([s.sent_s for s in answered]) if answered else 0.0
+    text += (f"; p50 mid-stroke {p50_of([s for s in answered if s.partial])}, pen-up "
+             f"{p50_of([s for s in answered if not s.partial])}; first half {p50_of([s for s in answered if s.sent_s < middle])}, "
+             f"second half {p50_of([s for s in answered if s.sent_s >= middle])}")
     return LiveSummary(p50, p95, text)
