@@ -257,9 +257,9 @@ class Runtime:
         """Query encodes, on either engine, take turns (see the module doc); index runs never wait."""
         return self._onnx.turn(role)
 
-    def _run(self, path: Path, role: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """The graph's first output."""
-        return self._onnx.run(path, role, inputs)
+    def _run(self, path: Path, role: str, inputs: dict[str, np.ndarray], batchable: bool = True) -> np.ndarray:
+        """The graph's first output (``batchable``: see ``OnnxSessions.run``)."""
+        return self._onnx.run(path, role, inputs, batchable)
 
     # -- encoding ---------------------------------------------------------------------------------
 
@@ -296,7 +296,9 @@ class Runtime:
             if not self._recheck_on_photos(graph, batch, mode):
                 return self._torch(batch, modality, mode)
         path = graph.int8_path if (int8 and graph.int8_path is not None) else graph.path
-        out = self._run(path, _role(modality), {"images": np.ascontiguousarray(_numpy(batch), np.float32)})
+        # An int8 graph's answer depends on its batch (dynamic quantisation): its queries never share a run.
+        out = self._run(path, _role(modality), {"images": np.ascontiguousarray(_numpy(batch), np.float32)},
+                        batchable=path == graph.path)
         return np.asarray(out, dtype=np.float32)
 
     def _recheck_on_photos(self, graph: _Onnx, batch: torch.Tensor | np.ndarray, mode: str) -> bool:

@@ -143,15 +143,19 @@ class OnnxSessions:
             return self._query_turn
         return contextlib.nullcontext()
 
-    def run(self, path: Path, role: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """The graph's first output. Queries taking turns are batched with those queued beside them."""
+    def run(self, path: Path, role: str, inputs: dict[str, np.ndarray], batchable: bool = True) -> np.ndarray:
+        """The graph's first output. Queries taking turns are batched with those queued beside them, unless
+        ``batchable`` is False: a graph whose answer for one input depends on the rest of its batch (int8
+        with dynamic quantisation computes one activation scale per batch: measured on ViT-B/32, up to
+        2e-3 apart from the same sketch alone) must run each query alone, or one person's drawing would
+        move another's scores."""
         session = self.session(path, role)
 
         def encode(batch: dict[str, np.ndarray]) -> np.ndarray:
             with self.turn(role):
                 return session.run(None, batch)[0]
 
-        if role == "query" and self.config.serial_queries:
+        if role == "query" and self.config.serial_queries and batchable:
             return self.query_batches.run(Path(path), inputs, encode)
         return encode(inputs)
 

@@ -9,8 +9,10 @@ encoded in the next run, as one batch of up to ``RuntimeConfig.query_batch``. A 
 encoder free runs at once, alone: one person drawing waits exactly as long as before.
 
 Only inputs of the same graph with the same shapes and types join one batch (a sketch of the same size,
-words of the same context length). If a batch fails, each of its queries runs again on its own, so one
-query's failure is its own.
+words of the same context length), and only on fp32 graphs: an int8 graph (dynamic quantisation) scales
+its activations per batch, so its answer for one sketch would depend on the others beside it
+(``OnnxSessions.run(batchable=False)``). If a batch fails, each of its queries runs again on its own, so
+one query's failure is its own.
 """
 
 from __future__ import annotations

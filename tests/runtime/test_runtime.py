@@ -184,9 +184,9 @@ def test_photo_batches_run_in_slices_of_index_run_batch(runtime, real_sketches, 
     if runtime == "onnx":
         real_run = model.runtime._run
 
-        def counting_run(path, role, inputs):
+        def counting_run(path, role, inputs, batchable=True):
             runs.append(len(inputs["images"]))
-            return real_run(path, role, inputs)
+            return real_run(path, role, inputs, batchable)
 
         model.runtime._run = counting_run
         hook = None
