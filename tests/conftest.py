@@ -80,6 +80,16 @@ def copy_class_photos(sketchy_root: Path, dest: Path, classes: tuple[str, ...], 
     return dest
 
 
+def class_images(sketchy_root: Path, kind: str, classes: tuple[str, ...], per_class: int) -> list:
+    """The first ``per_class`` Sketchy sketches (``kind="sketch"``) or photos of each of ``classes``, as RGB
+    PIL images, class by class."""
+    from PIL import Image
+
+    pattern = "*.png" if kind == "sketch" else "*.jpg"
+    return [Image.open(p).convert("RGB") for c in classes
+            for p in sorted((sketchy_root / kind / c).glob(pattern))[:per_class]]
+
+
 def raw_get(url: str, path: str) -> tuple[int, bytes]:
     """GET with the path exactly as written: no client-side normalisation of '..' or percent-escapes."""
     parsed = urllib.parse.urlsplit(url)

@@ -7,16 +7,14 @@ import time
 
 import numpy as np
 import pytest
+from conftest import class_images
 
 from sketchlvm.runtime.query_batches import QueryBatches
 
 
 @pytest.fixture(scope="module")
 def real_sketches(sketchy_root):
-    from PIL import Image
-
-    return [Image.open(p).convert("RGB") for c in ("airplane", "cat", "fish")
-            for p in sorted((sketchy_root / "sketch" / c).glob("*.png"))[:2]]
+    return class_images(sketchy_root, "sketch", ("airplane", "cat", "fish"), per_class=2)
 
 
 class GatedEncoder:

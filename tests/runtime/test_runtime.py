@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import copy_class_photos
+from conftest import class_images, copy_class_photos
 from PIL import Image
 
 ort = pytest.importorskip("onnxruntime")
@@ -39,12 +39,12 @@ pytestmark = pytest.mark.usefixtures("isolated_runtime")
 
 @pytest.fixture(scope="module")
 def real_sketches(sketchy_root) -> list[Image.Image]:
-    return [Image.open(p).convert("RGB") for c in CLASSES for p in sorted((sketchy_root / "sketch" / c).glob("*.png"))[:2]]
+    return class_images(sketchy_root, "sketch", CLASSES, per_class=2)
 
 
 @pytest.fixture(scope="module")
 def real_photos(sketchy_root) -> list[Image.Image]:
-    return [Image.open(p).convert("RGB") for c in CLASSES for p in sorted((sketchy_root / "photo" / c).glob("*.jpg"))[:2]]
+    return class_images(sketchy_root, "photo", CLASSES, per_class=2)
 
 
 @pytest.fixture(scope="module")

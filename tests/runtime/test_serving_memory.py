@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_class_photos, run_at_once
+from conftest import class_images, copy_class_photos, run_at_once
 from PIL import Image
 
 pytest.importorskip("onnxruntime")
@@ -30,12 +30,12 @@ pytestmark = pytest.mark.usefixtures("isolated_runtime")
 
 @pytest.fixture(scope="module")
 def sketches(sketchy_root) -> list[Image.Image]:
-    return [Image.open(p).convert("RGB") for c in CLASSES for p in sorted((sketchy_root / "sketch" / c).glob("*.png"))[:2]]
+    return class_images(sketchy_root, "sketch", CLASSES, per_class=2)
 
 
 @pytest.fixture(scope="module")
 def photos(sketchy_root) -> list[Image.Image]:
-    return [Image.open(p).convert("RGB") for c in CLASSES for p in sorted((sketchy_root / "photo" / c).glob("*.jpg"))[:3]]
+    return class_images(sketchy_root, "photo", CLASSES, per_class=3)
 
 
 @pytest.fixture
