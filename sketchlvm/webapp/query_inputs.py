@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from sketchlvm.config import PACKAGE_DIR
 from sketchlvm.preprocess.drawing import StrokeDrawing
-from sketchlvm.preprocess.strokes import EmptySketchError, crop_to_ink, parse_strokes
+from sketchlvm.preprocess.strokes import MAX_STROKE_BYTES, EmptySketchError, crop_to_ink, parse_strokes
 from sketchlvm.preprocess.transforms import ImageLoadError, load_photo
 from sketchlvm.webapp.app_state import UPLOAD_HINT, AppState
 from sketchlvm.webapp.canvas import CANVAS_UNITS, fit_strokes
@@ -41,6 +41,8 @@ def is_partial(strokes_json: Any) -> bool:
     """Whether the canvas sent the drawing so far, mid-stroke (``{"drawing": [...], "partial": true}``,
     static/canvas.js) rather than a finished one."""
     if not isinstance(strokes_json, str) or not strokes_json.startswith("{"):
+        return False
+    if len(strokes_json) > MAX_STROKE_BYTES:  # refused by parse_strokes: not worth parsing here first
         return False
     try:
         value = json.loads(strokes_json)
