@@ -260,11 +260,16 @@ def live_phase(url: str, sketches: list[Path], users: int, seconds: float, basel
     drawings = [json.loads(p.read_text())["drawing"] for p in sketches]
     mode = MODES[0]
     one, one_wall = run_live(url, drawings, 1, max(baseline_s, 20.0), mode, k)
-    server_cpu = cpu_seconds(server.pid) if server else float("nan")
+    def cpu() -> tuple[float, float]:  # (server, this process: the pages' clients share the cores)
+        return (cpu_seconds(server.pid) if server else float("nan")), cpu_seconds()
+
+    before = cpu()
     many, many_wall = run_live(url, drawings, users, seconds, mode, k)
-    server_cpu = (cpu_seconds(server.pid) if server else float("nan")) - server_cpu
+    between = cpu()
     # The control: the same pages searching at pen-up only (SKETCHLVM_LIVE_STROKES=0), same server.
     penup, penup_wall = run_live(url, drawings, users, seconds, mode, k, live=False)
+    after = cpu()
+    server_cpu, client_cpu = between[0] - before[0], between[1] - before[1]
     everything = one.samples + many.samples + penup.samples
     with torch_threads(1):
         check_answers(everything, searcher, mode, k)
@@ -273,11 +278,13 @@ def live_phase(url: str, sketches: list[Path], users: int, seconds: float, basel
     loaded = live_line(many, many_wall)
     print(f"live results, {users} pages at once, each drawing at its own pace ({many_wall:.0f} s): {loaded.text}")
     print(f"  [live] p50 under load / one page's p50: {loaded.p50_ms / alone.p50_ms:.2f}x (p95: "
-          f"{loaded.p95_ms / alone.p95_ms:.2f}x); server CPU {server_cpu:.1f} s; load average {os.getloadavg()[0]:.1f}")
+          f"{loaded.p95_ms / alone.p95_ms:.2f}x); server CPU {server_cpu:.1f} s, clients' {client_cpu:.1f} s; "
+          f"load average {os.getloadavg()[0]:.1f}")
     control = live_line(penup, penup_wall)
     print(f"pen-up only, {users} pages at once ({penup_wall:.0f} s): {control.text}")
     print(f"  [pen-up only] p50 under load / one live page's p50: {control.p50_ms / alone.p50_ms:.2f}x; "
-          f"live / pen-up only p50 under load: {loaded.p50_ms / control.p50_ms:.2f}x")
+          f"live / pen-up only p50 under load: {loaded.p50_ms / control.p50_ms:.2f}x; server CPU "
+          f"{after[0] - between[0]:.1f} s, clients' {after[1] - between[1]:.1f} s")
     for sample in [s for s in everything if s.error or s.wrong or s.stale][:10]:
         print(f"  user {sample.user}: {sample.error or sample.wrong or sample.stale}")
 

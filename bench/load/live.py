@@ -29,6 +29,8 @@ from bench.load import REQUEST_TIMEOUT_S
 from sketchlvm.search import DEFAULT_TEXT_WEIGHT
 from sketchlvm.webapp.canvas import EVERY_MS, GROWTH, PAUSE_MS
 
+SHED = ("<shed>",)  # what _call returns for a shed answer
+
 
 @dataclass
 class LiveSample:
@@ -38,7 +40,8 @@ class LiveSample:
     partial: bool
     sent_s: float
     latency_s: float = 0.0
-    captions: tuple[str, ...] | None = None  # None: dropped by the server (a newer request overtook it)
+    captions: tuple[str, ...] | None = None  # None: not answered (overtaken by a newer request, or shed)
+    shed: bool = False  # a mid-stroke search the busy server let go (webapp/busy.py)
     error: str | None = None
     wrong: str | None = None
     stale: str | None = None
@@ -70,6 +73,7 @@ class PageUser:
         self.in_flight = False
         self.pending: tuple[str, bool] | None = None
         self.answered = 0  # answers received (the canvas's `waiting` rest is sent on the next)
+        self.shed = False  # the latest answer was a shed mid-stroke search: the canvas waits for the next answer
         self.samples: list[LiveSample] = []
         self.closed = False
         self.sender = threading.Thread(target=self._send_loop, daemon=True)
@@ -97,6 +101,9 @@ class PageUser:
             began = time.perf_counter()
             try:
                 sample.captions = self._call(seq, drawing, partial)
+                sample.shed = sample.captions == SHED
+                if sample.shed:
+                    sample.captions = None
             except Exception as error:  # noqa: BLE001 (counted, not raised)
                 sample.error = f"{type(error).__name__}: {error}"
             sample.latency_s = time.perf_counter() - began
@@ -104,6 +111,10 @@ class PageUser:
                 self.samples.append(sample)
                 self.in_flight = False
                 self.answered += 1
+                if sample.shed:
+                    self.shed = True
+                elif sample.captions is not None and seq == self.seq:
+                    self.shed = False  # the latest request is answered: the page waits no more (answer.js)
                 self.lock.notify_all()
 
     def _call(self, seq: int, drawing: str, partial: bool) -> tuple[str, ...] | None:
@@ -130,7 +141,9 @@ class PageUser:
                     continue
                 if not message.get("success", False):
                     raise RuntimeError(f"the search event failed: {message.get('output')}")
-                gallery = message["output"]["data"][0]
+                gallery, tag = message["output"]["data"][0], message["output"]["data"][4]
+                if isinstance(tag, str) and '"shed"' in tag:
+                    return SHED  # the busy server let this mid-stroke search go (webapp/busy.py)
                 if not isinstance(gallery, (list, dict)) or (isinstance(gallery, dict) and "value" not in gallery):
                     return None  # gr.skip(): overtaken, dropped
                 items = gallery["value"] if isinstance(gallery, dict) else gallery
@@ -176,6 +189,8 @@ def draw(user: PageUser, strokes: list, deadline: float, live: bool = True) -> i
         if not live:
             return True
         with user.lock:
+            if user.shed:
+                return True  # the page still waits on a shed search: nothing more until pen-up (canvas.js)
             if user.in_flight or user.pending is not None:
                 return False
         text, ink = so_far(stroke, n)

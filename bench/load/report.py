@@ -87,7 +87,8 @@ def live_line(run, wall_s: float) -> LiveSummary:
     text = (f"{len(run.samples)} requests ({partial} mid-stroke) for {run.strokes} strokes of {run.drawings} drawings "
             f"= {len(run.samples) / max(run.strokes, 1):.2f} per stroke, {len(run.samples) / wall_s:.1f} req/s; "
             f"answered p50 {p50:.0f} ms, p95 {p95:.0f} ms; dropped as overtaken "
-            f"{sum(s.captions is None and s.error is None for s in run.samples)}; failed "
+            f"{sum(s.captions is None and s.error is None and not s.shed for s in run.samples)}, shed as busy "
+            f"{sum(s.shed for s in run.samples)}; failed "
             f"{sum(s.error is not None for s in run.samples)}, stale {sum(s.stale is not None for s in run.samples)}, "
             f"wrong {sum(s.wrong is not None for s in run.samples)}")
     # Where the time goes: mid-stroke against pen-up requests, and the phase's first half against its second.

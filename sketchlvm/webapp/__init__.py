@@ -1,6 +1,7 @@
 """The web app: stroke canvas (canvas.py + static/), the page (page.py: page_layout.py wired by
 page_events.py), the one query path of page and API (query.py, its inputs in query_inputs.py, newest
-query wins in newest.py), the API's handlers, results, state; cli.py is the command line.
+query wins in newest.py, mid-stroke searches give way when the server is busy in busy.py), the API's
+handlers, results, state; cli.py is the command line.
 
 Owns everything a person sees and clicks. May import everything below it (search, gallery, model,
 preprocess, config); nothing in ``sketchlvm`` imports it except the ``sketchlvm`` command (cli.py).

@@ -10,6 +10,7 @@ from typing import Any
 from sketchlvm.config import env_var
 from sketchlvm.search import Searcher
 from sketchlvm.webapp.access import OWNER_ONLY_STATUS, owner_now
+from sketchlvm.webapp.busy import Busy
 from sketchlvm.webapp.markdown import escape
 from sketchlvm.webapp.public_files import public_name
 
@@ -79,6 +80,7 @@ class AppState:
     public: Any = None
     watcher: Any = None  # the FolderWatcher keeping a local gallery's index current (sketchlvm.gallery.watch)
     newest: Any = None  # the live search's newest request per session (sketchlvm.webapp.newest), made by the page
+    busy: Busy = field(default_factory=Busy)  # searches in progress; mid-stroke ones shed when busy (webapp.busy)
 
     def ensure_indexer(self):
         """The background indexer of the gallery, made on first use; None without a gallery."""

@@ -18,6 +18,7 @@ from sketchlvm.webapp import uploads
 from sketchlvm.webapp.app_state import AppState, banner_markdown, no_gallery_help, progress_markdown, status_markdown
 from sketchlvm.webapp.handlers import load_upload, search_like, search_strokes, search_with_photo
 from sketchlvm.webapp.page_layout import static_text
+from sketchlvm.webapp.query_inputs import is_partial
 from sketchlvm.webapp.results import original
 from sketchlvm.webapp.safe_text import display_name, from_page, to_page
 
@@ -74,6 +75,9 @@ def wire(demo: gr.Blocks, state: AppState, ui: SimpleNamespace) -> None:
         if not state.newest.claim(session, number):
             return (gr.skip(),) * 7
         current = query_module.current(stored, strokes)
+        # A drawing in progress is a preview: it gives way while other searches hold the encoder (busy.py).
+        if state.busy.sheds(current.kind == "drawing" and is_partial(strokes)):
+            return (gr.skip(),) * 4 + (query_module.shed(seq),) + (gr.skip(),) * 2
         settings = query_module.Settings.read(mode, k, text, weight)
         found = query_module.run(state, current, strokes, settings,
                                  wanted=lambda: state.newest.is_newest(session, number))

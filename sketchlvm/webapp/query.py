@@ -222,14 +222,15 @@ def run(state: AppState, query: Query, canvas: str, settings: Settings, *, loud:
         if wanted is not None and not wanted():
             return None
         args = {"text": words, "text_weight": settings.weight}
-        if query.kind == "gallery":
-            results = searcher.search_like(query.relpath, settings.mode, settings.k, **args)
-        elif query.kind == "photo":
-            results = searcher.search_photo(query.path, settings.mode, settings.k, **args)
-        elif query.kind in ("drawing", "example", "sketch"):
-            results = searcher.search(sketch, settings.mode, settings.k, **args)
-        else:
-            raise ValueError(f"unknown query kind {query.kind!r}")
+        with state.busy.searching():  # what mid-stroke searches give way to (busy.py)
+            if query.kind == "gallery":
+                results = searcher.search_like(query.relpath, settings.mode, settings.k, **args)
+            elif query.kind == "photo":
+                results = searcher.search_photo(query.path, settings.mode, settings.k, **args)
+            elif query.kind in ("drawing", "example", "sketch"):
+                results = searcher.search(sketch, settings.mode, settings.k, **args)
+            else:
+                raise ValueError(f"unknown query kind {query.kind!r}")
         note = searcher.text_query(words).note() if words is not None else None
     except StrokeFormatError as error:
         if loud:
@@ -278,6 +279,12 @@ def pending(query: Query) -> str:
     """The answer component's value while a new query waits for its first answer: answer.js then treats
     every answer to an earlier request as out of date."""
     return json.dumps({"pending": query.id})
+
+
+def shed(seq: Any) -> str:
+    """The answer component's value for a mid-stroke search shed because the server is busy (busy.py):
+    answer.js keeps the results on screen and says, once they lag, that they come at pen-up."""
+    return json.dumps({"shed": request_number(seq)})
 
 
 def set_sketch(state: AppState, path: str | None, canvas: str | None) -> tuple[Any, Any, Any]:

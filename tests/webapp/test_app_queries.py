@@ -134,6 +134,27 @@ def test_an_uploaded_photo_is_a_query(running, tmp_path):
     assert "Photo refused" in message and str(tmp_path) not in message
 
 
+def test_every_kind_of_search_counts_as_busy_while_it_runs(running, strokes, tmp_path, monkeypatch):
+    """What mid-stroke searches give way to (webapp/busy.py): a drawing, a photo and "more like this",
+    through the public API, each hold the count while the searcher runs and let it go after."""
+    client, state = running
+    seen = []
+    for name in ("search", "search_like", "search_photo"):
+        real = getattr(state.searcher, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            seen.append((_name, state.busy.running))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(state.searcher, name, counted)
+    client.predict(strokes, "category", K, "", DEFAULT_TEXT_WEIGHT, api_name="/search")
+    client.predict(state.searcher.index.photos[2].relpath, "category", K, api_name="/search_like")
+    photo = state.gallery_dir / state.searcher.index.photos[3].relpath
+    client.predict(handle_file(str(photo)), "category", K, api_name="/search_photo")
+    assert seen == [("search", 1), ("search_like", 1), ("search_photo", 1)]
+    assert state.busy.running == 0
+
+
 @pytest.mark.browser
 def test_words_and_search_with_this_photo_in_a_real_browser(running, tmp_path):
     """Headless Chromium: words typed beside a blank canvas search (Enter), clicking a result offers

@@ -470,3 +470,36 @@ def test_the_caption_says_when_results_are_behind(running, page, monkeypatch):
     page.wait_for_function("() => document.querySelector('#sketchlvm-caption')?.innerText.startsWith('Catching up')")
     settle(page)
     page.wait_for_function("() => document.querySelector('#sketchlvm-caption').innerText === ''")
+
+
+def test_a_busy_server_lets_mid_stroke_searches_go_and_answers_pen_up(running, page):
+    """While other searches hold the encoder (another page's, counted as query.run counts every search), a
+    rest mid-stroke is not searched: the results on screen stay, the stroke sends no more, the caption
+    says after a second that results come at pen-up; pen-up is answered with the finished drawing."""
+    _, state, _ = running
+    stroke(page, 11)
+    before = settle(page)
+    names = screen(page)["names"]
+    shed = state.busy.shed
+    canvas = page.locator("#sketchlvm-canvas canvas").first
+    box = canvas.bounding_box()
+    x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.6
+    with state.busy.searching():  # another search in progress
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        for step in range(1, 9):
+            page.mouse.move(x0 + step * box["width"] * 0.05, y0 - step * box["height"] * 0.03)
+        page.wait_for_function("() => window.SketchLVMPage.shedCount > 0")
+        assert state.busy.shed == shed + 1
+        page.wait_for_function("() => document.querySelector('#sketchlvm-caption')?.innerText.startsWith('The server is busy')")
+        now = screen(page)
+        assert now["names"] == names and page.evaluate("() => window.SketchLVMPage.answer.seq") == before["seq"]
+        for step in range(9, 12):  # the pen moves and rests again: nothing more is sent this stroke
+            page.mouse.move(x0 + step * box["width"] * 0.05, y0 - step * box["height"] * 0.03)
+        page.wait_for_timeout(400)
+        assert state.busy.shed == shed + 1 and page.evaluate("() => window.SketchLVMPage.shedCount") == 1
+        page.mouse.up()
+        tag = settle(page)
+    assert tag["partial"] is False and tag["seq"] > before["seq"]
+    check_screen(page, state, {"kind": "drawing"})
+    page.wait_for_function("() => document.querySelector('#sketchlvm-caption').innerText === ''")

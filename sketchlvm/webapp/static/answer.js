@@ -13,7 +13,8 @@
 //
 // It also writes the results' caption (#sketchlvm-caption, under the message): "for the drawing so far"
 // while the answer on screen is to a drawing sent mid-stroke, and "catching up" while an answer has been
-// awaited for over LAG_MS. And it searches the words as they are typed: WORDS_PAUSE_MS after the last
+// awaited for over LAG_MS (or, when the latest request was a mid-stroke search that a busy server let
+// go, that results come at pen-up). And it searches the words as they are typed: WORDS_PAUSE_MS after the last
 // keystroke it fires this element's `submit`, one of the page's search triggers.
 (() => {
   const page = (window.SketchLVMPage = window.SketchLVMPage || { seq: 0, floor: 0 });
@@ -66,7 +67,9 @@
     element.dataset.tag = page.answer ? JSON.stringify(page.answer) : "";
     const behind = page.waitingSince != null && performance.now() - page.waitingSince > LAG_MS;
     const partial = fresh && page.answer !== null && page.answer.partial === true;
-    const text = behind ? "Catching up: these results are for an earlier drawing or words; newer ones are on the way."
+    const shed = page.shed != null && page.shed === page.seq; // the latest request, mid-stroke, gave way
+    const text = behind && shed ? "The server is busy: results for your drawing come when you lift the pen."
+      : behind ? "Catching up: these results are for an earlier drawing or words; newer ones are on the way."
       : partial ? "Results for the drawing so far." : "";
     document.body.classList.toggle("sketchlvm-behind", behind);
     const line = caption();
@@ -112,6 +115,12 @@
     if (value && value.pending !== undefined) {
       page.queriesSet = (page.queriesSet || 0) + 1; // a new query, set on the server (tests wait for it)
       page.queryChanged();
+    }
+    else if (value && value.shed !== undefined) {
+      // A mid-stroke search the busy server let go (webapp/busy.py): the results stay; the wait goes on
+      // (no more mid-stroke searches this stroke, canvas.js) until the pen-up's answer.
+      page.shed = value.shed;
+      page.shedCount = (page.shedCount || 0) + 1; // benchmarks count these
     }
     else if (value && value.seq !== undefined) {
       page.answer = value;
