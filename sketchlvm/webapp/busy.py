@@ -3,11 +3,11 @@ searches already hold the encoder, so that finished drawings (pen-up), words and
 as fast as without live results.
 
 Why: a mid-stroke search is a preview. One page alone never waits for one (the canvas sends the next
-only once the last is answered), but many pages drawing at once on a CPU Space would queue them in
-front of each other's pen-up searches: bench_load, 16 pages drawing on 2 cores with ViT-B/32 fp32, put
-the p50 at 3.1-5.9x one page's with every rest searched, and pen-up searches alone at 1.8-2.6x. Shed
-at ``SHED_AT`` searches in progress, the page keeps the results it has, says after a second that they
-are behind, and gets the drawing's own results at pen-up (docs/app.md has the figures).
+only once the last is answered), but many pages drawing at once on a CPU Space queued them in front
+of each other's pen-up searches: bench_load, 16 pages drawing on 2 cores with ViT-B/32 fp32, waited
+1.40-1.56x what the same pages wait searching at pen-up only; with mid-stroke searches shed at
+``SHED_AT`` searches in progress, 1.04-1.14x. A shed search's page keeps the results it has, says after
+a second that they are behind, and gets the drawing's own results at pen-up (docs/app.md has the figures).
 
 Every search of the one query path counts while it runs (``query.run``), from the page or the API.
 """

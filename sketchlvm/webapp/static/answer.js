@@ -14,8 +14,8 @@
 // It also writes the results' caption (#sketchlvm-caption, under the message): "for the drawing so far"
 // while the answer on screen is to a drawing sent mid-stroke, and "catching up" while an answer has been
 // awaited for over LAG_MS (or, when the latest request was a mid-stroke search that a busy server let
-// go, that results come at pen-up). And it searches the words as they are typed: WORDS_PAUSE_MS after the last
-// keystroke it fires this element's `submit`, one of the page's search triggers.
+// go, that results come at pen-up). And it searches the words as they are typed: WORDS_PAUSE_MS after
+// the last keystroke it fires this element's `submit`, one of the page's search triggers.
 (() => {
   const page = (window.SketchLVMPage = window.SketchLVMPage || { seq: 0, floor: 0 });
   page.answer = null;
