@@ -344,7 +344,7 @@ def test_load_ndjson_names_the_bad_line(tmp_path: Path):
 
 import json  # noqa: E402
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from sketchlvm.preprocess.strokes import (  # noqa: E402
@@ -474,6 +474,13 @@ def test_rendering_ignores_where_and_how_large_a_drawing_is(strokes, power, shif
     """Canvas units are arbitrary: scaling by a power of two and shifting renders (almost) the same sketch."""
     strokes = [[[v / 1000.0 for v in c] for c in s[:2]] for s in strokes]  # keep the shifted values exact-ish
     moved = [[[v * 2.0**power + shift for v in s[0]], [v * 2.0**power + shift for v in s[1]]] for s in strokes]
+
+    def spans(drawing):
+        points = np.array([[x, y] for s in drawing for x, y in zip(s[0], s[1])])
+        return points.max(axis=0) - points.min(axis=0)
+
+    # Only moves that floating point carries out: adding 1.0 to a 1e-248-tall stroke flattens it to a dot.
+    assume(np.allclose(spans(moved), spans(strokes) * 2.0**power, rtol=1e-6, atol=0))
     a = np.asarray(render_strokes(strokes, size=64), dtype=np.int16)
     b = np.asarray(render_strokes(moved, size=64), dtype=np.int16)
     assert np.mean(np.abs(a - b) > 64) < 0.01
