@@ -37,10 +37,11 @@ of the p50 under load to the p50 of a single user measured in the same run again
 phase's: ~every request runs the encoder, as new strokes would).
 
 ``--live`` (or ``--live-only``) adds the live-results phase (``bench/load/live.py``): after an unmeasured
-warm-up of ``--users`` pages (``LIVE_WARMUP_S``), one open page alone, then ``--users`` pages at once, then the same pages at pen-up only (the control), each drawing
-its drawing at its recorded pace and sending what the canvas sends, mid-stroke and at pen-up, through
-the page's own search event; printed: p50 / p95, requests per stroke, dropped, failed, stale and wrong
-answers, and the ratios to the single page and to pen-up only.
+warm-up of ``--users`` pages (``LIVE_WARMUP_S``), one open page alone, then ``--users`` pages at once,
+then the same pages at pen-up only (the control), each drawing its drawing at its recorded pace and
+sending what the canvas sends, mid-stroke and at pen-up, through the page's own search event; printed:
+p50 / p95, requests per stroke, dropped, shed, failed, stale and wrong answers, the ratios to the single
+page and to pen-up only, and each phase's server and client CPU.
 
 The server is the real CLI (``python app.py --gallery ... --checkpoint ...``) in its own process, so
 client threads and server do not share a GIL; ``--in-process`` runs it in this process instead (as
@@ -268,6 +269,7 @@ def live_phase(url: str, sketches: list[Path], users: int, seconds: float, basel
     # below then meets the same warm server.
     run_live(url, drawings, users, LIVE_WARMUP_S, mode, k)
     one, one_wall = run_live(url, drawings, 1, max(baseline_s, 20.0), mode, k)
+
     def cpu() -> tuple[float, float]:  # (server, this process: the pages' clients share the cores)
         return (cpu_seconds(server.pid) if server else float("nan")), cpu_seconds()
 

@@ -405,8 +405,8 @@ class Settings:
     port: str = _setting("7860", "port to listen on", "--port", fallback="GRADIO_SERVER_PORT")
     live_strokes: bool = _setting(
         True, "the canvas sends the drawing so far while the pen is down (after a 100 ms rest, at most once a "
-        "second, once it has grown by 30%); off (`0`): only at pen-up, one query per stroke, for a busy public Space "
-        "([app.md](app.md))")
+        "second, once it has grown by 30%; not while other searches run); off (`0`): only at pen-up, one query per "
+        "stroke ([app.md](app.md))")
     client_requests: str = _setting(
         "4", "requests one client (address) may have queued or running; half of them may run at once "
         "([deploying-in-public.md](deploying-in-public.md))")

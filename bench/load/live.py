@@ -100,10 +100,9 @@ class PageUser:
             sample = LiveSample(-1, seq, drawing, partial, time.monotonic())
             began = time.perf_counter()
             try:
-                sample.captions = self._call(seq, drawing, partial)
-                sample.shed = sample.captions == SHED
-                if sample.shed:
-                    sample.captions = None
+                answer = self._call(seq, drawing, partial)
+                sample.shed = answer is SHED
+                sample.captions = None if sample.shed else answer
             except Exception as error:  # noqa: BLE001 (counted, not raised)
                 sample.error = f"{type(error).__name__}: {error}"
             sample.latency_s = time.perf_counter() - began

@@ -11,8 +11,8 @@
 // moment the answer arrives), and only when the drawing has grown by GROWTH of the ink last sent: a
 // stroke that adds little since the last search costs no encode (real Quick, Draw! drawings pause often
 // mid-stroke; docs/app.md has the counts). A mid-stroke search that a busy server lets go
-// (webapp/busy.py) leaves the page waiting, so the stroke sends no more until pen-up. Pen-up sends the finished drawing as before. Mouse, pen and
-// finger are all pointer events: each draws and sends alike.
+// (webapp/busy.py) leaves the page waiting, so the stroke sends no more until pen-up. Pen-up sends the
+// finished drawing as before. Mouse, pen and finger are all pointer events: each draws and sends alike.
 (() => {
   const UNITS = Number(props.units);           // the canvas is UNITS x UNITS canvas units
   const WIDTH_RATIO = Number(props.width_ratio); // stroke width / drawing extent, as the renderer draws
